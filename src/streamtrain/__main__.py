@@ -1,0 +1,3 @@
+from streamtrain.cli.main import main
+
+raise SystemExit(main())

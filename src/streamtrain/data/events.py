@@ -1,0 +1,142 @@
+"""The wire format of a training event, and its validation.
+
+A training event is a JSON object ``{"x": {feature: number, ...}, "y": label}``, the format of
+the seed article's producer. Anything else is *invalid*: decoding raises :class:`InvalidEvent`
+with a stable machine-readable ``reason`` (it becomes a dead-letter header) and a human message.
+
+Rules, chosen so a model never sees a value it cannot learn from:
+
+* ``x`` is a non-empty object whose values are JSON numbers (ints or floats, not booleans:
+  ``true`` as a feature is usually a schema mistake) and finite. NaN/Infinity are not JSON and
+  fail to decode; numbers too large for a double decode as infinity and are refused too.
+* ``y`` depends on the task: a classifier takes a boolean, an integer or a string; a regressor
+  takes a finite number (not a boolean). Models of other kinds accept any JSON scalar.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, NoReturn
+
+import orjson
+
+__all__ = ["InvalidEvent", "Reason", "Task", "decode_event", "encode_event"]
+
+
+class Task(enum.Enum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    OTHER = "other"
+
+
+class Reason(enum.StrEnum):
+    """Why an event was refused; the value is what goes into the dead-letter header."""
+
+    UNDECODABLE = "undecodable"  # no bytes, not UTF-8 or not JSON
+    NOT_AN_OBJECT = "not-an-object"
+    BAD_FEATURES = "bad-features"  # x missing, not an object, empty, or a non-numeric value
+    NON_FINITE = "non-finite-feature"
+    OUT_OF_RANGE = "feature-out-of-range"  # finite, but its square overflows a double
+    MISSING_LABEL = "missing-label"
+    BAD_LABEL = "bad-label"
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be learned from; it goes to the dead-letter topic."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+_loads = orjson.loads
+_isfinite = math.isfinite
+# Scalers square deviations: beyond 1e150 the square overflows a double and the model's state
+# turns to inf/NaN for good, so such values are refused like non-finite ones.
+MAX_FEATURE_MAGNITUDE = 1e150
+_NUMBER_TYPES = (int, float)
+_CLASS_LABEL_TYPES = (bool, int, str)
+
+
+def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any]:
+    """Decode and validate one event's bytes; return ``(x, y)`` or raise :class:`InvalidEvent`."""
+    if value is None:
+        raise InvalidEvent(Reason.UNDECODABLE, "message has no value (tombstone)")
+    try:
+        event = _loads(value)
+    except orjson.JSONDecodeError as err:
+        raise InvalidEvent(Reason.UNDECODABLE, f"not valid UTF-8 JSON: {err}") from None
+    if type(event) is not dict:
+        raise InvalidEvent(
+            Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {_json_type(event)}"
+        )
+    x = event.get("x")
+    if type(x) is not dict or not x:
+        if "x" not in event:
+            raise InvalidEvent(Reason.BAD_FEATURES, 'event has no "x" field')
+        raise InvalidEvent(
+            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
+        )
+    for name, v in x.items():
+        # type() rather than isinstance: bool is an int subclass and must be refused.
+        tv = type(v)
+        if tv is float:
+            if not -MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE:
+                _refuse_float(name, v)
+        elif tv is not int:  # JSON integers are 64-bit at most: always in range
+            raise InvalidEvent(
+                Reason.BAD_FEATURES, f"feature {name!r} must be a number, got {_json_type(v)}"
+            )
+    if "y" not in event:
+        raise InvalidEvent(Reason.MISSING_LABEL, 'event has no "y" label')
+    y = event["y"]
+    if task is Task.CLASSIFICATION:
+        if type(y) not in _CLASS_LABEL_TYPES:
+            raise InvalidEvent(
+                Reason.BAD_LABEL,
+                f"a classifier's label must be a boolean, integer or string, got {_json_type(y)}",
+            )
+    elif task is Task.REGRESSION:
+        ty = type(y)
+        if ty is float:
+            if not _isfinite(y):
+                raise InvalidEvent(Reason.BAD_LABEL, f"label is not finite: {y!r}")
+        elif ty is not int:
+            raise InvalidEvent(
+                Reason.BAD_LABEL, f"a regressor's label must be a number, got {_json_type(y)}"
+            )
+    elif isinstance(y, dict | list):
+        raise InvalidEvent(Reason.BAD_LABEL, f"label must be a JSON scalar, got {_json_type(y)}")
+    return x, y
+
+
+def encode_event(x: dict[str, Any], y: Any) -> bytes:
+    """Encode one event in the wire format (numpy scalars are turned into JSON numbers)."""
+    return orjson.dumps({"x": x, "y": y}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _refuse_float(name: str, v: float) -> NoReturn:
+    if not _isfinite(v):
+        raise InvalidEvent(Reason.NON_FINITE, f"feature {name!r} is not finite: {v!r}")
+    raise InvalidEvent(
+        Reason.OUT_OF_RANGE,
+        f"feature {name!r} = {v!r} is beyond ±{MAX_FEATURE_MAGNITUDE:g}, where models overflow",
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

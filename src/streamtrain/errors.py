@@ -1,0 +1,31 @@
+"""Errors streamtrain raises on purpose: each carries a one-line message for the CLI."""
+
+from __future__ import annotations
+
+
+class StreamtrainError(Exception):
+    """Base for expected failures; the CLI prints ``str(err)`` on one line and exits non-zero."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamtrainError):
+    """Settings, flags or a spec string that cannot be used."""
+
+    exit_code = 2
+
+
+class BrokerError(StreamtrainError):
+    """The local broker could not be fetched, started, stopped or inspected."""
+
+
+class BrokerUnreachable(StreamtrainError):
+    """No Kafka broker answered at the bootstrap address within the bounded wait."""
+
+    exit_code = 3
+
+
+class TopicMissing(StreamtrainError):
+    """A topic the command reads does not exist."""
+
+    exit_code = 4

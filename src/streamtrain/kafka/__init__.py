@@ -1,0 +1,1 @@
+"""Thin helpers over confluent-kafka: client configs, reachability, topics."""

@@ -1,0 +1,101 @@
+"""Build confluent-kafka clients from :class:`KafkaSettings`, with bounded waits.
+
+librdkafka retries an unreachable broker forever and logs every failed attempt; a command must
+instead say clearly, within ``connect_timeout``, that nobody answered. Every client built here
+routes librdkafka's own log lines to the ``streamtrain.librdkafka`` logger (quiet unless
+``--verbose``) instead of stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from streamtrain.config import KafkaSettings
+from streamtrain.errors import BrokerUnreachable, TopicMissing
+
+LIBRDKAFKA_LOGGER = logging.getLogger("streamtrain.librdkafka")
+
+
+def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    conf = settings.client_config(**overrides)
+    conf.setdefault("logger", LIBRDKAFKA_LOGGER)
+    return conf
+
+
+def admin_client(settings: KafkaSettings) -> AdminClient:
+    return AdminClient(client_config(settings))
+
+
+def wait_for_cluster(settings: KafkaSettings, admin: AdminClient | None = None) -> ClusterMetadata:
+    """Return cluster metadata, or raise :class:`BrokerUnreachable` after ``connect_timeout``."""
+    admin = admin or admin_client(settings)
+    try:
+        return admin.list_topics(timeout=settings.connect_timeout)
+    except KafkaException as err:
+        raise BrokerUnreachable(
+            f"no Kafka broker answered at {settings.bootstrap_servers} within "
+            f"{settings.connect_timeout:g}s ({_short(err)}); is it running? "
+            "`streamtrain broker up` starts a local one"
+        ) from None
+
+
+def partition_count(metadata: ClusterMetadata, topic: str) -> int | None:
+    """Partitions of ``topic`` in ``metadata``, or ``None`` when it does not exist."""
+    meta = metadata.topics.get(topic)
+    if meta is None or meta.error is not None:
+        return None
+    return len(meta.partitions)
+
+
+def require_topic(settings: KafkaSettings, topic: str) -> int:
+    """Partition count of an existing topic; :class:`TopicMissing` when absent."""
+    count = partition_count(wait_for_cluster(settings), topic)
+    if count is None:
+        raise TopicMissing(
+            f"topic {topic!r} does not exist at {settings.bootstrap_servers} "
+            "(`streamtrain produce` creates it)"
+        )
+    return count
+
+
+def ensure_topic(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = -1,
+    config: dict[str, str] | None = None,
+    admin: AdminClient | None = None,
+) -> bool:
+    """Create ``topic`` if it is missing; True when this call created it.
+
+    ``replication_factor=-1`` takes the broker's ``default.replication.factor``.
+    """
+    admin = admin or admin_client(settings)
+    if partition_count(wait_for_cluster(settings, admin), topic) is not None:
+        return False
+    new = NewTopic(
+        topic,
+        num_partitions=partitions,
+        replication_factor=replication_factor,
+        config=config or {},
+    )
+    future = admin.create_topics([new], operation_timeout=settings.connect_timeout)[topic]
+    try:
+        future.result(timeout=settings.connect_timeout + 5)
+    except KafkaException as err:
+        if err.args and err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return False  # another process won the race; that is fine
+        raise
+    return True
+
+
+def _short(err: KafkaException) -> str:
+    inner = err.args[0] if err.args else err
+    if isinstance(inner, KafkaError):
+        return inner.str()
+    return str(inner)
