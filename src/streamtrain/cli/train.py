@@ -1,0 +1,124 @@
+"""``streamtrain train``: consume a topic and learn from it, event by event."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+from types import FrameType
+from typing import Any
+
+from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
+from streamtrain.config import resolve
+from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
+from streamtrain.train.trainer import Trainer
+from streamtrain.train.view import choose_view
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="learn a model from a topic, predicting each event before learning it",
+        description="Consume a topic of {x, y} JSON events; for each, predict then learn "
+        "(progressive validation). Records that cannot be learned go to a dead-letter topic.",
+    )
+    parser.add_argument("--topic", help=f"topic to learn from [default: {DEFAULT_TOPIC}]")
+    parser.add_argument(
+        "--model", help=f"River model spec [default: {DEFAULT_MODEL!r}]", metavar="SPEC"
+    )
+    parser.add_argument(
+        "--metric",
+        dest="metrics",
+        action="append",
+        metavar="SPEC",
+        help="progressive metric, repeatable [default: ROCAUC, or MAE for regressors]",
+    )
+    parser.add_argument("--group", help="consumer group [default: a fresh one per run]")
+    parser.add_argument(
+        "--dead-letter-topic", metavar="TOPIC", help="where bad records go [default: TOPIC.dlq]"
+    )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from-beginning",
+        dest="start",
+        action="store_const",
+        const="earliest",
+        help="start at the oldest record (the default)",
+    )
+    start.add_argument(
+        "--from-end", dest="start", action="store_const", const="latest", help="only new records"
+    )
+    start.add_argument(
+        "--from-timestamp",
+        metavar="WHEN",
+        type=_timestamp_ms,
+        help="start at records from this time (ISO-8601, or ms since the epoch)",
+    )
+    parser.add_argument(
+        "--exit-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop once caught up and no record arrived for this long",
+    )
+    parser.add_argument("--max-events", type=int, metavar="N", help="stop after learning N events")
+    parser.add_argument("--summary", metavar="PATH", help="write a JSON summary here at exit")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="records per consume call")
+    parser.add_argument(
+        "--view",
+        choices=("auto", "live", "log", "none"),
+        default="auto",
+        help="live panel (terminal), log lines, or nothing [default: auto]",
+    )
+    add_kafka_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _timestamp_ms(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither ISO-8601 nor milliseconds since the epoch"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)
+
+
+def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainSettings:
+    flags = {
+        "topic": args.topic,
+        "model": args.model,
+        "metrics": tuple(args.metrics) if args.metrics else None,
+        "group": args.group,
+        "dead_letter_topic": args.dead_letter_topic,
+        "start": args.start,
+        "from_timestamp": args.from_timestamp,
+        "exit_when_idle": args.exit_when_idle,
+        "max_events": args.max_events,
+        "summary": args.summary,
+        "batch_size": args.batch_size,
+    }
+    return resolve(TrainSettings, flags, file=file, section="train")
+
+
+def run(args: argparse.Namespace) -> int:
+    kafka, file = kafka_settings_from_args(args)
+    settings = settings_from_args(args, file)
+    view = choose_view(args.view, f"streamtrain · {settings.topic} → {settings.model}")
+    trainer = Trainer(kafka, settings, listeners=[view] if view else [])
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        trainer.stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+

@@ -1,0 +1,1 @@
+"""The trainer: consume, predict-then-learn, dead-letter, report."""

@@ -1,0 +1,92 @@
+"""Dead letters: records the trainer cannot learn from, kept with the reason and their origin.
+
+A dead letter carries the original key, value and headers unchanged, plus these headers
+(values UTF-8 text):
+
+``streamtrain.error.reason``    stable code (:class:`~streamtrain.data.events.Reason` or
+                                ``model-error``)
+``streamtrain.error.message``   human-readable explanation
+``streamtrain.source.topic``    topic the record was consumed from
+``streamtrain.source.partition``
+``streamtrain.source.offset``
+``streamtrain.source.timestamp``  the record's timestamp (ms since epoch), when it had one
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Protocol
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+__all__ = ["MODEL_ERROR", "DeadLetterSink", "dead_letter_headers"]
+
+MODEL_ERROR = "model-error"
+HEADER_PREFIX = "streamtrain."
+_MAX_MESSAGE = 1000  # keep a runaway exception text from bloating every dead letter
+
+
+class _Producer(Protocol):
+    def produce(self, topic: str, value: Any = ..., key: Any = ..., **kwargs: Any) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+
+def dead_letter_headers(msg: Message, reason: str, message: str) -> list[tuple[str, bytes]]:
+    """The original headers followed by streamtrain's reason and origin headers."""
+    headers: list[tuple[str, bytes]] = [
+        (k, v if v is not None else b"") for k, v in (msg.headers() or [])
+    ]
+    ts_type, ts = msg.timestamp()
+    headers += [
+        ("streamtrain.error.reason", reason.encode()),
+        ("streamtrain.error.message", message[:_MAX_MESSAGE].encode("utf-8", "replace")),
+        ("streamtrain.source.topic", (msg.topic() or "").encode()),
+        ("streamtrain.source.partition", str(msg.partition()).encode()),
+        ("streamtrain.source.offset", str(msg.offset()).encode()),
+    ]
+    if ts_type != TIMESTAMP_NOT_AVAILABLE:
+        headers.append(("streamtrain.source.timestamp", str(ts).encode()))
+    return headers
+
+
+class DeadLetterSink:
+    """Sends refused records to the dead-letter topic and counts them by reason.
+
+    Delivery is asynchronous through the trainer's producer; a failed delivery is recorded in
+    ``failures`` (never ignored) so the trainer can report it and exit non-zero.
+    """
+
+    def __init__(self, producer: _Producer, topic: str) -> None:
+        self._producer = producer
+        self.topic = topic
+        self.by_reason: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.delivered = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_reason.values())
+
+    def send(self, msg: Message, reason: str, message: str) -> None:
+        headers = dead_letter_headers(msg, reason, message)
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    value=msg.value(),
+                    key=msg.key(),
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports to make room, never drop.
+                self._producer.poll(0.1)
+        self.by_reason[reason] += 1
+
+    def _on_delivery(self, err: Any, _msg: Message) -> None:
+        if err is not None:
+            self.failures.append(str(err))
+        else:
+            self.delivered += 1

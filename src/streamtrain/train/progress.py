@@ -1,0 +1,84 @@
+"""What a running trainer reports: periodic progress snapshots and the final summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running trainer, taken every ``progress_interval`` seconds."""
+
+    topic: str
+    model: str
+    events_learned: int
+    dead_lettered: int
+    events_per_second: float  # over the last interval
+    elapsed_seconds: float
+    metrics: Mapping[str, float]
+    lag: Mapping[int, int]  # partition -> records not yet consumed (None when unknown)
+    dead_letter_reasons: Mapping[str, int]
+    broker_error: str | None = None  # last client-level error, e.g. broker unreachable
+
+    @property
+    def total_lag(self) -> int:
+        return sum(self.lag.values())
+
+
+class TrainerListener(Protocol):
+    """Receives progress; every hook is optional to implement (see :class:`NullListener`)."""
+
+    def on_progress(self, progress: Progress) -> None: ...
+
+    def on_finish(self, summary: Summary) -> None: ...
+
+
+class NullListener:
+    def on_progress(self, progress: Progress) -> None:
+        pass
+
+    def on_finish(self, summary: Summary) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The result of a run, also written as JSON by ``--summary``."""
+
+    topic: str
+    group: str
+    model: str
+    events_learned: int
+    dead_lettered: int
+    dead_letter_reasons: Mapping[str, int]
+    dead_letter_failures: int
+    metrics: Mapping[str, float]
+    positions: Mapping[int, int]  # partition -> next offset to consume
+    elapsed_seconds: float
+    events_per_second: float
+    stopped_because: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["positions"] = {str(p): o for p, o in self.positions.items()}
+        return data
+
+    def write(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a summary."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".summary-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+                fh.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

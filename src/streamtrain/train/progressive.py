@@ -1,0 +1,111 @@
+"""Progressive validation of one River model: predict, learn, then score — pure, no I/O.
+
+The protocol is :func:`river.evaluate.progressive_val_score`'s: each event is predicted before
+the model learns from it, and a metric is updated with that prediction unless it was empty.
+Probability metrics (``requires_labels`` false, e.g. ROCAUC, LogLoss) get
+``predict_proba_one``; label metrics get ``predict_one``. When the model's ``predict_one`` is
+River's default (the arg-max of ``predict_proba_one``), the label is derived from the
+probabilities already computed, so a mix of metrics costs one prediction, with identical
+results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from river import base
+from river import metrics as river_metrics
+
+from streamtrain.data.events import Task
+from streamtrain.errors import ConfigError
+
+__all__ = ["ProgressiveEvaluator", "task_of"]
+
+
+def task_of(model: Any) -> Task:
+    """The task of a model, or of a pipeline's final step."""
+    final = _final_step(model)
+    if isinstance(final, base.Classifier):
+        return Task.CLASSIFICATION
+    if isinstance(final, base.Regressor):
+        return Task.REGRESSION
+    return Task.OTHER
+
+
+def _final_step(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    if isinstance(steps, Mapping) and steps:
+        return list(steps.values())[-1]
+    return model
+
+
+class ProgressiveEvaluator:
+    """Owns a model and its progressive metrics; :meth:`learn` is the per-event step."""
+
+    def __init__(self, model: Any, metrics: Mapping[str, river_metrics.base.Metric]) -> None:
+        self.model = model
+        self.metrics = dict(metrics)
+        self.task = task_of(model)
+        for name, metric in self.metrics.items():
+            if not metric.works_with(model):
+                raise ConfigError(f"metric {name} does not work with {_describe(model)}")
+        is_classifier = self.task is Task.CLASSIFICATION
+        self._proba_metrics = [
+            m.update for m in self.metrics.values() if is_classifier and not m.requires_labels
+        ]
+        self._label_metrics = [
+            m.update for m in self.metrics.values() if not (is_classifier and not m.requires_labels)
+        ]
+        final = _final_step(model)
+        self._derive_label = is_classifier and type(final).predict_one is base.Classifier.predict_one
+
+    def learn(self, x: dict[str, Any], y: Any) -> None:
+        """Predict ``x``, learn ``(x, y)``, then update the metrics with the prediction.
+
+        Metrics are updated after learning (River updates them before; the values are the
+        same, since the prediction was made first) so that an event whose learning raises
+        leaves the metrics untouched.
+        """
+        model = self.model
+        proba = None
+        label = None
+        if self._proba_metrics:
+            proba = model.predict_proba_one(x)
+            if self._label_metrics and self._derive_label:
+                label = max(proba, key=proba.get) if proba else None
+        if self._label_metrics and label is None and not (self._derive_label and proba == {}):
+            label = model.predict_one(x)
+        model.learn_one(x, y)
+        if proba:
+            for update in self._proba_metrics:
+                update(y, proba)
+        if label is not None:
+            for update in self._label_metrics:
+                update(y, label)
+
+    def values(self) -> dict[str, float]:
+        return {name: float(metric.get()) for name, metric in self.metrics.items()}
+
+
+def build_metrics(specs: Sequence[str], model: Any) -> dict[str, river_metrics.base.Metric]:
+    """Metrics from spec strings; the default is ROCAUC for classifiers, MAE for regressors."""
+    from streamtrain.models.spec import metric_registry, parse_spec
+
+    if not specs:
+        specs = ("ROCAUC",) if task_of(model) is Task.CLASSIFICATION else ("MAE",)
+    built: dict[str, river_metrics.base.Metric] = {}
+    for spec in specs:
+        name = spec.strip()
+        if name in built:
+            raise ConfigError(f"metric {name} given twice")
+        metric = parse_spec(name, metric_registry())
+        if not isinstance(metric, river_metrics.base.Metric):
+            raise ConfigError(f"{name} is not a metric")
+        built[name] = metric
+    return built
+
+
+def _describe(model: Any) -> str:
+    kind = task_of(model).value
+    return f"a {kind} model ({type(_final_step(model)).__name__})"

@@ -1,0 +1,53 @@
+"""Settings of one training run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from streamtrain.errors import ConfigError
+
+DEFAULT_TOPIC = "ml_training_data"
+DEFAULT_MODEL = "StandardScaler | LogisticRegression"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """What to consume, what to learn, and when to stop.
+
+    ``start`` is where a trainer without saved state begins: ``earliest`` (the seed's
+    behaviour), ``latest``, or a record timestamp in ms since the epoch (``from_timestamp``).
+    """
+
+    topic: str = DEFAULT_TOPIC
+    model: str = DEFAULT_MODEL
+    metrics: tuple[str, ...] = ()
+    group: str | None = None
+    dead_letter_topic: str | None = None
+    start: str = "earliest"
+    from_timestamp: int | None = None
+    exit_when_idle: float | None = None
+    max_events: int | None = None
+    summary: Path | None = None
+    batch_size: int = 500
+    progress_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            raise ConfigError("topic must not be empty")
+        if self.start not in ("earliest", "latest"):
+            raise ConfigError(f"start must be 'earliest' or 'latest', got {self.start!r}")
+        if self.exit_when_idle is not None and self.exit_when_idle <= 0:
+            raise ConfigError("exit-when-idle must be a positive number of seconds")
+        if self.max_events is not None and self.max_events <= 0:
+            raise ConfigError("max-events must be positive")
+        if not 1 <= self.batch_size <= 100_000:
+            raise ConfigError("batch-size must be between 1 and 100000")
+        if self.progress_interval <= 0:
+            raise ConfigError("progress-interval must be positive")
+        if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
+            raise ConfigError("the dead-letter topic must differ from the input topic")
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.dead_letter_topic or f"{self.topic}.dlq"
