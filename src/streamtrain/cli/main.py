@@ -23,7 +23,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrain.cli import broker, produce, train
+    from streamtrain.cli import broker, catalog, demo, produce, train
 
     parser = OneLineArgumentParser(
         prog="streamtrain",
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=OneLineArgumentParser
     )
-    for module in (broker, produce, train):
+    for module in (demo, produce, train, broker, catalog):
         module.register(subparsers)
     return parser
 

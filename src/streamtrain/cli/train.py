@@ -33,7 +33,14 @@ def register(subparsers: Any) -> None:
         metavar="SPEC",
         help="progressive metric, repeatable [default: ROCAUC, or MAE for regressors]",
     )
-    parser.add_argument("--group", help="consumer group [default: a fresh one per run]")
+    parser.add_argument(
+        "--name",
+        help="durable model name: exactly-once checkpoints, resumed on restart "
+        "[default: none, the model lives in memory only]",
+    )
+    parser.add_argument(
+        "--group", help="consumer group [default: streamtrain.NAME, or a fresh one per run]"
+    )
     parser.add_argument(
         "--dead-letter-topic", metavar="TOPIC", help="where bad records go [default: TOPIC.dlq]"
     )
@@ -63,6 +70,30 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-events", type=int, metavar="N", help="stop after learning N events")
     parser.add_argument("--summary", metavar="PATH", help="write a JSON summary here at exit")
     parser.add_argument("--batch-size", type=int, metavar="N", help="records per consume call")
+    durable = parser.add_argument_group("durable state (with --name)")
+    durable.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        metavar="SECONDS",
+        help="checkpoint at least this often [default: 5]",
+    )
+    durable.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="checkpoint after N learned events at the latest [default: 10000]",
+    )
+    durable.add_argument(
+        "--checkpoint-topic",
+        metavar="TOPIC",
+        help="compacted topic holding checkpoints [default: streamtrain.checkpoints]",
+    )
+    durable.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="key file signing checkpoints [default: $STREAMTRAIN_SECRET, else "
+        "~/.config/streamtrain/secret.key, created 0600]",
+    )
     parser.add_argument(
         "--view",
         choices=("auto", "live", "log", "none"),
@@ -100,6 +131,11 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "max_events": args.max_events,
         "summary": args.summary,
         "batch_size": args.batch_size,
+        "name": args.name,
+        "checkpoint_interval": args.checkpoint_interval,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_topic": args.checkpoint_topic,
+        "secret_file": args.secret_file,
     }
     return resolve(TrainSettings, flags, file=file, section="train")
 
@@ -120,5 +156,3 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
-
-

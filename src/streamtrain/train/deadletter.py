@@ -15,9 +15,9 @@ A dead letter carries the original key, value and headers unchanged, plus these 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer
 
 __all__ = ["MODEL_ERROR", "DeadLetterSink", "dead_letter_headers"]
 
@@ -26,17 +26,13 @@ HEADER_PREFIX = "streamtrain."
 _MAX_MESSAGE = 1000  # keep a runaway exception text from bloating every dead letter
 
 
-class _Producer(Protocol):
-    def produce(self, topic: str, value: Any = ..., key: Any = ..., **kwargs: Any) -> None: ...
-
-    def poll(self, timeout: float = ...) -> int: ...
+Headers = list[tuple[str, str | bytes | None]]
 
 
-def dead_letter_headers(msg: Message, reason: str, message: str) -> list[tuple[str, bytes]]:
+def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
     """The original headers followed by streamtrain's reason and origin headers."""
-    headers: list[tuple[str, bytes]] = [
-        (k, v if v is not None else b"") for k, v in (msg.headers() or [])
-    ]
+    original = msg.headers() or []
+    headers: Headers = list(original.items() if isinstance(original, dict) else original)
     ts_type, ts = msg.timestamp()
     headers += [
         ("streamtrain.error.reason", reason.encode()),
@@ -57,7 +53,7 @@ class DeadLetterSink:
     ``failures`` (never ignored) so the trainer can report it and exit non-zero.
     """
 
-    def __init__(self, producer: _Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self.topic = topic
         self.by_reason: Counter[str] = Counter()

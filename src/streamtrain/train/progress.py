@@ -63,6 +63,10 @@ class Summary:
     elapsed_seconds: float
     events_per_second: float
     stopped_because: str
+    name: str | None = None
+    checkpoints: int = 0  # committed by this run (named models)
+    restored_from: str | None = None  # model version the run resumed from
+    first_event_after_seconds: float | None = None  # start-up to the first record consumed
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

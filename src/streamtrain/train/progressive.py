@@ -51,14 +51,16 @@ class ProgressiveEvaluator:
             if not metric.works_with(model):
                 raise ConfigError(f"metric {name} does not work with {_describe(model)}")
         is_classifier = self.task is Task.CLASSIFICATION
-        self._proba_metrics = [
-            m.update for m in self.metrics.values() if is_classifier and not m.requires_labels
-        ]
-        self._label_metrics = [
-            m.update for m in self.metrics.values() if not (is_classifier and not m.requires_labels)
-        ]
+
+        def wants_proba(metric: river_metrics.base.Metric) -> bool:
+            return is_classifier and not getattr(metric, "requires_labels", True)
+
+        self._proba_metrics = [m.update for m in self.metrics.values() if wants_proba(m)]
+        self._label_metrics = [m.update for m in self.metrics.values() if not wants_proba(m)]
         final = _final_step(model)
-        self._derive_label = is_classifier and type(final).predict_one is base.Classifier.predict_one
+        self._derive_label = (
+            is_classifier and type(final).predict_one is base.Classifier.predict_one
+        )
 
     def learn(self, x: dict[str, Any], y: Any) -> None:
         """Predict ``x``, learn ``(x, y)``, then update the metrics with the prediction.

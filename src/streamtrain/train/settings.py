@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 from streamtrain.errors import ConfigError
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
+# Model names become part of a transactional.id, a group id and a record key.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,9 +20,14 @@ class TrainSettings:
 
     ``start`` is where a trainer without saved state begins: ``earliest`` (the seed's
     behaviour), ``latest``, or a record timestamp in ms since the epoch (``from_timestamp``).
+
+    ``name`` makes the model durable: its state is checkpointed to ``checkpoint_topic`` every
+    ``checkpoint_every`` events or ``checkpoint_interval`` seconds, whichever comes first, and
+    at a clean stop, in one Kafka transaction with the consumer offsets and dead letters.
     """
 
     topic: str = DEFAULT_TOPIC
+    name: str | None = None
     model: str = DEFAULT_MODEL
     metrics: tuple[str, ...] = ()
     group: str | None = None
@@ -31,6 +39,11 @@ class TrainSettings:
     summary: Path | None = None
     batch_size: int = 500
     progress_interval: float = 0.5
+    checkpoint_interval: float = 5.0
+    checkpoint_every: int = 10_000
+    checkpoint_topic: str = "streamtrain.checkpoints"
+    secret_file: Path | None = None
+    transaction_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -45,9 +58,21 @@ class TrainSettings:
             raise ConfigError("batch-size must be between 1 and 100000")
         if self.progress_interval <= 0:
             raise ConfigError("progress-interval must be positive")
+        if self.name is not None and not _NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"model name {self.name!r} must be 1-200 characters of letters, digits, . _ -"
+            )
+        if self.checkpoint_interval <= 0 or self.checkpoint_every <= 0:
+            raise ConfigError("checkpoint interval and checkpoint-every must be positive")
+        if self.transaction_timeout < 1:
+            raise ConfigError("transaction-timeout must be at least 1 second")
         if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
             raise ConfigError("the dead-letter topic must differ from the input topic")
 
     @property
     def dlq_topic(self) -> str:
         return self.dead_letter_topic or f"{self.topic}.dlq"
+
+    @property
+    def durable(self) -> bool:
+        return self.name is not None

@@ -3,29 +3,49 @@
 Per record: decode and validate, then predict-then-learn (progressive validation); a record
 that cannot be learned from goes to the dead-letter topic instead, and the loop goes on.
 
-Delivery semantics of this (stateless) trainer: its model lives in memory, so it commits no
-consumer offsets — committing them would skip data a restarted, empty model never saw (the
-seed's flaw). Each run reads from ``start`` (earliest by default) under a fresh consumer group
-unless ``group`` is given. Durable, exactly-once state belongs to named models.
+Two modes:
+
+* **Named** (``settings.name``): durable, exactly-once state. The model, its metrics, counters
+  and input offsets are checkpointed in Kafka transactions (see
+  :mod:`streamtrain.train.checkpointing`); a restart resumes from the last checkpoint.
+* **Unnamed**: the model lives in memory only, so no consumer offsets are committed —
+  committing them would make a restarted, empty model skip data (the seed's flaw). Each run
+  reads from ``start`` under a fresh consumer group unless ``group`` is given.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import InvalidEvent, decode_event
 from streamtrain.errors import StreamtrainError
-from streamtrain.kafka.clients import client_config, ensure_topic, require_topic, wait_for_cluster
+from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
 from streamtrain.models.spec import estimator_registry, parse_spec
+from streamtrain.state.envelope import CheckpointHeader
+from streamtrain.state.keys import load_signing_key
+from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
+from streamtrain.train.checkpointing import Checkpointing, TrainState, TransactionAborted
 from streamtrain.train.deadletter import MODEL_ERROR, DeadLetterSink
+from streamtrain.train.faults import crash_point
 from streamtrain.train.progress import Progress, Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
 from streamtrain.train.settings import TrainSettings
@@ -41,8 +61,9 @@ class Trainer:
     """Consume ``settings.topic``, learn each valid event, dead-letter the rest.
 
     ``model`` (a River estimator) and ``metrics`` (name → River metric) override the specs in
-    ``settings``, for library use. :meth:`run` blocks until stopped by :meth:`stop` (from any
-    thread or a signal handler), ``exit_when_idle`` or ``max_events``.
+    ``settings``, for library use; a named model restored from a checkpoint ignores both.
+    :meth:`run` blocks until stopped by :meth:`stop` (from any thread or a signal handler),
+    ``exit_when_idle`` or ``max_events``.
     """
 
     def __init__(
@@ -62,12 +83,24 @@ class Trainer:
             metrics = build_metrics(self.settings.metrics, model)
         self.evaluator = ProgressiveEvaluator(model, metrics)
         self.listeners = list(listeners)
-        self.group = self.settings.group or f"streamtrain.ephemeral.{uuid.uuid4().hex[:12]}"
+        if self.settings.group:
+            self.group = self.settings.group
+        elif self.settings.name:
+            self.group = f"streamtrain.{self.settings.name}"
+        else:
+            self.group = f"streamtrain.ephemeral.{uuid.uuid4().hex[:12]}"
+        self.events_learned = 0
+        self.restored_from: CheckpointHeader | None = None
         self._stop = threading.Event()
         self._stopped_because = "stopped"
         self._assignment: list[TopicPartition] = []
         self._broker_error: str | None = None
-        self.events_learned = 0
+        self._dead_letters: DeadLetterSink | None = None
+        self._checkpointing: Checkpointing | None = None
+        self._offsets: dict[int, int] = {}  # durable mode: partition -> next offset to learn
+        self._learned_at_checkpoint = 0
+        self._first_event_after: float | None = None
+        self._learned_before_run = 0
 
     @property
     def model(self) -> Any:
@@ -85,13 +118,26 @@ class Trainer:
         settings = self.settings
         partitions = require_topic(self.kafka, settings.topic)
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
+        producer_conf: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+        }
+        if settings.name:
+            ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+            producer_conf["transactional.id"] = f"streamtrain.{settings.name}"
+            producer_conf["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
+            producer_conf["message.max.bytes"] = 64 * 1024 * 1024
+            producer_conf["compression.type"] = "zstd"
         producer = Producer(
-            client_config(
-                self.kafka,
-                **{"enable.idempotence": True, "acks": "all", "linger.ms": 20},
-                error_cb=self._on_client_error,
-            )
+            client_config(self.kafka, **producer_conf, error_cb=self._on_client_error)
         )
+        dead_letters = DeadLetterSink(producer, settings.dlq_topic)
+        self._dead_letters = dead_letters
+        started = time.monotonic()
+        if settings.name:
+            self._start_durable(producer)
+        self._learned_before_run = self.events_learned
         consumer = Consumer(
             client_config(
                 self.kafka,
@@ -105,17 +151,23 @@ class Trainer:
                 error_cb=self._on_client_error,
             )
         )
-        dead_letters = DeadLetterSink(producer, settings.dlq_topic)
-        started = time.monotonic()
+        clean = False
         try:
             consumer.subscribe(
                 [settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             self._loop(consumer, producer, dead_letters, started)
+            if self._checkpointing is not None:
+                self._checkpoint(consumer)  # the final checkpoint of a clean stop
+            clean = True
         finally:
-            remaining = producer.flush(_FLUSH_TIMEOUT)
-            if remaining:
-                dead_letters.failures.append(f"{remaining} dead letters undelivered at exit")
+            if self._checkpointing is not None:
+                if not clean:
+                    self._checkpointing.abort_quietly()
+            else:
+                remaining = producer.flush(_FLUSH_TIMEOUT)
+                if remaining:
+                    dead_letters.failures.append(f"{remaining} dead letters undelivered at exit")
             positions = self._positions(consumer)
             consumer.close()
         summary = self._summary(dead_letters, positions, time.monotonic() - started)
@@ -130,6 +182,39 @@ class Trainer:
             )
         return summary
 
+    def _start_durable(self, producer: Producer) -> None:
+        settings = self.settings
+        assert settings.name is not None
+        key = load_signing_key(settings.secret_file)
+        checkpointing = Checkpointing(
+            name=settings.name,
+            topic=settings.topic,
+            model_spec=settings.model,
+            producer=producer,
+            store=CheckpointStore(self.kafka, key, settings.checkpoint_topic),
+            key=key,
+            interval=settings.checkpoint_interval,
+            every=settings.checkpoint_every,
+            timeout=max(self.kafka.connect_timeout, 10.0),
+            should_stop=self._stop,
+        )
+        evaluator = self.evaluator
+        state, header = checkpointing.start(
+            lambda: TrainState(evaluator.model, evaluator.metrics, 0, {}, {})
+        )
+        self._checkpointing = checkpointing
+        self.restored_from = header
+        self._apply(state)
+
+    def _apply(self, state: TrainState) -> None:
+        """Make ``state`` the trainer's current state (after a restore)."""
+        self.evaluator = ProgressiveEvaluator(state.model, state.metrics)
+        self.events_learned = state.events_learned
+        self._learned_at_checkpoint = state.events_learned
+        self._offsets = dict(state.offsets)
+        if self._dead_letters is not None:
+            self._dead_letters.by_reason = Counter(state.dead_letter_reasons)
+
     def _loop(
         self,
         consumer: Consumer,
@@ -138,27 +223,61 @@ class Trainer:
         started: float,
     ) -> None:
         settings = self.settings
-        task = self.evaluator.task
-        learn = self.evaluator.learn
-        decode = decode_event
         max_events = settings.max_events
         idle_after = settings.exit_when_idle
         interval = settings.progress_interval
+        checkpointing = self._checkpointing
         next_report = started + interval
-        last_report_count = 0
+        last_report_count = self.events_learned
         last_report_time = started
         last_message = started
-        learned = self.events_learned
         stop = self._stop
         while not stop.is_set():
             batch_size = settings.batch_size
             if max_events is not None:
-                batch_size = min(batch_size, max_events - learned)
+                batch_size = max(1, min(batch_size, max_events - self.events_learned))
             messages = consumer.consume(batch_size, timeout=0.2)
             now = time.monotonic()
             if messages:
                 last_message = now
                 self._broker_error = None
+                if self._first_event_after is None:
+                    self._first_event_after = now - started
+                try:
+                    self._learn_batch(messages, dead_letters)
+                except KafkaException as err:  # a dead letter refused by the transaction
+                    if checkpointing is None:
+                        raise
+                    self._recover(consumer, functools.partial(checkpointing.fail, err))
+                    continue
+                crash_point("after-learn")
+            producer.poll(0)
+            if checkpointing is not None and checkpointing.due(
+                now, self.events_learned - self._learned_at_checkpoint
+            ):
+                self._checkpoint(consumer)
+            if max_events is not None and self.events_learned >= max_events:
+                self.stop("max-events")
+            elif (
+                idle_after is not None
+                and not messages
+                and now - last_message >= idle_after
+                and self._caught_up(consumer)
+            ):
+                self.stop("idle")
+            if now >= next_report or stop.is_set():
+                rate = (self.events_learned - last_report_count) / max(now - last_report_time, 1e-9)
+                self._report(consumer, dead_letters, now - started, rate)
+                last_report_count, last_report_time = self.events_learned, now
+                next_report = now + interval
+
+    def _learn_batch(self, messages: list[Any], dead_letters: DeadLetterSink) -> None:
+        # The per-event path: keep it to a decode, a learn step and a counter.
+        task = self.evaluator.task
+        learn = self.evaluator.learn
+        decode = decode_event
+        learned = self.events_learned
+        try:
             for msg in messages:
                 if msg.error() is not None:
                     self._on_message_error(msg.error())
@@ -174,34 +293,93 @@ class Trainer:
                     dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
                     continue
                 learned += 1
+        finally:
             self.events_learned = learned
-            producer.poll(0)
-            if max_events is not None and learned >= max_events:
-                self.stop("max-events")
-            elif (
-                idle_after is not None
-                and not messages
-                and now - last_message >= idle_after
-                and self._caught_up(consumer)
-            ):
-                self.stop("idle")
-            if now >= next_report or stop.is_set():
-                rate = (learned - last_report_count) / max(now - last_report_time, 1e-9)
-                self._report(consumer, dead_letters, now - started, rate)
-                last_report_count, last_report_time = learned, now
-                next_report = now + interval
+
+    # -- checkpoints (named models) ----------------------------------------------------------
+
+    def _checkpoint(self, consumer: Consumer) -> None:
+        checkpointing = self._checkpointing
+        assert checkpointing is not None
+        self._offsets.update(self._positions(consumer))
+        evaluator = self.evaluator
+        dead_letters = self._dead_letters
+        assert dead_letters is not None
+        state = TrainState(
+            evaluator.model,
+            evaluator.metrics,
+            self.events_learned,
+            dict(dead_letters.by_reason),
+            dict(self._offsets),
+        )
+        self._recover(consumer, lambda: checkpointing.commit(state, consumer, evaluator.values()))
+        self._learned_at_checkpoint = self.events_learned
+
+    def _recover(self, consumer: Consumer, action: Any) -> None:
+        """Run a transactional ``action``; on abort, restore the last committed state."""
+        checkpointing = self._checkpointing
+        assert checkpointing is not None and checkpointing.committed is not None
+        try:
+            action()
+        except TransactionAborted:
+            self._apply(checkpointing.committed.thaw())
+            self._seek_to_offsets(consumer)
+
+    def _seek_to_offsets(self, consumer: Consumer) -> None:
+        """Rewind every assigned partition to the restored state's offsets."""
+        for tp in self._assignment:
+            offset = self._offsets.get(tp.partition, self._start_offset())
+            try:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            except KafkaException:
+                # Not fetching yet: re-assigning with explicit offsets does the same.
+                consumer.assign(self._with_offsets(self._assignment))
+                return
+
+    def _start_offset(self) -> int:
+        return OFFSET_BEGINNING if self.settings.start == "earliest" else OFFSET_END
+
+    def _with_offsets(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [
+            TopicPartition(tp.topic, tp.partition, self._offsets.get(tp.partition, tp.offset))
+            for tp in partitions
+        ]
 
     # -- consumer callbacks and helpers ------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ts = self.settings.from_timestamp
         if ts is not None:
-            wanted = [TopicPartition(tp.topic, tp.partition, ts) for tp in partitions]
-            partitions = consumer.offsets_for_times(wanted, timeout=self.kafka.connect_timeout)
+            missing = [tp for tp in partitions if tp.partition not in self._offsets]
+            if missing:
+                wanted = [TopicPartition(tp.topic, tp.partition, ts) for tp in missing]
+                found = consumer.offsets_for_times(wanted, timeout=self.kafka.connect_timeout)
+                by_partition = {tp.partition: tp.offset for tp in found}
+                partitions = [
+                    TopicPartition(tp.topic, tp.partition, by_partition.get(tp.partition, -1))
+                    if tp.partition in by_partition
+                    else tp
+                    for tp in partitions
+                ]
+        if self._checkpointing is not None or ts is not None:
+            # Resume exactly at the checkpoint; the group's own offsets are informational.
+            partitions = [
+                TopicPartition(
+                    tp.topic,
+                    tp.partition,
+                    self._offsets.get(
+                        tp.partition, tp.offset if tp.offset >= 0 else self._start_offset()
+                    ),
+                )
+                for tp in partitions
+            ]
             consumer.assign(partitions)
         self._assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._checkpointing is not None and not self._stop.is_set():
+            # Losing partitions: make what was learned from them durable first.
+            self._checkpoint(consumer)
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._assignment = [tp for tp in self._assignment if (tp.topic, tp.partition) not in gone]
 
@@ -229,7 +407,7 @@ class Trainer:
             return {}
         try:
             positions = consumer.position(self._assignment)
-        except Exception:  # the consumer may already be unusable on a fatal error
+        except KafkaException:  # the consumer may already be unusable on a fatal error
             return {}
         return {tp.partition: tp.offset for tp in positions if tp.offset != OFFSET_INVALID}
 
@@ -242,11 +420,11 @@ class Trainer:
                 low, high = consumer.get_watermark_offsets(
                     tp, timeout=self.kafka.connect_timeout, cached=cached
                 )
-            except Exception:
+            except KafkaException:
                 return None
             if high < 0:
                 return None
-            position = tp.offset if tp.offset >= 0 else low
+            position = tp.offset if tp.offset >= 0 else self._offsets.get(tp.partition, low)
             lag[tp.partition] = max(high - position, 0)
         return lag
 
@@ -282,21 +460,24 @@ class Trainer:
     def _summary(
         self, dead_letters: DeadLetterSink, positions: dict[int, int], elapsed: float
     ) -> Summary:
+        checkpointing = self._checkpointing
         return Summary(
             topic=self.settings.topic,
             group=self.group,
-            model=self._model_text(),
+            model=" ".join(repr(self.model).split()),
+            name=self.settings.name,
             events_learned=self.events_learned,
             dead_lettered=dead_letters.count,
             dead_letter_reasons=dict(dead_letters.by_reason),
             dead_letter_failures=len(dead_letters.failures),
             metrics=self.evaluator.values(),
-            positions=positions,
+            positions={**self._offsets, **positions},
             elapsed_seconds=elapsed,
-            events_per_second=self.events_learned / elapsed if elapsed > 0 else 0.0,
+            events_per_second=(
+                (self.events_learned - self._learned_before_run) / elapsed if elapsed > 0 else 0.0
+            ),
             stopped_because=self._stopped_because,
+            checkpoints=checkpointing.checkpoints if checkpointing else 0,
+            restored_from=self.restored_from.model_version if self.restored_from else None,
+            first_event_after_seconds=self._first_event_after,
         )
-
-    def _model_text(self) -> str:
-        # repr of a River pipeline is its spec-like form: "StandardScaler | LogisticRegression"
-        return " ".join(repr(self.model).split())

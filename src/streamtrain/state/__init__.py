@@ -1,0 +1,1 @@
+"""Durable model state: signed checkpoints in a compacted Kafka topic."""

@@ -1,0 +1,264 @@
+"""Exactly-once model state for a named trainer, on Kafka transactions.
+
+A checkpoint transaction holds, atomically: the dead letters produced since the previous one,
+the signed checkpoint record (model, metrics, counters and input offsets) and the consumer
+group's offsets. So after any crash the last committed checkpoint and the input position agree,
+and a restarted trainer resumes exactly there: no event learned twice, none lost.
+
+Order inside one checkpoint (fixed):
+1. produce the checkpoint record into the open transaction (dead letters are already in it);
+2. ``send_offsets_to_transaction`` with the consumer group metadata, so a zombie member of an
+   older group generation cannot commit (KIP-447);
+3. ``commit_transaction``; 4. ``begin_transaction`` for the next batch.
+
+Errors follow the transactional API: retriable → retry the same call with backoff (a broker
+that went away is waited for); abortable → abort, and the trainer restores the last committed
+state and seeks back (an abort does not rewind a consumer); fatal, including being fenced by a
+newer trainer with the same ``transactional.id`` → :class:`Fenced` / :class:`TransactionFatal`,
+after which the in-memory model is discarded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streamtrain.errors import StreamtrainError
+from streamtrain.state.envelope import CheckpointHeader, library_versions, load_state, seal
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore, checkpoint_partition
+from streamtrain.train.faults import crash_point
+
+log = logging.getLogger(__name__)
+
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+class Fenced(StreamtrainError):
+    """Another trainer took over this model; this one must stop and forget its state."""
+
+    exit_code = 6
+
+
+class TransactionFatal(StreamtrainError):
+    """The transactional producer hit an error it cannot recover from."""
+
+    exit_code = 7
+
+
+class TransactionAborted(Exception):
+    """The open transaction was aborted; the caller restores :attr:`Checkpointing.committed`."""
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a named model's progress consists of."""
+
+    model: Any
+    metrics: dict[str, Any]
+    events_learned: int
+    dead_letter_reasons: dict[str, int]
+    offsets: dict[int, int]  # partition -> next offset to learn, of the input topic
+
+
+@dataclasses.dataclass(frozen=True)
+class CommittedState:
+    """The last state known to be durable; ``payload`` is our own pickled bytes."""
+
+    header: CheckpointHeader | None
+    payload: bytes
+    offsets: Mapping[int, int]
+    events_learned: int
+
+    def thaw(self) -> TrainState:
+        model, metrics, reasons = pickle.loads(self.payload)
+        return TrainState(model, metrics, self.events_learned, reasons, dict(self.offsets))
+
+
+class Checkpointing:
+    """Owns the transactions of one named model's trainer."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        topic: str,
+        model_spec: str,
+        producer: Producer,
+        store: CheckpointStore,
+        key: SigningKey,
+        interval: float,
+        every: int,
+        timeout: float,
+        should_stop: threading.Event,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.model_spec = model_spec
+        self.producer = producer
+        self.store = store
+        self.key = key
+        self.interval = interval
+        self.every = every
+        self.timeout = timeout
+        self.should_stop = should_stop
+        self.committed: CommittedState | None = None
+        self.checkpoints = 0
+        self._partition = 0
+        self._last_time = time.monotonic()
+
+    # -- start ------------------------------------------------------------------------------
+
+    def start(self, fresh: Callable[[], TrainState]) -> tuple[TrainState, CheckpointHeader | None]:
+        """Fence older writers, restore the last checkpoint (or ``fresh()``), open a txn."""
+        self._retry("init_transactions", lambda: self.producer.init_transactions(self.timeout))
+        count = self.store.partitions()
+        if count is None:
+            raise StreamtrainError(f"checkpoint topic {self.store.topic!r} does not exist")
+        self._partition = checkpoint_partition(self.name, count)
+        opened = self.store.latest(self.name)
+        if opened is None:
+            state = fresh()
+            header = None
+        else:
+            header = opened.header
+            if header.model_spec != self.model_spec:
+                log.warning(
+                    "model %s was created as %r; resuming it (the given spec %r is ignored)",
+                    self.name,
+                    header.model_spec,
+                    self.model_spec,
+                )
+                self.model_spec = header.model_spec
+            model, metrics, reasons = load_state(opened)
+            offsets = dict(header.offsets.get(self.topic, {}))
+            state = TrainState(model, metrics, header.events_learned, reasons, offsets)
+        self.committed = self._freeze(state, header)
+        self._begin()
+        self._last_time = time.monotonic()
+        return state, header
+
+    # -- checkpoint -------------------------------------------------------------------------
+
+    def due(self, now: float, learned_since: int) -> bool:
+        return learned_since >= self.every or now - self._last_time >= self.interval
+
+    def commit(
+        self, state: TrainState, consumer: Consumer, metric_values: dict[str, float]
+    ) -> None:
+        """Write ``state`` and the offsets in the open transaction, commit, open the next."""
+        header = CheckpointHeader(
+            model_name=self.name,
+            model_spec=self.model_spec,
+            offsets={self.topic: dict(state.offsets)},
+            events_learned=state.events_learned,
+            dead_lettered=sum(state.dead_letter_reasons.values()),
+            metrics=metric_values,
+            created_at=time.time(),
+            versions=library_versions(),
+        )
+        payload = _pickle(state)
+        record = seal(header, payload, self.key)
+        try:
+            self.producer.produce(
+                self.store.topic, key=self.name, value=record, partition=self._partition
+            )
+            crash_point("after-checkpoint-produced")
+            offsets = [TopicPartition(self.topic, p, o) for p, o in state.offsets.items()]
+            metadata = consumer.consumer_group_metadata()
+            self._retry(
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(offsets, metadata, self.timeout),
+            )
+            crash_point("before-commit")
+            self._retry(
+                "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
+            )
+        except KafkaException as err:
+            self._fail(err)
+        self.committed = CommittedState(header, payload, dict(state.offsets), state.events_learned)
+        self.checkpoints += 1
+        self._last_time = time.monotonic()
+        self._begin()
+
+    def fail(self, err: KafkaException) -> None:
+        """Handle an error raised by a produce inside the transaction (e.g. a dead letter)."""
+        self._fail(err)
+
+    def abort_quietly(self) -> None:
+        """Best-effort abort at exit; the next trainer's init_transactions aborts it anyway."""
+        try:
+            self.producer.abort_transaction(min(self.timeout, 10))
+        except KafkaException as err:
+            log.debug("abort at exit failed: %s", err)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _freeze(self, state: TrainState, header: CheckpointHeader | None) -> CommittedState:
+        return CommittedState(header, _pickle(state), dict(state.offsets), state.events_learned)
+
+    def _begin(self) -> None:
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as err:
+            self._fail(err)
+
+    def _fail(self, err: KafkaException) -> None:
+        kerr: KafkaError = err.args[0]
+        if kerr.code() in _FENCED_CODES or (kerr.fatal() and "fenced" in kerr.str().lower()):
+            raise Fenced(
+                f"model {self.name!r} was taken over by another trainer (fenced: {kerr.str()}); "
+                "this one stops and discards its in-memory model"
+            ) from None
+        if kerr.fatal():
+            raise TransactionFatal(
+                f"fatal transactional producer error for model {self.name!r}: {kerr.str()}; "
+                "restart the trainer to resume from the last checkpoint"
+            ) from None
+        if kerr.txn_requires_abort():
+            log.warning(
+                "transaction must be aborted (%s); restoring the last checkpoint", kerr.str()
+            )
+            self._retry("abort_transaction", lambda: self.producer.abort_transaction(self.timeout))
+            self._begin()
+            raise TransactionAborted(kerr.str())
+        raise TransactionFatal(f"unexpected transactional error: {kerr.str()}") from None
+
+    def _retry(self, what: str, call: Callable[[], None]) -> None:
+        """Run ``call``, retrying retriable errors with backoff until it succeeds or we stop."""
+        delay = 0.2
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as err:
+                kerr: KafkaError = err.args[0]
+                if not kerr.retriable() or kerr.fatal() or kerr.txn_requires_abort():
+                    raise
+                if self.should_stop.is_set() and what != "abort_transaction":
+                    raise TransactionFatal(
+                        f"stopped while {what} was failing ({kerr.str()}); nothing is lost: the "
+                        "next run resumes from the last committed checkpoint"
+                    ) from None
+                log.warning("%s failed (%s); retrying in %.1fs", what, kerr.str(), delay)
+                self.should_stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _pickle(state: TrainState) -> bytes:
+    return pickle.dumps(
+        (state.model, state.metrics, dict(state.dead_letter_reasons)),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )

@@ -1,0 +1,34 @@
+"""Crash points for fault-injection tests: ``STREAMTRAIN_FAULT=<point>:<n>``.
+
+When set, the process kills itself with SIGKILL the ``n``-th time it reaches ``<point>`` — a
+real crash at an exact place in the checkpoint protocol, which a test cannot hit by timing.
+Points: ``after-learn`` (a batch learned, nothing committed), ``after-checkpoint-produced``
+(checkpoint record sent in the open transaction), ``before-commit`` (offsets sent to the
+transaction, commit not yet requested). Unset in normal use: one dict lookup per checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_counts: dict[str, int] = {}
+
+
+def _armed() -> tuple[str, int] | None:
+    spec = os.environ.get("STREAMTRAIN_FAULT")
+    if not spec:
+        return None
+    point, _, n = spec.partition(":")
+    return point, int(n or "1")
+
+
+_ARMED = _armed()
+
+
+def crash_point(point: str) -> None:
+    if _ARMED is None or _ARMED[0] != point:
+        return
+    _counts[point] = _counts.get(point, 0) + 1
+    if _counts[point] >= _ARMED[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
