@@ -1,5 +1,7 @@
 """streamtrain: train River models online on Apache Kafka streams."""
 
+import logging
+
 from streamtrain.config import KafkaSettings
 from streamtrain.produce import ProduceSettings, Replayer
 from streamtrain.train.progress import Progress, Summary
@@ -15,3 +17,6 @@ __all__ = [
     "TrainSettings",
     "Trainer",
 ]
+
+# A library stays silent unless its user configures logging (the CLI does, see cli/common.py).
+logging.getLogger("streamtrain").addHandler(logging.NullHandler())

@@ -103,6 +103,7 @@ class Checkpointing:
         every: int,
         timeout: float,
         should_stop: threading.Event,
+        fatal_error: Callable[[], KafkaError | None] = lambda: None,
     ) -> None:
         self.name = name
         self.topic = topic
@@ -114,6 +115,9 @@ class Checkpointing:
         self.every = every
         self.timeout = timeout
         self.should_stop = should_stop
+        # librdkafka reports a fatal error's cause through error_cb only; calls that fail
+        # afterwards just say _FATAL. The trainer records the cause and hands it over here.
+        self.fatal_error = fatal_error
         self.committed: CommittedState | None = None
         self.checkpoints = 0
         self._partition = 0
@@ -217,6 +221,15 @@ class Checkpointing:
 
     def _fail(self, err: KafkaException) -> None:
         kerr: KafkaError = err.args[0]
+        if kerr.code() == KafkaError._FATAL:
+            cause = self.fatal_error()
+            if cause is None:
+                try:
+                    self.producer.poll(0)  # serves the error_cb that carries the cause
+                except KafkaException as polled:  # ... or raises it
+                    cause = polled.args[0]
+                cause = cause or self.fatal_error()
+            kerr = cause or kerr
         if kerr.code() in _FENCED_CODES or (kerr.fatal() and "fenced" in kerr.str().lower()):
             raise Fenced(
                 f"model {self.name!r} was taken over by another trainer (fenced: {kerr.str()}); "

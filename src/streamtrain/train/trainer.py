@@ -77,6 +77,8 @@ class Trainer:
     ) -> None:
         self.kafka = kafka
         self.settings = settings or TrainSettings()
+        # How the model is named in summaries: its spec, or River's one-line repr.
+        self.model_text = self.settings.model if model is None else " ".join(repr(model).split())
         if model is None:
             model = parse_spec(self.settings.model, estimator_registry())
         if metrics is None:
@@ -95,6 +97,7 @@ class Trainer:
         self._stopped_because = "stopped"
         self._assignment: list[TopicPartition] = []
         self._broker_error: str | None = None
+        self._fatal_error: KafkaError | None = None
         self._dead_letters: DeadLetterSink | None = None
         self._checkpointing: Checkpointing | None = None
         self._offsets: dict[int, int] = {}  # durable mode: partition -> next offset to learn
@@ -138,9 +141,15 @@ class Trainer:
         if settings.name:
             self._start_durable(producer)
         self._learned_before_run = self.events_learned
+        consumer_conf: dict[str, Any] = {}
+        if settings.name:
+            # Static membership (KIP-345): a restarted trainer takes over its predecessor's
+            # place in the group at once, instead of waiting out a killed member's session.
+            consumer_conf["group.instance.id"] = f"streamtrain.{settings.name}"
         consumer = Consumer(
             client_config(
                 self.kafka,
+                **consumer_conf,
                 **{
                     "group.id": self.group,
                     "enable.auto.commit": False,
@@ -189,7 +198,7 @@ class Trainer:
         checkpointing = Checkpointing(
             name=settings.name,
             topic=settings.topic,
-            model_spec=settings.model,
+            model_spec=self.model_text,
             producer=producer,
             store=CheckpointStore(self.kafka, key, settings.checkpoint_topic),
             key=key,
@@ -197,6 +206,7 @@ class Trainer:
             every=settings.checkpoint_every,
             timeout=max(self.kafka.connect_timeout, 10.0),
             should_stop=self._stop,
+            fatal_error=lambda: self._fatal_error,
         )
         evaluator = self.evaluator
         state, header = checkpointing.start(
@@ -204,6 +214,8 @@ class Trainer:
         )
         self._checkpointing = checkpointing
         self.restored_from = header
+        if header is not None:
+            self.model_text = header.model_spec
         self._apply(state)
 
     def _apply(self, state: TrainState) -> None:
@@ -386,6 +398,7 @@ class Trainer:
     def _on_client_error(self, err: KafkaError) -> None:
         self._broker_error = err.str()
         if err.fatal():
+            self._fatal_error = err
             log.error("fatal Kafka client error: %s", err.str())
             self.stop("fatal-error")
         else:
@@ -464,7 +477,7 @@ class Trainer:
         return Summary(
             topic=self.settings.topic,
             group=self.group,
-            model=" ".join(repr(self.model).split()),
+            model=self.model_text,
             name=self.settings.name,
             events_learned=self.events_learned,
             dead_lettered=dead_letters.count,

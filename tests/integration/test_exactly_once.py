@@ -1,0 +1,385 @@
+"""Named models survive kill -9, takeovers and broker restarts with exactly-once state.
+
+Every trainer here is a real process killed for real; the oracle is River trained offline on
+the same events in the same order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from river import datasets, evaluate, linear_model, metrics, preprocessing
+
+from streamtrain.broker import LocalBroker
+from streamtrain.config import KafkaSettings
+from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.state.envelope import CheckpointHeader, load_state, seal
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore, checkpoint_partition
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "exactly-once-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
+
+
+@pytest.fixture
+def ckpt_topic(unique_name: Callable[..., str]) -> str:
+    # A checkpoint topic per test keeps the tests independent of each other.
+    return unique_name("ckpt")
+
+
+def _events(n: int, seed: int = 11) -> list[bytes]:
+    stream = itertools.islice(datasets.synth.Agrawal(seed=seed), n)
+    return [encode_event(x, y) for x, y in stream]
+
+
+def _fill(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=i % partitions)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def _offline(values: list[bytes]) -> tuple[Any, float]:
+    """River trained without interruption on ``values`` in order: model and ROCAUC."""
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    stream = [decode_event(v, Task.CLASSIFICATION) for v in values]
+    metric = evaluate.progressive_val_score(stream, model, metrics.ROCAUC())
+    return model, metric.get()
+
+
+def _trainer_cmd(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamtrain",
+        "train",
+        "--name",
+        name,
+        "--topic",
+        topic,
+        "--checkpoint-topic",
+        ckpt,
+        "--checkpoint-every",
+        "500",
+        "--checkpoint-interval",
+        "0.3",
+        "--batch-size",
+        "100",
+        "--view",
+        "none",
+        "--bootstrap-servers",
+        bootstrap,
+        *extra,
+    ]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
+    env.update(STREAMTRAIN_SECRET=SECRET, **extra)
+    return env
+
+
+def _spawn(cmd: list[str], **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**env)
+    )
+
+
+def _finish(cmd: list[str], summary: Path, timeout: float = 120) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(summary.read_text()))
+
+
+def _latest(bootstrap: str, name: str, ckpt: str) -> tuple[CheckpointHeader, Any]:
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt)
+    opened = store.latest(name)
+    assert opened is not None
+    model, _metrics, _reasons = load_state(opened)
+    return opened.header, model
+
+
+def _probe() -> list[dict[str, float]]:
+    return [x for x, _ in itertools.islice(datasets.synth.Agrawal(seed=999), 200)]
+
+
+def _high_watermarks(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermarks"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def _kill_cycles(cmd: list[str], kills: int, seed: int) -> list[int]:
+    """Start and SIGKILL the trainer ``kills`` times at random moments; return exit codes."""
+    rng = random.Random(seed)
+    codes = []
+    for _ in range(kills):
+        proc = _spawn(cmd)
+        time.sleep(rng.uniform(1.0, 3.5))
+        proc.kill()
+        proc.communicate(timeout=30)
+        codes.append(proc.returncode)
+    return codes
+
+
+def test_kill_9_at_random_moments_one_partition(
+    kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
+) -> None:
+    topic, name = unique_name("eos1"), unique_name("model")
+    values = _events(30_000)
+    _fill(kafka_bootstrap, topic, values)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+
+    progress = []
+    rng = random.Random(5)
+    for _ in range(4):
+        proc = _spawn(cmd)
+        time.sleep(rng.uniform(1.5, 4.0))
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt_topic)
+        opened = store.latest(name)
+        progress.append(opened.header.events_learned if opened else 0)
+    # The kills landed mid-stream: some state was committed, and not all of it.
+    assert 0 < progress[-1] < len(values), progress
+
+    summary = _finish(cmd, tmp_path / "summary.json")
+    assert summary["events_learned"] == len(values)
+    assert summary["restored_from"] is not None
+
+    offline_model, offline_auc = _offline(values)
+    assert summary["metrics"]["ROCAUC"] == offline_auc  # to the last bit
+    header, model = _latest(kafka_bootstrap, name, ckpt_topic)
+    assert header.offsets == {topic: {0: len(values)}}
+    assert header.events_learned == len(values)
+    for x in _probe():
+        assert model.predict_proba_one(x) == offline_model.predict_proba_one(x)
+
+
+def test_kill_9_three_partitions_every_event_once(
+    kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
+) -> None:
+    topic, name = unique_name("eos3"), unique_name("model")
+    values = _events(24_000, seed=12)
+    _fill(kafka_bootstrap, topic, values, partitions=3)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    codes = _kill_cycles(cmd, kills=3, seed=9)
+    assert all(code == -signal.SIGKILL for code in codes)
+
+    summary = _finish(cmd, tmp_path / "summary.json")
+    ends = _high_watermarks(kafka_bootstrap, topic, 3)
+    assert sum(ends.values()) == len(values)
+    assert summary["events_learned"] == len(values)  # no event twice, none lost
+    header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
+    assert header.offsets == {topic: ends}
+    assert {int(p): o for p, o in summary["positions"].items()} == ends
+
+
+@pytest.mark.parametrize("point", ["after-learn:3", "after-checkpoint-produced:2", "before-commit:2"])
+def test_kill_at_instrumented_points(
+    point: str,
+    kafka_bootstrap: str,
+    unique_name: Callable[..., str],
+    ckpt_topic: str,
+    tmp_path: Path,
+) -> None:
+    topic, name = unique_name("fault"), unique_name("model")
+    values = _events(6_000, seed=13)
+    _fill(kafka_bootstrap, topic, values)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    crashed = subprocess.run(
+        [*cmd, "--exit-when-idle", "5"],
+        capture_output=True,
+        text=True,
+        env=_env(STREAMTRAIN_FAULT=point),
+        timeout=120,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    summary = _finish(cmd, tmp_path / "summary.json")
+    offline_model, offline_auc = _offline(values)
+    assert summary["events_learned"] == len(values)
+    assert summary["metrics"]["ROCAUC"] == offline_auc
+    _, model = _latest(kafka_bootstrap, name, ckpt_topic)
+    for x in _probe()[:50]:
+        assert model.predict_proba_one(x) == offline_model.predict_proba_one(x)
+
+
+def test_sigterm_commits_a_final_checkpoint_quickly(
+    kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
+) -> None:
+    topic, name = unique_name("term"), unique_name("model")
+    values = _events(200_000, seed=14)
+    _fill(kafka_bootstrap, topic, values)
+    summary_path = tmp_path / "summary.json"
+    # Checkpoints rarely on their own, so the one found afterwards is the final one.
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd[cmd.index("--checkpoint-every") + 1] = "10000000"
+    cmd[cmd.index("--checkpoint-interval") + 1] = "3600"
+    proc = _spawn([*cmd, "--summary", str(summary_path)])
+    time.sleep(5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 0, err
+    summary = json.loads(summary_path.read_text())
+    assert 0 < summary["events_learned"] < len(values)
+    assert summary["stopped_because"] == "SIGTERM"
+    header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
+    assert header.events_learned == summary["events_learned"]
+    assert header.offsets[topic][0] == summary["events_learned"]
+
+
+def test_second_trainer_fences_the_first(
+    kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
+) -> None:
+    topic, name = unique_name("fence"), unique_name("model")
+    values = _events(150_000, seed=15)
+    _fill(kafka_bootstrap, topic, values)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    first = _spawn(cmd)
+    time.sleep(5)
+    second = _spawn([*cmd, "--exit-when-idle", "3", "--summary", str(tmp_path / "s.json")])
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 6, first_err
+    assert "taken over by another trainer" in first_err
+    assert "Traceback" not in first_err
+    _, second_err = second.communicate(timeout=300)
+    assert second.returncode == 0, second_err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["events_learned"] == len(values)
+    _, offline_auc = _offline(values)
+    assert summary["metrics"]["ROCAUC"] == offline_auc
+
+
+def _forge(bootstrap: str, ckpt: str, name: str, value: bytes) -> None:
+    """Write ``value`` as the newest checkpoint of ``name`` (an attacker's write)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    meta = admin.list_topics(timeout=10).topics[ckpt]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(
+        ckpt, key=name, value=value, partition=checkpoint_partition(name, len(meta.partitions))
+    )
+    assert producer.flush(10) == 0
+
+
+class _Canary:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import pathlib
+
+        return (pathlib.Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong-key", "tampered", "truncated"])
+def test_forged_checkpoints_are_refused_before_unpickling(
+    forgery: str,
+    kafka_bootstrap: str,
+    unique_name: Callable[..., str],
+    ckpt_topic: str,
+    tmp_path: Path,
+) -> None:
+    topic, name = unique_name("forge"), unique_name("model")
+    values = _events(500, seed=16)
+    _fill(kafka_bootstrap, topic, values)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    _finish(cmd, tmp_path / "first.json")  # a genuine checkpoint exists now
+    header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
+
+    canary = tmp_path / "canary-ran"
+    payload = pickle.dumps(_Canary(canary))
+    if forgery == "unsigned":
+        value = payload
+    elif forgery == "wrong-key":
+        value = seal(header, payload, SigningKey(b"w" * 32, "attacker"))
+    else:
+        genuine = seal(header, payload, KEY)
+        if forgery == "tampered":
+            value = genuine[:-60] + bytes([genuine[-60] ^ 0xFF]) + genuine[-59:]
+        else:
+            value = genuine[: len(genuine) - 10]
+    _forge(kafka_bootstrap, ckpt_topic, name, value)
+
+    proc = subprocess.run(
+        [*cmd, "--exit-when-idle", "2"], capture_output=True, text=True, env=_env(), timeout=60
+    )
+    assert proc.returncode == 5, proc.stderr
+    assert "checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not canary.exists()
+
+
+def test_broker_restart_mid_stream_loses_and_doubles_nothing(
+    unique_name: Callable[..., str],
+    ckpt_topic: str,
+    tmp_path: Path,
+    free_ports: Callable[[int], list[int]],
+) -> None:
+    port, controller = free_ports(2)
+    broker = LocalBroker(data_dir=tmp_path / "kafka", port=port, controller_port=controller)
+    broker.up(wait_seconds=120)
+    try:
+        bootstrap = broker.bootstrap
+        topic, name = unique_name("restart"), unique_name("model")
+        values = _events(120_000, seed=17)
+        _fill(bootstrap, topic, values)
+        summary_path = tmp_path / "summary.json"
+        cmd = _trainer_cmd(bootstrap, topic, name, ckpt_topic)
+        proc = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary_path)])
+        time.sleep(4)
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt_topic)
+        before = store.latest(name)
+        # The outage must hit mid-stream: some state committed, much still to learn.
+        assert before is not None and before.header.events_learned < len(values) // 2
+        broker.down()
+        time.sleep(3)
+        assert proc.poll() is None, "the trainer must wait for the broker, not exit"
+        broker.up(wait_seconds=120)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        summary = json.loads(summary_path.read_text())
+        assert summary["events_learned"] == len(values)
+        _, offline_auc = _offline(values)
+        assert summary["metrics"]["ROCAUC"] == offline_auc
+    finally:
+        broker.down()
+
+
