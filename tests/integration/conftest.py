@@ -1,0 +1,81 @@
+"""A real Kafka broker for the integration tests.
+
+The session starts one :class:`LocalBroker` on free ports in a temporary directory and stops it
+at the end. Set ``STREAMTRAIN_TEST_BOOTSTRAP=host:port`` to run against a broker you already
+have (say the docker-compose one); it is then neither started nor stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from streamtrain.broker import LocalBroker
+from streamtrain.broker.local import broker_answers
+
+EXTERNAL_BOOTSTRAP_ENV = "STREAMTRAIN_TEST_BOOTSTRAP"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that were free on localhost a moment ago."""
+    with ExitStack() as stack:
+        sockets = []
+        for _ in range(count):
+            # All held open together, so the kernel cannot hand out the same port twice.
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+@pytest.fixture(scope="session")
+def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker | None]:
+    """The session's broker, or None when the tests use ``$STREAMTRAIN_TEST_BOOTSTRAP``.
+
+    Tests may stop and restart it; it keeps its ports and data across restarts.
+    """
+    if os.environ.get(EXTERNAL_BOOTSTRAP_ENV):
+        yield None
+        return
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(
+        data_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port
+    )
+    broker.up(wait_seconds=120)
+    try:
+        yield broker
+    finally:
+        broker.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
+    """``host:port`` of a running Kafka broker."""
+    if local_broker is not None:
+        return local_broker.bootstrap
+    bootstrap = os.environ[EXTERNAL_BOOTSTRAP_ENV]
+    if not broker_answers(bootstrap, timeout=15):
+        pytest.fail(f"{EXTERNAL_BOOTSTRAP_ENV}={bootstrap} but no Kafka broker answers there")
+    return bootstrap
+
+
+@pytest.fixture
+def unique_name() -> Callable[..., str]:
+    """A factory of topic/group names no other test (or earlier run) has used."""
+
+    def make(prefix: str = "t") -> str:
+        # Only [a-z0-9-]: Kafka warns about topics that differ just by "." versus "_".
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+    return make
+
+
+@pytest.fixture(name="free_ports")
+def free_ports_fixture() -> Callable[[int], list[int]]:
+    """``free_ports(n)``: n ports to start a broker of a test's own on."""
+    return free_ports
