@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,9 @@ def test_kill_9_three_partitions_every_event_once(
     assert {int(p): o for p, o in summary["positions"].items()} == ends
 
 
-@pytest.mark.parametrize("point", ["after-learn:3", "after-checkpoint-produced:2", "before-commit:2"])
+@pytest.mark.parametrize(
+    "point", ["after-learn:3", "after-checkpoint-produced:2", "before-commit:2"]
+)
 def test_kill_at_instrumented_points(
     point: str,
     kafka_bootstrap: str,
@@ -381,5 +383,3 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         assert summary["metrics"]["ROCAUC"] == offline_auc
     finally:
         broker.down()
-
-

@@ -23,7 +23,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrain.cli import broker, catalog, demo, produce, train
+    from streamtrain.cli import broker, catalog, demo, models, produce, train
 
     parser = OneLineArgumentParser(
         prog="streamtrain",
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=OneLineArgumentParser
     )
-    for module in (demo, produce, train, broker, catalog):
+    for module in (demo, produce, train, models, broker, catalog):
         module.register(subparsers)
     return parser
 

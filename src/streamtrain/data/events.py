@@ -21,7 +21,14 @@ from typing import Any, NoReturn
 
 import orjson
 
-__all__ = ["InvalidEvent", "Reason", "Task", "decode_event", "encode_event"]
+__all__ = [
+    "InvalidEvent",
+    "Reason",
+    "Task",
+    "decode_event",
+    "encode_event",
+    "validate_features",
+]
 
 
 class Task(enum.Enum):
@@ -79,16 +86,7 @@ def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any
         raise InvalidEvent(
             Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
         )
-    for name, v in x.items():
-        # type() rather than isinstance: bool is an int subclass and must be refused.
-        tv = type(v)
-        if tv is float:
-            if not -MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE:
-                _refuse_float(name, v)
-        elif tv is not int:  # JSON integers are 64-bit at most: always in range
-            raise InvalidEvent(
-                Reason.BAD_FEATURES, f"feature {name!r} must be a number, got {_json_type(v)}"
-            )
+    _check_features(x)
     if "y" not in event:
         raise InvalidEvent(Reason.MISSING_LABEL, 'event has no "y" label')
     y = event["y"]
@@ -110,6 +108,29 @@ def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any
     elif isinstance(y, dict | list):
         raise InvalidEvent(Reason.BAD_LABEL, f"label must be a JSON scalar, got {_json_type(y)}")
     return x, y
+
+
+def validate_features(x: Any) -> dict[str, float]:
+    """Check a features object by the rules above (for prediction requests); return it."""
+    if type(x) is not dict or not x:
+        raise InvalidEvent(
+            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
+        )
+    _check_features(x)
+    return x
+
+
+def _check_features(x: dict[str, Any]) -> None:
+    for name, v in x.items():
+        # type() rather than isinstance: bool is an int subclass and must be refused.
+        tv = type(v)
+        if tv is float:
+            if not -MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE:
+                _refuse_float(name, v)
+        elif tv is not int:  # JSON integers are 64-bit at most: always in range
+            raise InvalidEvent(
+                Reason.BAD_FEATURES, f"feature {name!r} must be a number, got {_json_type(v)}"
+            )
 
 
 def encode_event(x: dict[str, Any], y: Any) -> bytes:

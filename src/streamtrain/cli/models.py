@@ -1,0 +1,154 @@
+"""``streamtrain predict`` and ``streamtrain models``: use and list named models' state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
+from streamtrain.data.events import InvalidEvent, Reason
+from streamtrain.errors import ConfigError
+from streamtrain.serving.snapshot import ModelSnapshot
+from streamtrain.state.envelope import CheckpointRejected, open_envelope
+from streamtrain.state.keys import load_signing_key
+from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC, CheckpointStore
+
+
+def _state_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint-topic",
+        default=DEFAULT_CHECKPOINT_TOPIC,
+        metavar="TOPIC",
+        help=f"[default: {DEFAULT_CHECKPOINT_TOPIC}]",
+    )
+    parser.add_argument(
+        "--secret-file", metavar="PATH", help="key file verifying checkpoints (see train --help)"
+    )
+    add_kafka_options(parser)
+
+
+def register(subparsers: Any) -> None:
+    predict = subparsers.add_parser(
+        "predict",
+        help="predict JSON lines with a named model's latest committed checkpoint",
+        description='Reads one {"x": {...}} (or a bare features object) per line and writes one '
+        "JSON answer per line: prediction, class probabilities, model version. A bad line "
+        'gets {"error": ...} in its place, so answers stay aligned with inputs.',
+    )
+    predict.add_argument("--name", required=True, help="model name")
+    predict.add_argument("--input", metavar="FILE", help="read from FILE [default: stdin]")
+    _state_options(predict)
+    predict.set_defaults(handler=run_predict)
+
+    models = subparsers.add_parser("models", help="list named models and their state")
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
+    _state_options(models)
+    models.set_defaults(handler=run_models)
+
+
+def _store(args: argparse.Namespace) -> CheckpointStore:
+    kafka, _file = kafka_settings_from_args(args)
+    key = load_signing_key(Path(args.secret_file) if args.secret_file else None)
+    return CheckpointStore(kafka, key, args.checkpoint_topic)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    store = _store(args)
+    snapshot = ModelSnapshot.latest(store, args.name)
+    if args.input:
+        try:
+            source: IO[str] = open(args.input, encoding="utf-8")  # noqa: SIM115
+        except OSError as err:
+            raise ConfigError(f"cannot read {args.input}: {err.strerror}") from None
+    else:
+        source = sys.stdin
+    errors = 0
+    out = sys.stdout
+    with source:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                answer = snapshot.predict(_features(line))
+            except InvalidEvent as bad:
+                errors += 1
+                answer = {"error": bad.message, "reason": bad.reason.value, "line": number}
+            out.write(orjson.dumps(answer, option=orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    if errors:
+        print(f"streamtrain: {errors} input line(s) could not be predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _features(line: str) -> Any:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        raise InvalidEvent(Reason.UNDECODABLE, f"not valid JSON: {err}") from None
+    if isinstance(obj, dict) and "x" in obj:
+        return obj["x"]
+    return obj
+
+
+def run_models(args: argparse.Namespace) -> int:
+    store = _store(args)
+    rows: list[dict[str, Any]] = []
+    for name, raw in sorted(store.all_latest().items()):
+        try:
+            opened = open_envelope(raw, store.key, what=f"checkpoint of model {name!r}")
+        except CheckpointRejected as err:
+            rows.append({"name": name, "error": str(err)})
+            continue
+        h = opened.header
+        rows.append(
+            {
+                "name": name,
+                "spec": h.model_spec,
+                "version": h.model_version,
+                "events_learned": h.events_learned,
+                "dead_lettered": h.dead_lettered,
+                "metrics": dict(h.metrics),
+                "checkpoint_age_seconds": round(max(time.time() - h.created_at, 0.0), 3),
+            }
+        )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+        return 0
+    if not rows:
+        print(f"no models in {store.topic}")
+        return 0
+    table = Table(title=f"models in {store.topic}")
+    for column in ("name", "spec", "version", "events", "metrics", "age"):
+        table.add_column(column)
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], f"[red]{row['error']}[/]", "", "", "", "")
+            continue
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items())
+        table.add_row(
+            row["name"],
+            row["spec"],
+            row["version"],
+            f"{row['events_learned']:,}",
+            metrics,
+            _age(row["checkpoint_age_seconds"]),
+        )
+    Console().print(table)
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

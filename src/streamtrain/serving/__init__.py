@@ -1,0 +1,1 @@
+"""Using a named model's committed state: load, predict, describe."""
