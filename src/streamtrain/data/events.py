@@ -135,7 +135,9 @@ def _check_features(x: dict[str, Any]) -> None:
 
 def encode_event(x: dict[str, Any], y: Any) -> bytes:
     """Encode one event in the wire format (numpy scalars are turned into JSON numbers)."""
-    return orjson.dumps({"x": x, "y": y}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(
+        {"x": x, "y": y}, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    )
 
 
 def _refuse_float(name: str, v: float) -> NoReturn:

@@ -104,6 +104,9 @@ class Trainer:
         self._learned_at_checkpoint = 0
         self._first_event_after: float | None = None
         self._learned_before_run = 0
+        # The idle clock starts at the last assignment: joining a group can take longer than
+        # the idle limit, and a trainer must not call itself caught up before it has fetched.
+        self._assigned_at = float("inf")
 
     @property
     def model(self) -> Any:
@@ -273,7 +276,7 @@ class Trainer:
             elif (
                 idle_after is not None
                 and not messages
-                and now - last_message >= idle_after
+                and now - max(last_message, self._assigned_at) >= idle_after
                 and self._caught_up(consumer)
             ):
                 self.stop("idle")
@@ -387,6 +390,7 @@ class Trainer:
             ]
             consumer.assign(partitions)
         self._assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        self._assigned_at = time.monotonic()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._checkpointing is not None and not self._stop.is_set():
@@ -430,25 +434,28 @@ class Trainer:
         positions = consumer.position(self._assignment) if self._assignment else []
         for tp in positions:
             try:
-                low, high = consumer.get_watermark_offsets(
+                _low, high = consumer.get_watermark_offsets(
                     tp, timeout=self.kafka.connect_timeout, cached=cached
                 )
             except KafkaException:
                 return None
             if high < 0:
                 return None
-            position = tp.offset if tp.offset >= 0 else self._offsets.get(tp.partition, low)
+            position = tp.offset if tp.offset >= 0 else self._offsets.get(tp.partition, high)
             lag[tp.partition] = max(high - position, 0)
         return lag
 
     def _caught_up(self, consumer: Consumer) -> bool:
-        # Quiet alone is not enough: a broker that went away is also quiet. Asking it for
-        # the watermarks proves it answers; nothing fetched for the whole idle period then
-        # means nothing committed is left (a transactional input may leave a control record
-        # past the last data record, so position < high can still be caught up).
+        """Every assigned partition consumed up to its end, as the broker says right now.
+
+        Asking the broker also proves it answers: a broker that went away is quiet too. A
+        partition whose position is still unknown (nothing fetched since assignment, e.g.
+        when starting at the end) counts as caught up, since the quiet period has passed.
+        """
         if not self._assignment:
             return False
-        return self._lag(consumer, cached=False) is not None
+        lag = self._lag(consumer, cached=False)
+        return lag is not None and not any(lag.values())
 
     def _report(
         self, consumer: Consumer, dead_letters: DeadLetterSink, elapsed: float, rate: float

@@ -1,0 +1,222 @@
+"""``streamtrain produce``: replay a dataset or a file into a topic."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from streamtrain.cli.common import (
+    add_kafka_options,
+    kafka_settings_from_args,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
+from streamtrain.config import resolve
+from streamtrain.errors import ConfigError, StreamtrainError
+
+if TYPE_CHECKING:
+    from streamtrain.data.sources import Source
+    from streamtrain.produce import ProduceReport, ProduceSettings
+
+# SIGINT is the user interrupting a run: non-zero, as shells expect, so `produce && train`
+# does not go on. SIGTERM is a supervisor asking for a clean shutdown, which this is.
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 0}
+
+_EPILOG = """\
+Settings not given as flags come from STREAMTRAIN_* environment variables, then the [produce]
+table of the config file. SIGINT or SIGTERM stops the replay: what was sent is flushed and
+counted, then the command exits with 130 after SIGINT and 0 after SIGTERM (1 if any event
+failed to be delivered).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "produce",
+        help="replay a dataset or a file into a topic as {x, y} JSON events",
+        description="Replay a River dataset or a JSONL/CSV file into a Kafka topic, one "
+        '{"x": {...}, "y": ...} JSON event per message, with an idempotent producer.',
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--topic", help="topic to write to [default: ml_training_data]")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        metavar="SPEC",
+        help="River dataset, e.g. Phishing or 'synth.Agrawal(seed=42)' [default: Phishing]",
+    )
+    source.add_argument(
+        "--file", type=Path, metavar="PATH", help="a .jsonl/.ndjson or .csv file to replay"
+    )
+    parser.add_argument(
+        "--target",
+        metavar="COLUMN",
+        help="label column of --file (not needed for JSONL lines that are {x, y} events)",
+    )
+    parser.add_argument(
+        "--limit", type=non_negative_int, metavar="N", help="replay at most N events"
+    )
+    parser.add_argument(
+        "--rate",
+        type=non_negative_float,
+        metavar="EPS",
+        help="events per second, 0 for as fast as possible [default: 0]",
+    )
+    parser.add_argument(
+        "--key", metavar="FEATURE", help="use this feature's value as the message key"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=positive_int,
+        metavar="N",
+        help="partitions when the topic is created [default: 1]",
+    )
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        metavar="N",
+        help="replication factor when the topic is created [default: the broker's]",
+    )
+    add_kafka_options(parser)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar, only the final line"
+    )
+    parser.set_defaults(handler=run)
+
+
+def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> ProduceSettings:
+    """Flags over ``STREAMTRAIN_*`` env vars over the config file's ``[produce]`` table."""
+    from streamtrain.produce import ProduceSettings
+
+    if args.target is not None and args.dataset is not None:
+        raise ConfigError("--target applies to --file only; datasets carry their labels")
+    names = [f.name for f in dataclasses.fields(ProduceSettings)]
+    settings = resolve(
+        ProduceSettings, {n: getattr(args, n) for n in names}, file=file, section="produce"
+    )
+    if args.dataset is not None:
+        # The flag beats a file (and its target) set in the environment or the config file.
+        settings = dataclasses.replace(settings, file=None, target=None)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamtrain.data.sources import open_source
+    from streamtrain.produce import Replayer
+
+    kafka, file = kafka_settings_from_args(args)
+    settings = settings_from_args(args, file)
+    # Opened before connecting, so a bad dataset or file fails fast without a broker.
+    source = open_source(
+        dataset=None if settings.file is not None else settings.dataset,
+        file=settings.file,
+        target=settings.target,
+        limit=settings.limit,
+    )
+    with _progress(source, enabled=not args.quiet) as on_progress:
+        replayer = Replayer(kafka, settings, on_progress=on_progress)
+        with _stop_on_signals(replayer.stop) as caught:
+            report = replayer.run(source)
+    print(_summary(report, caught), flush=True)
+    if report.failed:
+        first = report.errors[0] if report.errors else "unknown error"
+        raise StreamtrainError(
+            f"{report.failed} of {report.sent} events were not delivered to {report.topic} "
+            f"(first error: {first})"
+        )
+    return EXIT_CODES[caught[0]] if caught else 0
+
+
+def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:
+    line = (
+        f"produced {report.delivered} events to {report.topic} in "
+        f"{report.elapsed_seconds:.1f}s ({report.events_per_second:.0f} ev/s)"
+    )
+    return f"stopped by {caught[0].name}: {line}" if caught else line
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Iterator[list[signal.Signals]]:
+    """Turn SIGINT/SIGTERM into ``stop()``; the list receives the signals caught.
+
+    A second SIGINT raises KeyboardInterrupt, for when the final flush itself hangs.
+    """
+    caught: list[signal.Signals] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught  # signal handlers can only be installed from the main thread
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        sig = signal.Signals(signum)
+        if sig is signal.SIGINT and signal.SIGINT in caught:
+            raise KeyboardInterrupt
+        caught.append(sig)
+        stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _progress(source: Source, *, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """A transient progress display on stderr when it is a terminal; else no callback."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    total = source.size  # may read a whole file to count it: only when a bar shows it
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.0f} ev/s", style="progress.data.speed")
+
+    columns: list[ProgressColumn]
+    if total is not None:
+        columns = [
+            TextColumn("producing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeRemainingColumn(),
+        ]
+    else:
+        columns = [
+            SpinnerColumn(),
+            TextColumn("producing {task.completed:,.0f} events"),
+            RateColumn(),
+            TimeElapsedColumn(),
+        ]
+    progress = Progress(*columns, console=Console(stderr=True), transient=True)
+    task_id = progress.add_task("produce", total=total)
+
+    def on_progress(sent: int) -> None:
+        progress.update(task_id, completed=sent)
+
+    with progress:
+        yield on_progress
