@@ -124,8 +124,7 @@ def _latest(bootstrap: str, name: str, ckpt: str) -> tuple[CheckpointHeader, Any
     store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt)
     opened = store.latest(name)
     assert opened is not None
-    model, _metrics, _reasons = load_state(opened)
-    return opened.header, model
+    return opened.header, load_state(opened)["model"]
 
 
 def _probe() -> list[dict[str, float]]:

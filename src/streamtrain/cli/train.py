@@ -10,7 +10,9 @@ from typing import Any
 
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
 from streamtrain.config import resolve
+from streamtrain.train.progress import TrainerListener
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
+from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
 from streamtrain.train.view import choose_view
 
@@ -70,6 +72,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-events", type=int, metavar="N", help="stop after learning N events")
     parser.add_argument("--summary", metavar="PATH", help="write a JSON summary here at exit")
     parser.add_argument("--batch-size", type=int, metavar="N", help="records per consume call")
+    parser.add_argument(
+        "--rolling-window",
+        type=int,
+        metavar="N",
+        help="also track each metric over the last N events [default: 0, off]",
+    )
+    parser.add_argument(
+        "--metrics-topic",
+        metavar="TOPIC",
+        help="publish progress records here; '' turns it off [default: streamtrain.metrics]",
+    )
     durable = parser.add_argument_group("durable state (with --name)")
     durable.add_argument(
         "--checkpoint-interval",
@@ -132,6 +145,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "summary": args.summary,
         "batch_size": args.batch_size,
         "name": args.name,
+        "rolling_window": args.rolling_window,
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,
@@ -144,7 +158,11 @@ def run(args: argparse.Namespace) -> int:
     kafka, file = kafka_settings_from_args(args)
     settings = settings_from_args(args, file)
     view = choose_view(args.view, f"streamtrain · {settings.topic} → {settings.model}")
-    trainer = Trainer(kafka, settings, listeners=[view] if view else [])
+    listeners: list[TrainerListener] = [view] if view else []
+    metrics_topic = DEFAULT_METRICS_TOPIC if args.metrics_topic is None else args.metrics_topic
+    if metrics_topic:
+        listeners.append(MetricsPublisher(kafka, metrics_topic))
+    trainer = Trainer(kafka, settings, listeners=listeners)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         trainer.stop(signal.Signals(signum).name)

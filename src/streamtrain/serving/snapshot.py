@@ -37,14 +37,12 @@ class ModelSnapshot:
                 f"no checkpoint of model {name!r} in {store.topic!r} "
                 f"(train one with `streamtrain train --name {name}`)"
             )
-        model, _metrics, _reasons = load_state(opened)
-        return cls(opened.header, model)
+        return cls(opened.header, load_state(opened)["model"])
 
     @classmethod
     def from_bytes(cls, data: bytes, store: CheckpointStore, name: str) -> ModelSnapshot:
         opened = open_envelope(data, store.key, what=f"checkpoint of model {name!r}")
-        model, _metrics, _reasons = load_state(opened)
-        return cls(opened.header, model)
+        return cls(opened.header, load_state(opened)["model"])
 
     @property
     def task(self) -> Task:

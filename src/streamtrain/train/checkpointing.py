@@ -71,6 +71,20 @@ class TrainState:
     events_learned: int
     dead_letter_reasons: dict[str, int]
     offsets: dict[int, int]  # partition -> next offset to learn, of the input topic
+    rolling: dict[str, Any] = dataclasses.field(default_factory=dict)  # windowed metrics
+
+    @classmethod
+    def from_payload(
+        cls, payload: dict[str, Any], events_learned: int, offsets: Mapping[int, int]
+    ) -> TrainState:
+        return cls(
+            model=payload["model"],
+            metrics=payload["metrics"],
+            events_learned=events_learned,
+            dead_letter_reasons=dict(payload.get("dead_letter_reasons", {})),
+            offsets=dict(offsets),
+            rolling=payload.get("rolling", {}),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +97,9 @@ class CommittedState:
     events_learned: int
 
     def thaw(self) -> TrainState:
-        model, metrics, reasons = pickle.loads(self.payload)
-        return TrainState(model, metrics, self.events_learned, reasons, dict(self.offsets))
+        return TrainState.from_payload(
+            pickle.loads(self.payload), self.events_learned, self.offsets
+        )
 
 
 class Checkpointing:
@@ -146,9 +161,9 @@ class Checkpointing:
                     self.model_spec,
                 )
                 self.model_spec = header.model_spec
-            model, metrics, reasons = load_state(opened)
-            offsets = dict(header.offsets.get(self.topic, {}))
-            state = TrainState(model, metrics, header.events_learned, reasons, offsets)
+            state = TrainState.from_payload(
+                load_state(opened), header.events_learned, header.offsets.get(self.topic, {})
+            )
         self.committed = self._freeze(state, header)
         self._begin()
         self._last_time = time.monotonic()
@@ -271,7 +286,11 @@ class Checkpointing:
 
 
 def _pickle(state: TrainState) -> bytes:
-    return pickle.dumps(
-        (state.model, state.metrics, dict(state.dead_letter_reasons)),
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
+    # A plain dict, so the checkpoint format does not depend on streamtrain's class layout.
+    payload = {
+        "model": state.model,
+        "metrics": state.metrics,
+        "rolling": state.rolling,
+        "dead_letter_reasons": dict(state.dead_letter_reasons),
+    }
+    return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)

@@ -25,6 +25,10 @@ class Progress:
     lag: Mapping[int, int]  # partition -> records not yet consumed (None when unknown)
     dead_letter_reasons: Mapping[str, int]
     broker_error: str | None = None  # last client-level error, e.g. broker unreachable
+    rolling_metrics: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    positions: Mapping[int, int] = dataclasses.field(default_factory=dict)  # next offsets
+    name: str | None = None
+    group: str = ""
 
     @property
     def total_lag(self) -> int:

@@ -43,9 +43,16 @@ def _final_step(model: Any) -> Any:
 class ProgressiveEvaluator:
     """Owns a model and its progressive metrics; :meth:`learn` is the per-event step."""
 
-    def __init__(self, model: Any, metrics: Mapping[str, river_metrics.base.Metric]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        metrics: Mapping[str, river_metrics.base.Metric],
+        rolling: Mapping[str, Any] | None = None,
+    ) -> None:
         self.model = model
         self.metrics = dict(metrics)
+        # Windowed twins of the metrics (river.utils.Rolling), updated in the same step.
+        self.rolling = dict(rolling or {})
         self.task = task_of(model)
         for name, metric in self.metrics.items():
             if not metric.works_with(model):
@@ -55,8 +62,9 @@ class ProgressiveEvaluator:
         def wants_proba(metric: river_metrics.base.Metric) -> bool:
             return is_classifier and not getattr(metric, "requires_labels", True)
 
-        self._proba_metrics = [m.update for m in self.metrics.values() if wants_proba(m)]
-        self._label_metrics = [m.update for m in self.metrics.values() if not wants_proba(m)]
+        every = [*self.metrics.values(), *self.rolling.values()]
+        self._proba_metrics = [m.update for m in every if wants_proba(m)]
+        self._label_metrics = [m.update for m in every if not wants_proba(m)]
         final = _final_step(model)
         self._derive_label = (
             is_classifier and type(final).predict_one is base.Classifier.predict_one
@@ -88,6 +96,22 @@ class ProgressiveEvaluator:
 
     def values(self) -> dict[str, float]:
         return {name: float(metric.get()) for name, metric in self.metrics.items()}
+
+    def rolling_values(self) -> dict[str, float]:
+        return {name: float(metric.get()) for name, metric in self.rolling.items()}
+
+
+def build_rolling(metrics: Mapping[str, Any], window: int) -> dict[str, Any]:
+    """Rolling-window copies of ``metrics`` (those River can revert); ``{}`` for window 0."""
+    from river import utils
+
+    if window <= 0:
+        return {}
+    return {
+        name: utils.Rolling(metric.clone(), window_size=window)
+        for name, metric in metrics.items()
+        if hasattr(metric, "revert")
+    }
 
 
 def build_metrics(specs: Sequence[str], model: Any) -> dict[str, river_metrics.base.Metric]:

@@ -24,6 +24,9 @@ class TrainSettings:
     ``name`` makes the model durable: its state is checkpointed to ``checkpoint_topic`` every
     ``checkpoint_every`` events or ``checkpoint_interval`` seconds, whichever comes first, and
     at a clean stop, in one Kafka transaction with the consumer offsets and dead letters.
+
+    ``rolling_window`` > 0 also tracks each metric over the last that many events (it costs
+    a second metric update per event, hence off by default).
     """
 
     topic: str = DEFAULT_TOPIC
@@ -38,6 +41,7 @@ class TrainSettings:
     max_events: int | None = None
     summary: Path | None = None
     batch_size: int = 500
+    rolling_window: int = 0
     progress_interval: float = 0.5
     checkpoint_interval: float = 5.0
     checkpoint_every: int = 10_000
@@ -56,6 +60,8 @@ class TrainSettings:
             raise ConfigError("max-events must be positive")
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError("batch-size must be between 1 and 100000")
+        if self.rolling_window < 0:
+            raise ConfigError("rolling-window must be >= 0 (0 turns it off)")
         if self.progress_interval <= 0:
             raise ConfigError("progress-interval must be positive")
         if self.name is not None and not _NAME.fullmatch(self.name):

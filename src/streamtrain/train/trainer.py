@@ -47,7 +47,7 @@ from streamtrain.train.checkpointing import Checkpointing, TrainState, Transacti
 from streamtrain.train.deadletter import MODEL_ERROR, DeadLetterSink
 from streamtrain.train.faults import crash_point
 from streamtrain.train.progress import Progress, Summary, TrainerListener
-from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
+from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.settings import TrainSettings
 
 __all__ = ["Trainer"]
@@ -83,7 +83,9 @@ class Trainer:
             model = parse_spec(self.settings.model, estimator_registry())
         if metrics is None:
             metrics = build_metrics(self.settings.metrics, model)
-        self.evaluator = ProgressiveEvaluator(model, metrics)
+        self.evaluator = ProgressiveEvaluator(
+            model, metrics, build_rolling(metrics, self.settings.rolling_window)
+        )
         self.listeners = list(listeners)
         if self.settings.group:
             self.group = self.settings.group
@@ -213,7 +215,7 @@ class Trainer:
         )
         evaluator = self.evaluator
         state, header = checkpointing.start(
-            lambda: TrainState(evaluator.model, evaluator.metrics, 0, {}, {})
+            lambda: TrainState(evaluator.model, evaluator.metrics, 0, {}, {}, evaluator.rolling)
         )
         self._checkpointing = checkpointing
         self.restored_from = header
@@ -223,7 +225,10 @@ class Trainer:
 
     def _apply(self, state: TrainState) -> None:
         """Make ``state`` the trainer's current state (after a restore)."""
-        self.evaluator = ProgressiveEvaluator(state.model, state.metrics)
+        rolling = state.rolling
+        if not rolling and self.settings.rolling_window:  # resumed from a state without them
+            rolling = build_rolling(state.metrics, self.settings.rolling_window)
+        self.evaluator = ProgressiveEvaluator(state.model, state.metrics, rolling)
         self.events_learned = state.events_learned
         self._learned_at_checkpoint = state.events_learned
         self._offsets = dict(state.offsets)
@@ -326,6 +331,7 @@ class Trainer:
             self.events_learned,
             dict(dead_letters.by_reason),
             dict(self._offsets),
+            evaluator.rolling,
         )
         self._recover(consumer, lambda: checkpointing.commit(state, consumer, evaluator.values()))
         self._learned_at_checkpoint = self.events_learned
@@ -473,6 +479,10 @@ class Trainer:
             lag=self._lag(consumer, cached=True) or {},
             dead_letter_reasons=dict(dead_letters.by_reason),
             broker_error=self._broker_error,
+            rolling_metrics=self.evaluator.rolling_values(),
+            positions={**self._offsets, **self._positions(consumer)},
+            name=self.settings.name,
+            group=self.group,
         )
         for listener in self.listeners:
             listener.on_progress(progress)

@@ -1,0 +1,114 @@
+"""Trainer metrics as a Kafka stream: one JSON record per progress report.
+
+Topic ``streamtrain.metrics`` by default, keyed by the model name (or the consumer group of an
+unnamed trainer), value (format 1)::
+
+    {"format": 1, "kind": "progress" | "final", "ts": 1764150000.123,
+     "model": "NAME" | null, "group": "...", "topic": "ml_training_data", "spec": "...",
+     "events_learned": 1250, "events_per_second": 812.5, "elapsed_seconds": 3.1,
+     "dead_lettered": 2, "dead_letter_reasons": {"bad-label": 2},
+     "metrics": {"ROCAUC": 0.95}, "rolling": {"ROCAUC": 0.97},
+     "lag": {"0": 0}, "total_lag": 0, "positions": {"0": 1250},
+     "model_version": "ml_training_data:0@1250", "broker_error": null}
+
+Records go through their own idempotent, non-transactional producer, so followers (the
+dashboard) see them as they happen rather than at checkpoint commits. They describe the
+trainer's live state, which can run ahead of the last committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+from streamtrain.config import KafkaSettings
+from streamtrain.kafka.clients import client_config, ensure_topic
+from streamtrain.train.progress import Progress, Summary
+
+DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
+FORMAT = 1
+
+log = logging.getLogger(__name__)
+
+
+def progress_record(progress: Progress, kind: str = "progress") -> dict[str, Any]:
+    positions = {str(p): o for p, o in sorted(progress.positions.items())}
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "ts": time.time(),
+        "model": progress.name,
+        "group": progress.group,
+        "topic": progress.topic,
+        "spec": progress.model,
+        "events_learned": progress.events_learned,
+        "events_per_second": progress.events_per_second,
+        "elapsed_seconds": progress.elapsed_seconds,
+        "dead_lettered": progress.dead_lettered,
+        "dead_letter_reasons": dict(progress.dead_letter_reasons),
+        "metrics": dict(progress.metrics),
+        "rolling": dict(progress.rolling_metrics),
+        "lag": {str(p): n for p, n in sorted(progress.lag.items())},
+        "total_lag": progress.total_lag,
+        "positions": positions,
+        "model_version": ",".join(f"{progress.topic}:{p}@{o}" for p, o in positions.items()),
+        "broker_error": progress.broker_error,
+    }
+
+
+class MetricsPublisher:
+    """A trainer listener that writes every progress report to the metrics topic."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str = DEFAULT_METRICS_TOPIC) -> None:
+        self.topic = topic
+        ensure_topic(
+            kafka,
+            topic,
+            partitions=1,
+            # Followers want recent history (a dashboard's curve), not all of it forever.
+            config={"retention.ms": str(7 * 24 * 3600 * 1000)},
+        )
+        self._producer = Producer(
+            client_config(kafka, **{"enable.idempotence": True, "linger.ms": 50})
+        )
+        self._last: Progress | None = None
+        self.failures = 0
+
+    def on_progress(self, progress: Progress) -> None:
+        self._last = progress
+        self._send(progress_record(progress), progress)
+
+    def on_finish(self, summary: Summary) -> None:
+        if self._last is not None:
+            final = progress_record(self._last, kind="final")
+            final.update(
+                events_learned=summary.events_learned,
+                dead_lettered=summary.dead_lettered,
+                dead_letter_reasons=dict(summary.dead_letter_reasons),
+                metrics=dict(summary.metrics),
+                events_per_second=summary.events_per_second,
+                elapsed_seconds=summary.elapsed_seconds,
+                total_lag=0 if summary.stopped_because == "idle" else final["total_lag"],
+            )
+            self._send(final, self._last)
+        if self._producer.flush(10):
+            log.warning("some metric records were not delivered to %s", self.topic)
+
+    def _send(self, record: dict[str, Any], progress: Progress) -> None:
+        key = progress.name or progress.group
+        try:
+            self._producer.produce(
+                self.topic, key=key, value=orjson.dumps(record), on_delivery=self._delivered
+            )
+        except BufferError:
+            # Telemetry must never slow learning down: a full queue drops this report.
+            self.failures += 1
+        self._producer.poll(0)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failures += 1
