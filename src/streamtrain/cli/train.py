@@ -41,6 +41,13 @@ def register(subparsers: Any) -> None:
         "[default: none, the model lives in memory only]",
     )
     parser.add_argument(
+        "--partitioned",
+        action="store_const",
+        const=True,
+        help="one replica per input partition, shared out over every process with this "
+        "--name (needs --name)",
+    )
+    parser.add_argument(
         "--group", help="consumer group [default: streamtrain.NAME, or a fresh one per run]"
     )
     parser.add_argument(
@@ -145,6 +152,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "summary": args.summary,
         "batch_size": args.batch_size,
         "name": args.name,
+        "partitioned": args.partitioned,
         "rolling_window": args.rolling_window,
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,

@@ -46,7 +46,7 @@ def ensure_checkpoint_topic(kafka: KafkaSettings, topic: str = DEFAULT_CHECKPOIN
 
 
 def _scan(
-    kafka: KafkaSettings, topic: str, partitions: list[int]
+    kafka: KafkaSettings, topic: str, partitions: list[int], patience: float
 ) -> Iterator[tuple[str, bytes | None]]:
     """Every committed (key, value) in ``partitions``, from the start to the current end."""
     consumer = Consumer(
@@ -79,7 +79,7 @@ def _scan(
             msg = consumer.poll(1.0)
             if msg is None:
                 idle_polls += 1
-                if idle_polls > kafka.connect_timeout:
+                if idle_polls > max(patience, kafka.connect_timeout):
                     raise StreamtrainError(
                         f"timed out reading checkpoint topic {topic!r} "
                         f"(partitions still unread: {sorted(pending)})"
@@ -103,11 +103,19 @@ class CheckpointStore:
     """Reads checkpoints back; writing happens inside the trainer's transactions."""
 
     def __init__(
-        self, kafka: KafkaSettings, key: SigningKey, topic: str = DEFAULT_CHECKPOINT_TOPIC
+        self,
+        kafka: KafkaSettings,
+        key: SigningKey,
+        topic: str = DEFAULT_CHECKPOINT_TOPIC,
+        *,
+        patience: float = 60.0,
     ) -> None:
         self.kafka = kafka
         self.key = key
         self.topic = topic
+        # A crashed trainer's open transaction holds read_committed readers back until the
+        # broker aborts it (transaction timeout); wait that long before giving up.
+        self.patience = patience
 
     def partitions(self) -> int | None:
         return partition_count(wait_for_cluster(self.kafka), self.topic)
@@ -118,7 +126,8 @@ class CheckpointStore:
         if count is None:
             return None
         latest: bytes | None = None
-        for key, value in _scan(self.kafka, self.topic, [checkpoint_partition(name, count)]):
+        partition = checkpoint_partition(name, count)
+        for key, value in _scan(self.kafka, self.topic, [partition], self.patience):
             if key == name:
                 latest = value
         return latest
@@ -135,12 +144,29 @@ class CheckpointStore:
             return None
         return open_envelope(raw, self.key, what=f"checkpoint of model {name!r}")
 
+    def latest_many(self, names: list[str]) -> dict[str, OpenedCheckpoint]:
+        """Verified newest checkpoints of ``names`` (absent ones are left out), in one scan."""
+        count = self.partitions()
+        if count is None or not names:
+            return {}
+        wanted = set(names)
+        partitions = sorted({checkpoint_partition(n, count) for n in wanted})
+        raw: dict[str, bytes | None] = {}
+        for key, value in _scan(self.kafka, self.topic, partitions, self.patience):
+            if key in wanted:
+                raw[key] = value
+        return {
+            key: open_envelope(value, self.key, what=f"checkpoint of {key!r}")
+            for key, value in raw.items()
+            if value is not None
+        }
+
     def all_latest(self) -> dict[str, bytes | None]:
         """Newest raw checkpoint per model name across the topic."""
         count = self.partitions()
         if count is None:
             return {}
         latest: dict[str, bytes | None] = {}
-        for key, value in _scan(self.kafka, self.topic, list(range(count))):
+        for key, value in _scan(self.kafka, self.topic, list(range(count)), self.patience):
             latest[key] = value
         return {k: v for k, v in latest.items() if v is not None}

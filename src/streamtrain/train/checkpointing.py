@@ -103,12 +103,16 @@ class CommittedState:
 
 
 class Checkpointing:
-    """Owns the transactions of one named model's trainer."""
+    """Owns the transactions of a named model's trainer.
+
+    A trainer holds one or more *tasks*, each a model replica with its own checkpoint key:
+    the model name, or ``NAME/p<partition>`` for a partitioned model. One transaction commits
+    every task's checkpoint together with the consumer offsets.
+    """
 
     def __init__(
         self,
         *,
-        name: str,
         topic: str,
         model_spec: str,
         producer: Producer,
@@ -119,8 +123,8 @@ class Checkpointing:
         timeout: float,
         should_stop: threading.Event,
         fatal_error: Callable[[], KafkaError | None] = lambda: None,
+        label: str = "",
     ) -> None:
-        self.name = name
         self.topic = topic
         self.model_spec = model_spec
         self.producer = producer
@@ -133,41 +137,58 @@ class Checkpointing:
         # librdkafka reports a fatal error's cause through error_cb only; calls that fail
         # afterwards just say _FATAL. The trainer records the cause and hands it over here.
         self.fatal_error = fatal_error
-        self.committed: CommittedState | None = None
+        self.label = label  # how errors name the model
+        self.committed: dict[str, CommittedState] = {}
         self.checkpoints = 0
-        self._partition = 0
+        self._partitions = 1
         self._last_time = time.monotonic()
 
     # -- start ------------------------------------------------------------------------------
 
-    def start(self, fresh: Callable[[], TrainState]) -> tuple[TrainState, CheckpointHeader | None]:
-        """Fence older writers, restore the last checkpoint (or ``fresh()``), open a txn."""
+    def start(self) -> None:
+        """Fence older writers of this transactional id and open the first transaction."""
         self._retry("init_transactions", lambda: self.producer.init_transactions(self.timeout))
         count = self.store.partitions()
         if count is None:
             raise StreamtrainError(f"checkpoint topic {self.store.topic!r} does not exist")
-        self._partition = checkpoint_partition(self.name, count)
-        opened = self.store.latest(self.name)
-        if opened is None:
-            state = fresh()
-            header = None
-        else:
-            header = opened.header
-            if header.model_spec != self.model_spec:
-                log.warning(
-                    "model %s was created as %r; resuming it (the given spec %r is ignored)",
-                    self.name,
-                    header.model_spec,
-                    self.model_spec,
-                )
-                self.model_spec = header.model_spec
-            state = TrainState.from_payload(
-                load_state(opened), header.events_learned, header.offsets.get(self.topic, {})
-            )
-        self.committed = self._freeze(state, header)
-        self._begin()
+        self._partitions = count
+        self.begin()
         self._last_time = time.monotonic()
-        return state, header
+
+    def restore(
+        self, keys: list[str], fresh: Callable[[str], TrainState]
+    ) -> dict[str, tuple[TrainState, CheckpointHeader | None]]:
+        """The last committed state of each key (or ``fresh(key)``), remembered as committed."""
+        opened = self.store.latest_many(keys)
+        out: dict[str, tuple[TrainState, CheckpointHeader | None]] = {}
+        for task_key in keys:
+            checkpoint = opened.get(task_key)
+            if checkpoint is None:
+                state, header = fresh(task_key), None
+            else:
+                header = checkpoint.header
+                if header.model_spec != self.model_spec:
+                    log.warning(
+                        "%s was created as %r; resuming it (the given spec %r is ignored)",
+                        task_key,
+                        header.model_spec,
+                        self.model_spec,
+                    )
+                    self.model_spec = header.model_spec
+                state = TrainState.from_payload(
+                    load_state(checkpoint),
+                    header.events_learned,
+                    header.offsets.get(self.topic, {}),
+                )
+            self.committed[task_key] = CommittedState(
+                header, _pickle(state), dict(state.offsets), state.events_learned
+            )
+            out[task_key] = (state, header)
+        return out
+
+    def forget(self, task_key: str) -> None:
+        """A task moved away: its committed state is no longer ours to restore."""
+        self.committed.pop(task_key, None)
 
     # -- checkpoint -------------------------------------------------------------------------
 
@@ -175,42 +196,54 @@ class Checkpointing:
         return learned_since >= self.every or now - self._last_time >= self.interval
 
     def commit(
-        self, state: TrainState, consumer: Consumer, metric_values: dict[str, float]
+        self,
+        states: Mapping[str, TrainState],
+        metric_values: Mapping[str, dict[str, float]],
+        offsets: Mapping[int, int],
+        consumer: Consumer,
     ) -> None:
-        """Write ``state`` and the offsets in the open transaction, commit, open the next."""
-        header = CheckpointHeader(
-            model_name=self.name,
-            model_spec=self.model_spec,
-            offsets={self.topic: dict(state.offsets)},
-            events_learned=state.events_learned,
-            dead_lettered=sum(state.dead_letter_reasons.values()),
-            metrics=metric_values,
-            created_at=time.time(),
-            versions=library_versions(),
-        )
-        payload = _pickle(state)
-        record = seal(header, payload, self.key)
+        """Write every task's state and the offsets in the open transaction, commit it."""
+        frozen: dict[str, CommittedState] = {}
         try:
-            self.producer.produce(
-                self.store.topic, key=self.name, value=record, partition=self._partition
-            )
+            for task_key, state in states.items():
+                header = CheckpointHeader(
+                    model_name=task_key,
+                    model_spec=self.model_spec,
+                    offsets={self.topic: dict(state.offsets)},
+                    events_learned=state.events_learned,
+                    dead_lettered=sum(state.dead_letter_reasons.values()),
+                    metrics=metric_values.get(task_key, {}),
+                    created_at=time.time(),
+                    versions=library_versions(),
+                )
+                payload = _pickle(state)
+                self.producer.produce(
+                    self.store.topic,
+                    key=task_key,
+                    value=seal(header, payload, self.key),
+                    partition=checkpoint_partition(task_key, self._partitions),
+                )
+                frozen[task_key] = CommittedState(
+                    header, payload, dict(state.offsets), state.events_learned
+                )
             crash_point("after-checkpoint-produced")
-            offsets = [TopicPartition(self.topic, p, o) for p, o in state.offsets.items()]
-            metadata = consumer.consumer_group_metadata()
-            self._retry(
-                "send_offsets_to_transaction",
-                lambda: self.producer.send_offsets_to_transaction(offsets, metadata, self.timeout),
-            )
+            if offsets:
+                tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+                metadata = consumer.consumer_group_metadata()
+                self._retry(
+                    "send_offsets_to_transaction",
+                    lambda: self.producer.send_offsets_to_transaction(tps, metadata, self.timeout),
+                )
             crash_point("before-commit")
             self._retry(
                 "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
             )
         except KafkaException as err:
             self._fail(err)
-        self.committed = CommittedState(header, payload, dict(state.offsets), state.events_learned)
+        self.committed.update(frozen)
         self.checkpoints += 1
         self._last_time = time.monotonic()
-        self._begin()
+        self.begin()
 
     def fail(self, err: KafkaException) -> None:
         """Handle an error raised by a produce inside the transaction (e.g. a dead letter)."""
@@ -225,10 +258,7 @@ class Checkpointing:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _freeze(self, state: TrainState, header: CheckpointHeader | None) -> CommittedState:
-        return CommittedState(header, _pickle(state), dict(state.offsets), state.events_learned)
-
-    def _begin(self) -> None:
+    def begin(self) -> None:
         try:
             self.producer.begin_transaction()
         except KafkaException as err:
@@ -247,12 +277,12 @@ class Checkpointing:
             kerr = cause or kerr
         if kerr.code() in _FENCED_CODES or (kerr.fatal() and "fenced" in kerr.str().lower()):
             raise Fenced(
-                f"model {self.name!r} was taken over by another trainer (fenced: {kerr.str()}); "
+                f"model {self.label!r} was taken over by another trainer (fenced: {kerr.str()}); "
                 "this one stops and discards its in-memory model"
             ) from None
         if kerr.fatal():
             raise TransactionFatal(
-                f"fatal transactional producer error for model {self.name!r}: {kerr.str()}; "
+                f"fatal transactional producer error for model {self.label!r}: {kerr.str()}; "
                 "restart the trainer to resume from the last checkpoint"
             ) from None
         if kerr.txn_requires_abort():
@@ -260,7 +290,7 @@ class Checkpointing:
                 "transaction must be aborted (%s); restoring the last checkpoint", kerr.str()
             )
             self._retry("abort_transaction", lambda: self.producer.abort_transaction(self.timeout))
-            self._begin()
+            self.begin()
             raise TransactionAborted(kerr.str())
         raise TransactionFatal(f"unexpected transactional error: {kerr.str()}") from None
 

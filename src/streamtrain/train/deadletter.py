@@ -14,7 +14,6 @@ A dead letter carries the original key, value and headers unchanged, plus these 
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer
@@ -47,7 +46,7 @@ def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
 
 
 class DeadLetterSink:
-    """Sends refused records to the dead-letter topic and counts them by reason.
+    """Sends refused records to the dead-letter topic (the trainer counts them per task).
 
     Delivery is asynchronous through the trainer's producer; a failed delivery is recorded in
     ``failures`` (never ignored) so the trainer can report it and exit non-zero.
@@ -56,13 +55,8 @@ class DeadLetterSink:
     def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self.topic = topic
-        self.by_reason: Counter[str] = Counter()
         self.failures: list[str] = []
         self.delivered = 0
-
-    @property
-    def count(self) -> int:
-        return sum(self.by_reason.values())
 
     def send(self, msg: Message, reason: str, message: str) -> None:
         headers = dead_letter_headers(msg, reason, message)
@@ -79,7 +73,6 @@ class DeadLetterSink:
             except BufferError:
                 # Local queue full: serve delivery reports to make room, never drop.
                 self._producer.poll(0.1)
-        self.by_reason[reason] += 1
 
     def _on_delivery(self, err: Any, _msg: Message) -> None:
         if err is not None:

@@ -29,6 +29,7 @@ class Progress:
     positions: Mapping[int, int] = dataclasses.field(default_factory=dict)  # next offsets
     name: str | None = None
     group: str = ""
+    tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
@@ -71,6 +72,8 @@ class Summary:
     checkpoints: int = 0  # committed by this run (named models)
     restored_from: str | None = None  # model version the run resumed from
     first_event_after_seconds: float | None = None  # start-up to the first record consumed
+    tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    learned_this_run: int = 0  # events_learned counts what restored checkpoints had learned too
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

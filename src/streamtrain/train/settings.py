@@ -25,12 +25,16 @@ class TrainSettings:
     ``checkpoint_every`` events or ``checkpoint_interval`` seconds, whichever comes first, and
     at a clean stop, in one Kafka transaction with the consumer offsets and dead letters.
 
+    ``partitioned`` gives each input partition its own replica (a task), spread over every
+    process started with the same name; see :mod:`streamtrain.train.trainer`.
+
     ``rolling_window`` > 0 also tracks each metric over the last that many events (it costs
     a second metric update per event, hence off by default).
     """
 
     topic: str = DEFAULT_TOPIC
     name: str | None = None
+    partitioned: bool = False
     model: str = DEFAULT_MODEL
     metrics: tuple[str, ...] = ()
     group: str | None = None
@@ -47,7 +51,10 @@ class TrainSettings:
     checkpoint_every: int = 10_000
     checkpoint_topic: str = "streamtrain.checkpoints"
     secret_file: Path | None = None
-    transaction_timeout: float = 60.0
+    # Short enough that a crashed trainer's open transaction stops holding back readers of
+    # the checkpoint topic soon; far longer than a checkpoint interval.
+    transaction_timeout: float = 20.0
+    session_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -68,6 +75,10 @@ class TrainSettings:
             raise ConfigError(
                 f"model name {self.name!r} must be 1-200 characters of letters, digits, . _ -"
             )
+        if self.partitioned and self.name is None:
+            raise ConfigError("--partitioned needs --name: partitioned state is always durable")
+        if not 1 <= self.session_timeout <= 300:
+            raise ConfigError("session-timeout must be between 1 and 300 seconds")
         if self.checkpoint_interval <= 0 or self.checkpoint_every <= 0:
             raise ConfigError("checkpoint interval and checkpoint-every must be positive")
         if self.transaction_timeout < 1:

@@ -3,14 +3,21 @@
 Per record: decode and validate, then predict-then-learn (progressive validation); a record
 that cannot be learned from goes to the dead-letter topic instead, and the loop goes on.
 
-Two modes:
+A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model replica:
 
-* **Named** (``settings.name``): durable, exactly-once state. The model, its metrics, counters
-  and input offsets are checkpointed in Kafka transactions (see
-  :mod:`streamtrain.train.checkpointing`); a restart resumes from the last checkpoint.
-* **Unnamed**: the model lives in memory only, so no consumer offsets are committed —
-  committing them would make a restarted, empty model skip data (the seed's flaw). Each run
-  reads from ``start`` under a fresh consumer group unless ``group`` is given.
+* **Unnamed**: one in-memory task. No consumer offsets are committed — committing them would
+  make a restarted, empty model skip data (the seed's flaw). Each run reads from ``start``
+  under a fresh consumer group unless ``group`` is given.
+* **Named** (``settings.name``): one durable task learning every partition. Its state is
+  checkpointed in Kafka transactions (:mod:`streamtrain.train.checkpointing`) under a
+  ``transactional.id`` fixed by the name, so a second trainer for the name fences the first,
+  and a restart resumes exactly at the last checkpoint.
+* **Partitioned** (``settings.partitioned``): every process with the name joins one consumer
+  group; each input partition is a task with its own replica and checkpoint key
+  ``NAME/p<partition>``. Tasks move with the group's assignment: a revoked task is
+  checkpointed first, an assigned one is restored from its checkpoint. Each process has its
+  own ``transactional.id``; stale members are fenced by the group metadata sent with the
+  offsets (KIP-447).
 """
 
 from __future__ import annotations
@@ -20,8 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -31,6 +37,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -49,12 +56,17 @@ from streamtrain.train.faults import crash_point
 from streamtrain.train.progress import Progress, Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.settings import TrainSettings
+from streamtrain.train.tasks import Task
 
 __all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
 
 _FLUSH_TIMEOUT = 30.0
+
+
+def partition_task_key(name: str, partition: int) -> str:
+    return f"{name}/p{partition}"
 
 
 class Trainer:
@@ -76,43 +88,61 @@ class Trainer:
         listeners: Sequence[TrainerListener] = (),
     ) -> None:
         self.kafka = kafka
-        self.settings = settings or TrainSettings()
+        self.settings = settings = settings or TrainSettings()
         # How the model is named in summaries: its spec, or River's one-line repr.
-        self.model_text = self.settings.model if model is None else " ".join(repr(model).split())
+        self.model_text = settings.model if model is None else " ".join(repr(model).split())
         if model is None:
-            model = parse_spec(self.settings.model, estimator_registry())
+            model = parse_spec(settings.model, estimator_registry())
         if metrics is None:
-            metrics = build_metrics(self.settings.metrics, model)
-        self.evaluator = ProgressiveEvaluator(
-            model, metrics, build_rolling(metrics, self.settings.rolling_window)
+            metrics = build_metrics(settings.metrics, model)
+        # Validates the model/metric pair once, whatever the mode.
+        template = ProgressiveEvaluator(
+            model, metrics, build_rolling(metrics, settings.rolling_window)
         )
+        self._template = template
+        self.tasks: dict[str, Task] = {}
+        if not settings.partitioned:
+            key = settings.name or ""
+            self.tasks[key] = Task(key=key, evaluator=template)
         self.listeners = list(listeners)
-        if self.settings.group:
-            self.group = self.settings.group
-        elif self.settings.name:
-            self.group = f"streamtrain.{self.settings.name}"
+        if settings.group:
+            self.group = settings.group
+        elif settings.name:
+            self.group = f"streamtrain.{settings.name}"
         else:
             self.group = f"streamtrain.ephemeral.{uuid.uuid4().hex[:12]}"
-        self.events_learned = 0
-        self.restored_from: CheckpointHeader | None = None
+        self.restored_from: dict[str, CheckpointHeader] = {}
         self._stop = threading.Event()
         self._stopped_because = "stopped"
         self._assignment: list[TopicPartition] = []
+        self._by_partition: dict[int, Task] = {}
         self._broker_error: str | None = None
         self._fatal_error: KafkaError | None = None
         self._dead_letters: DeadLetterSink | None = None
         self._checkpointing: Checkpointing | None = None
-        self._offsets: dict[int, int] = {}  # durable mode: partition -> next offset to learn
-        self._learned_at_checkpoint = 0
         self._first_event_after: float | None = None
         self._learned_before_run = 0
+        self._learned_by_departed = 0  # partitioned: by tasks that moved to other processes
         # The idle clock starts at the last assignment: joining a group can take longer than
         # the idle limit, and a trainer must not call itself caught up before it has fetched.
         self._assigned_at = float("inf")
 
+    # -- public state ------------------------------------------------------------------------
+
+    @property
+    def evaluator(self) -> ProgressiveEvaluator:
+        """The single task's evaluator (not defined for a partitioned trainer)."""
+        if self.settings.partitioned:
+            raise AttributeError("a partitioned trainer has one evaluator per task")
+        return next(iter(self.tasks.values())).evaluator
+
     @property
     def model(self) -> Any:
         return self.evaluator.model
+
+    @property
+    def events_learned(self) -> int:
+        return sum(t.events_learned for t in self.tasks.values())
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask the loop to finish its current batch and stop; safe from any thread."""
@@ -126,19 +156,8 @@ class Trainer:
         settings = self.settings
         partitions = require_topic(self.kafka, settings.topic)
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
-        producer_conf: dict[str, Any] = {
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-        }
-        if settings.name:
-            ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
-            producer_conf["transactional.id"] = f"streamtrain.{settings.name}"
-            producer_conf["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
-            producer_conf["message.max.bytes"] = 64 * 1024 * 1024
-            producer_conf["compression.type"] = "zstd"
         producer = Producer(
-            client_config(self.kafka, **producer_conf, error_cb=self._on_client_error)
+            client_config(self.kafka, **self._producer_config(), error_cb=self._on_client_error)
         )
         dead_letters = DeadLetterSink(producer, settings.dlq_topic)
         self._dead_letters = dead_letters
@@ -146,32 +165,19 @@ class Trainer:
         if settings.name:
             self._start_durable(producer)
         self._learned_before_run = self.events_learned
-        consumer_conf: dict[str, Any] = {}
-        if settings.name:
-            # Static membership (KIP-345): a restarted trainer takes over its predecessor's
-            # place in the group at once, instead of waiting out a killed member's session.
-            consumer_conf["group.instance.id"] = f"streamtrain.{settings.name}"
         consumer = Consumer(
-            client_config(
-                self.kafka,
-                **consumer_conf,
-                **{
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": settings.start,
-                    # Never learn from records of aborted transactions.
-                    "isolation.level": "read_committed",
-                },
-                error_cb=self._on_client_error,
-            )
+            client_config(self.kafka, **self._consumer_config(), error_cb=self._on_client_error)
         )
         clean = False
         try:
             consumer.subscribe(
-                [settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [settings.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
             )
             self._loop(consumer, producer, dead_letters, started)
-            if self._checkpointing is not None:
+            if self._checkpointing is not None and self.tasks:
                 self._checkpoint(consumer)  # the final checkpoint of a clean stop
             clean = True
         finally:
@@ -182,9 +188,11 @@ class Trainer:
                 remaining = producer.flush(_FLUSH_TIMEOUT)
                 if remaining:
                     dead_letters.failures.append(f"{remaining} dead letters undelivered at exit")
-            positions = self._positions(consumer)
+            self._record_positions(consumer)
+            # Leave the group without another checkpoint attempt in the revoke callback.
+            self._stop.set()
             consumer.close()
-        summary = self._summary(dead_letters, positions, time.monotonic() - started)
+        summary = self._summary(time.monotonic() - started)
         if settings.summary is not None:
             summary.write(settings.summary)
         for listener in self.listeners:
@@ -196,44 +204,104 @@ class Trainer:
             )
         return summary
 
+    def _producer_config(self) -> dict[str, Any]:
+        settings = self.settings
+        conf: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 20}
+        if settings.name:
+            ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+            if settings.partitioned:
+                # One writer per process; the group generation fences zombies (KIP-447).
+                txn_id = f"streamtrain.{settings.name}.{uuid.uuid4().hex[:12]}"
+            else:
+                # One writer per model: a second trainer with this name fences the first.
+                txn_id = f"streamtrain.{settings.name}"
+            conf["transactional.id"] = txn_id
+            conf["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
+            conf["message.max.bytes"] = 64 * 1024 * 1024
+            conf["compression.type"] = "zstd"
+        return conf
+
+    def _consumer_config(self) -> dict[str, Any]:
+        settings = self.settings
+        conf: dict[str, Any] = {
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": settings.start,
+            # Never learn from records of aborted transactions.
+            "isolation.level": "read_committed",
+        }
+        if settings.name and not settings.partitioned:
+            # Static membership (KIP-345): a restarted trainer takes over its predecessor's
+            # place in the group at once, instead of waiting out a killed member's session.
+            conf["group.instance.id"] = f"streamtrain.{settings.name}"
+        if settings.partitioned:
+            # A dead process's tasks move after this long; shorter than the 45 s default so
+            # that losing a trainer pauses its partitions for seconds, not most of a minute.
+            conf["session.timeout.ms"] = int(settings.session_timeout * 1000)
+            conf["heartbeat.interval.ms"] = max(int(settings.session_timeout * 1000) // 5, 500)
+        # Raw -X options are applied after these by client_config, so users can override.
+        return conf
+
     def _start_durable(self, producer: Producer) -> None:
         settings = self.settings
         assert settings.name is not None
         key = load_signing_key(settings.secret_file)
         checkpointing = Checkpointing(
-            name=settings.name,
             topic=settings.topic,
             model_spec=self.model_text,
             producer=producer,
-            store=CheckpointStore(self.kafka, key, settings.checkpoint_topic),
+            store=CheckpointStore(
+                self.kafka,
+                key,
+                settings.checkpoint_topic,
+                patience=settings.transaction_timeout + 30,
+            ),
             key=key,
             interval=settings.checkpoint_interval,
             every=settings.checkpoint_every,
             timeout=max(self.kafka.connect_timeout, 10.0),
             should_stop=self._stop,
             fatal_error=lambda: self._fatal_error,
+            label=settings.name,
         )
-        evaluator = self.evaluator
-        state, header = checkpointing.start(
-            lambda: TrainState(evaluator.model, evaluator.metrics, 0, {}, {}, evaluator.rolling)
-        )
+        checkpointing.start()
         self._checkpointing = checkpointing
-        self.restored_from = header
-        if header is not None:
-            self.model_text = header.model_spec
-        self._apply(state)
+        if not settings.partitioned:
+            self._restore_tasks([settings.name])
 
-    def _apply(self, state: TrainState) -> None:
-        """Make ``state`` the trainer's current state (after a restore)."""
-        rolling = state.rolling
-        if not rolling and self.settings.rolling_window:  # resumed from a state without them
-            rolling = build_rolling(state.metrics, self.settings.rolling_window)
-        self.evaluator = ProgressiveEvaluator(state.model, state.metrics, rolling)
-        self.events_learned = state.events_learned
-        self._learned_at_checkpoint = state.events_learned
-        self._offsets = dict(state.offsets)
-        if self._dead_letters is not None:
-            self._dead_letters.by_reason = Counter(state.dead_letter_reasons)
+    def _fresh_state(self, key: str) -> TrainState:
+        template = self._template
+        if not self.settings.partitioned:
+            # The single task starts from the model object given (library use).
+            return TrainState(template.model, template.metrics, 0, {}, {}, template.rolling)
+        metrics = {name: m.clone() for name, m in template.metrics.items()}
+        rolling = {name: m.clone() for name, m in template.rolling.items()}
+        return TrainState(template.model.clone(), metrics, 0, {}, {}, rolling)
+
+    def _restore_tasks(self, keys: list[str]) -> None:
+        checkpointing = self._checkpointing
+        assert checkpointing is not None
+        restored = checkpointing.restore(keys, self._fresh_state)
+        for key, (state, header) in restored.items():
+            self.tasks[key] = Task.from_state(key, state)
+            if header is not None:
+                self.restored_from[key] = header
+                self.model_text = header.model_spec
+        self._index_partitions()
+
+    def _index_partitions(self) -> None:
+        if self.settings.partitioned:
+            name = self.settings.name or ""
+            self._by_partition = {
+                tp.partition: self.tasks[partition_task_key(name, tp.partition)]
+                for tp in self._assignment
+                if partition_task_key(name, tp.partition) in self.tasks
+            }
+        else:
+            (task,) = self.tasks.values()
+            self._by_partition = {tp.partition: task for tp in self._assignment}
+
+    # -- the loop ----------------------------------------------------------------------------
 
     def _loop(
         self,
@@ -251,6 +319,7 @@ class Trainer:
         last_report_count = self.events_learned
         last_report_time = started
         last_message = started
+        learned_at_checkpoint = self.events_learned
         stop = self._stop
         while not stop.is_set():
             batch_size = settings.batch_size
@@ -272,11 +341,13 @@ class Trainer:
                     continue
                 crash_point("after-learn")
             producer.poll(0)
+            learned = self.events_learned
             if checkpointing is not None and checkpointing.due(
-                now, self.events_learned - self._learned_at_checkpoint
+                now, learned - learned_at_checkpoint
             ):
                 self._checkpoint(consumer)
-            if max_events is not None and self.events_learned >= max_events:
+                learned_at_checkpoint = self.events_learned
+            if max_events is not None and learned >= max_events:
                 self.stop("max-events")
             elif (
                 idle_after is not None
@@ -286,124 +357,184 @@ class Trainer:
             ):
                 self.stop("idle")
             if now >= next_report or stop.is_set():
-                rate = (self.events_learned - last_report_count) / max(now - last_report_time, 1e-9)
-                self._report(consumer, dead_letters, now - started, rate)
-                last_report_count, last_report_time = self.events_learned, now
+                rate = (learned - last_report_count) / max(now - last_report_time, 1e-9)
+                self._report(consumer, now - started, rate)
+                last_report_count, last_report_time = learned, now
                 next_report = now + interval
 
-    def _learn_batch(self, messages: list[Any], dead_letters: DeadLetterSink) -> None:
-        # The per-event path: keep it to a decode, a learn step and a counter.
-        task = self.evaluator.task
-        learn = self.evaluator.learn
+    def _learn_batch(self, messages: list[Message], dead_letters: DeadLetterSink) -> None:
+        # The per-event path: a decode, a learn step and a counter. Consecutive records of one
+        # partition share a task, so the task is looked up only when the partition changes.
+        by_partition = self._by_partition
         decode = decode_event
-        learned = self.events_learned
+        task: Task | None = None
+        partition = -1
+        learned = 0
+        learn: Callable[[dict[str, Any], Any], None] = _no_learn
+        kind = None
         try:
             for msg in messages:
-                if msg.error() is not None:
-                    self._on_message_error(msg.error())
+                error = msg.error()
+                if error is not None:
+                    self._on_message_error(error)
+                    continue
+                p = msg.partition()
+                if p != partition:
+                    if task is not None:
+                        task.events_learned += learned
+                        learned = 0
+                    partition = p if p is not None else -1
+                    task = by_partition.get(partition)
+                    if task is None:
+                        # A record fetched just before its partition was revoked: its new
+                        # owner learns it; nothing of ours moved past it.
+                        continue
+                    learn = task.evaluator.learn
+                    kind = task.evaluator.task
+                elif task is None:
                     continue
                 try:
-                    x, y = decode(msg.value(), task)
+                    x, y = decode(msg.value(), kind)  # type: ignore[arg-type]
                 except InvalidEvent as bad:
                     dead_letters.send(msg, bad.reason.value, bad.message)
+                    task.dead_letter_reasons[bad.reason.value] += 1
                     continue
                 try:
                     learn(x, y)
                 except Exception as err:  # a model must not take the trainer down
                     dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
+                    task.dead_letter_reasons[MODEL_ERROR] += 1
                     continue
                 learned += 1
         finally:
-            self.events_learned = learned
+            if task is not None:
+                task.events_learned += learned
 
     # -- checkpoints (named models) ----------------------------------------------------------
 
     def _checkpoint(self, consumer: Consumer) -> None:
         checkpointing = self._checkpointing
         assert checkpointing is not None
-        self._offsets.update(self._positions(consumer))
-        evaluator = self.evaluator
-        dead_letters = self._dead_letters
-        assert dead_letters is not None
-        state = TrainState(
-            evaluator.model,
-            evaluator.metrics,
-            self.events_learned,
-            dict(dead_letters.by_reason),
-            dict(self._offsets),
-            evaluator.rolling,
-        )
-        self._recover(consumer, lambda: checkpointing.commit(state, consumer, evaluator.values()))
-        self._learned_at_checkpoint = self.events_learned
+        self._record_positions(consumer)
+        states = {key: task.state() for key, task in self.tasks.items()}
+        values = {key: task.evaluator.values() for key, task in self.tasks.items()}
+        offsets = {p: o for task in self.tasks.values() for p, o in task.offsets.items()}
+        self._recover(consumer, lambda: checkpointing.commit(states, values, offsets, consumer))
 
-    def _recover(self, consumer: Consumer, action: Any) -> None:
-        """Run a transactional ``action``; on abort, restore the last committed state."""
+    def _recover(self, consumer: Consumer, action: Callable[[], None]) -> None:
+        """Run a transactional ``action``; on abort, restore the last committed states."""
         checkpointing = self._checkpointing
-        assert checkpointing is not None and checkpointing.committed is not None
+        assert checkpointing is not None
         try:
             action()
         except TransactionAborted:
-            self._apply(checkpointing.committed.thaw())
+            for key in list(self.tasks):
+                committed = checkpointing.committed.get(key)
+                state = committed.thaw() if committed else self._fresh_state(key)
+                self.tasks[key] = Task.from_state(key, state)
+            self._index_partitions()
             self._seek_to_offsets(consumer)
 
     def _seek_to_offsets(self, consumer: Consumer) -> None:
-        """Rewind every assigned partition to the restored state's offsets."""
+        """Rewind every assigned partition to its task's restored offset."""
         for tp in self._assignment:
-            offset = self._offsets.get(tp.partition, self._start_offset())
+            offset = self._offset_of(tp.partition)
             try:
                 consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
             except KafkaException:
                 # Not fetching yet: re-assigning with explicit offsets does the same.
-                consumer.assign(self._with_offsets(self._assignment))
+                consumer.assign(
+                    [
+                        TopicPartition(t.topic, t.partition, self._offset_of(t.partition))
+                        for t in self._assignment
+                    ]
+                )
                 return
 
-    def _start_offset(self) -> int:
+    def _offset_of(self, partition: int) -> int:
+        task = self._by_partition.get(partition)
+        if task is not None and partition in task.offsets:
+            return task.offsets[partition]
         return OFFSET_BEGINNING if self.settings.start == "earliest" else OFFSET_END
 
-    def _with_offsets(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [
-            TopicPartition(tp.topic, tp.partition, self._offsets.get(tp.partition, tp.offset))
-            for tp in partitions
-        ]
+    def _record_positions(self, consumer: Consumer) -> None:
+        """Copy the consumer's positions into the tasks owning the partitions."""
+        for partition, offset in self._positions(consumer).items():
+            task = self._by_partition.get(partition)
+            if task is not None:
+                task.offsets[partition] = offset
 
     # -- consumer callbacks and helpers ------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        ts = self.settings.from_timestamp
-        if ts is not None:
-            missing = [tp for tp in partitions if tp.partition not in self._offsets]
+        settings = self.settings
+        self._assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        if settings.partitioned:
+            assert settings.name is not None
+            missing = [
+                partition_task_key(settings.name, tp.partition)
+                for tp in partitions
+                if partition_task_key(settings.name, tp.partition) not in self.tasks
+            ]
             if missing:
-                wanted = [TopicPartition(tp.topic, tp.partition, ts) for tp in missing]
+                self._restore_tasks(missing)
+        self._index_partitions()
+        explicit = self._checkpointing is not None
+        by_time: dict[int, int] = {}
+        ts = settings.from_timestamp
+        if ts is not None:
+            fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
+            if fresh:
+                wanted = [TopicPartition(tp.topic, tp.partition, ts) for tp in fresh]
                 found = consumer.offsets_for_times(wanted, timeout=self.kafka.connect_timeout)
-                by_partition = {tp.partition: tp.offset for tp in found}
-                partitions = [
-                    TopicPartition(tp.topic, tp.partition, by_partition.get(tp.partition, -1))
-                    if tp.partition in by_partition
-                    else tp
+                by_time = {tp.partition: tp.offset for tp in found}
+                explicit = True
+        if explicit:
+            # Resume exactly at the checkpoint; the group's own offsets are informational.
+            consumer.assign(
+                [
+                    TopicPartition(
+                        tp.topic,
+                        tp.partition,
+                        by_time.get(tp.partition, self._offset_of(tp.partition)),
+                    )
                     for tp in partitions
                 ]
-        if self._checkpointing is not None or ts is not None:
-            # Resume exactly at the checkpoint; the group's own offsets are informational.
-            partitions = [
-                TopicPartition(
-                    tp.topic,
-                    tp.partition,
-                    self._offsets.get(
-                        tp.partition, tp.offset if tp.offset >= 0 else self._start_offset()
-                    ),
-                )
-                for tp in partitions
-            ]
-            consumer.assign(partitions)
-        self._assignment = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+            )
         self._assigned_at = time.monotonic()
+
+    def _has_offset(self, partition: int) -> bool:
+        task = self._by_partition.get(partition)
+        return task is not None and partition in task.offsets
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._checkpointing is not None and not self._stop.is_set():
             # Losing partitions: make what was learned from them durable first.
             self._checkpoint(consumer)
-        gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._assignment = [tp for tp in self._assignment if (tp.topic, tp.partition) not in gone]
+        self._drop(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group already gave these away: committing now would be a zombie's commit.
+        log.warning("partitions %s were lost to the group", [tp.partition for tp in partitions])
+        if self._checkpointing is not None:
+            self._recover(consumer, _raise_aborted(self._checkpointing))
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        gone = {tp.partition for tp in partitions}
+        self._assignment = [tp for tp in self._assignment if tp.partition not in gone]
+        if self.settings.partitioned and self.settings.name:
+            for partition in gone:
+                key = partition_task_key(self.settings.name, partition)
+                task = self.tasks.pop(key, None)
+                if task is not None:
+                    self._learned_by_departed += task.events_learned - (
+                        self.restored_from[key].events_learned if key in self.restored_from else 0
+                    )
+                    self.restored_from.pop(key, None)
+                if self._checkpointing is not None:
+                    self._checkpointing.forget(key)
+        self._index_partitions()
 
     def _on_client_error(self, err: KafkaError) -> None:
         self._broker_error = err.str()
@@ -447,7 +578,11 @@ class Trainer:
                 return None
             if high < 0:
                 return None
-            position = tp.offset if tp.offset >= 0 else self._offsets.get(tp.partition, high)
+            if tp.offset >= 0:
+                position = tp.offset
+            else:
+                task = self._by_partition.get(tp.partition)
+                position = task.offsets.get(tp.partition, high) if task else high
             lag[tp.partition] = max(high - position, 0)
         return lag
 
@@ -463,51 +598,108 @@ class Trainer:
         lag = self._lag(consumer, cached=False)
         return lag is not None and not any(lag.values())
 
-    def _report(
-        self, consumer: Consumer, dead_letters: DeadLetterSink, elapsed: float, rate: float
-    ) -> None:
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _combined_metrics(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Metrics of the single task, or the event-weighted mean over a partitioned model's
+        replicas (documented as an approximation: each replica is scored on its own stream)."""
+        tasks = list(self.tasks.values())
+        if len(tasks) == 1:
+            ev = tasks[0].evaluator
+            return ev.values(), ev.rolling_values()
+        total = sum(t.events_learned for t in tasks)
+        if not tasks or total == 0:
+            return {}, {}
+        metrics: dict[str, float] = {}
+        rolling: dict[str, float] = {}
+        for t in tasks:
+            weight = t.events_learned / total
+            for name, value in t.evaluator.values().items():
+                metrics[name] = metrics.get(name, 0.0) + weight * value
+            for name, value in t.evaluator.rolling_values().items():
+                rolling[name] = rolling.get(name, 0.0) + weight * value
+        return metrics, rolling
+
+    def _reasons(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for task in self.tasks.values():
+            for reason, n in task.dead_letter_reasons.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
+    def _report(self, consumer: Consumer, elapsed: float, rate: float) -> None:
         if not self.listeners:
             return
+        metrics, rolling = self._combined_metrics()
+        reasons = self._reasons()
+        positions = {p: o for t in self.tasks.values() for p, o in t.offsets.items()}
+        positions.update(self._positions(consumer))
         progress = Progress(
             topic=self.settings.topic,
-            model=self.settings.model,
+            model=self.model_text,
             events_learned=self.events_learned,
-            dead_lettered=dead_letters.count,
+            dead_lettered=sum(reasons.values()),
             events_per_second=rate,
             elapsed_seconds=elapsed,
-            metrics=self.evaluator.values(),
+            metrics=metrics,
             lag=self._lag(consumer, cached=True) or {},
-            dead_letter_reasons=dict(dead_letters.by_reason),
+            dead_letter_reasons=reasons,
             broker_error=self._broker_error,
-            rolling_metrics=self.evaluator.rolling_values(),
-            positions={**self._offsets, **self._positions(consumer)},
+            rolling_metrics=rolling,
+            positions=positions,
             name=self.settings.name,
             group=self.group,
+            tasks={k: t.summary() for k, t in self.tasks.items()}
+            if self.settings.partitioned
+            else {},
         )
         for listener in self.listeners:
             listener.on_progress(progress)
 
-    def _summary(
-        self, dead_letters: DeadLetterSink, positions: dict[int, int], elapsed: float
-    ) -> Summary:
+    def _summary(self, elapsed: float) -> Summary:
         checkpointing = self._checkpointing
+        metrics, _rolling = self._combined_metrics()
+        reasons = self._reasons()
+        learned_here = self.events_learned - self._learned_before_run + self._learned_by_departed
+        if self.settings.partitioned:
+            learned_here = self._learned_by_departed + sum(
+                t.events_learned
+                - (self.restored_from[k].events_learned if k in self.restored_from else 0)
+                for k, t in self.tasks.items()
+            )
+        restored = sorted(h.model_version for h in self.restored_from.values())
         return Summary(
             topic=self.settings.topic,
             group=self.group,
             model=self.model_text,
             name=self.settings.name,
             events_learned=self.events_learned,
-            dead_lettered=dead_letters.count,
-            dead_letter_reasons=dict(dead_letters.by_reason),
-            dead_letter_failures=len(dead_letters.failures),
-            metrics=self.evaluator.values(),
-            positions={**self._offsets, **positions},
+            dead_lettered=sum(reasons.values()),
+            dead_letter_reasons=reasons,
+            dead_letter_failures=len(self._dead_letters.failures) if self._dead_letters else 0,
+            metrics=metrics,
+            positions={p: o for t in self.tasks.values() for p, o in t.offsets.items()},
             elapsed_seconds=elapsed,
-            events_per_second=(
-                (self.events_learned - self._learned_before_run) / elapsed if elapsed > 0 else 0.0
-            ),
+            events_per_second=learned_here / elapsed if elapsed > 0 else 0.0,
             stopped_because=self._stopped_because,
             checkpoints=checkpointing.checkpoints if checkpointing else 0,
-            restored_from=self.restored_from.model_version if self.restored_from else None,
+            restored_from=",".join(restored) if restored else None,
             first_event_after_seconds=self._first_event_after,
+            tasks={k: t.summary() for k, t in self.tasks.items()}
+            if self.settings.partitioned
+            else {},
+            learned_this_run=learned_here,
         )
+
+
+def _no_learn(_x: dict[str, Any], _y: Any) -> None:  # pragma: no cover - never called
+    raise AssertionError("no task selected")
+
+
+def _raise_aborted(checkpointing: Checkpointing) -> Callable[[], None]:
+    def abort() -> None:
+        checkpointing.abort_quietly()
+        checkpointing.begin()
+        raise TransactionAborted("partitions lost")
+
+    return abort
