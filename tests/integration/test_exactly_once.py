@@ -365,9 +365,12 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         summary_path = tmp_path / "summary.json"
         cmd = _trainer_cmd(bootstrap, topic, name, ckpt_topic)
         proc = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary_path)])
-        time.sleep(4)
         store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt_topic)
-        before = store.latest(name)
+        deadline = time.monotonic() + 90
+        before = None
+        while before is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            before = store.latest(name)
         # The outage must hit mid-stream: some state committed, much still to learn.
         assert before is not None and before.header.events_learned < len(values) // 2
         broker.down()

@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Any
 
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
+from streamtrain.cli.main import take_early_signals
 from streamtrain.config import resolve
 from streamtrain.train.progress import TrainerListener
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
@@ -109,6 +110,12 @@ def register(subparsers: Any) -> None:
         help="compacted topic holding checkpoints [default: streamtrain.checkpoints]",
     )
     durable.add_argument(
+        "--session-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --partitioned: how soon a dead process's tasks move [default: 10]",
+    )
+    durable.add_argument(
         "--secret-file",
         metavar="PATH",
         help="key file signing checkpoints [default: $STREAMTRAIN_SECRET, else "
@@ -121,7 +128,7 @@ def register(subparsers: Any) -> None:
         help="live panel (terminal), log lines, or nothing [default: auto]",
     )
     add_kafka_options(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, replays_signals=True)
 
 
 def _timestamp_ms(text: str) -> int:
@@ -153,6 +160,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "batch_size": args.batch_size,
         "name": args.name,
         "partitioned": args.partitioned,
+        "session_timeout": args.session_timeout,
         "rolling_window": args.rolling_window,
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
@@ -176,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
         trainer.stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for signum in take_early_signals():
+        on_signal(signum, None)
     try:
         trainer.run()
     finally:

@@ -189,10 +189,11 @@ class Trainer:
                 if remaining:
                     dead_letters.failures.append(f"{remaining} dead letters undelivered at exit")
             self._record_positions(consumer)
+            # Taken before close(): leaving the group revokes (and drops) every task.
+            summary = self._summary(time.monotonic() - started)
             # Leave the group without another checkpoint attempt in the revoke callback.
             self._stop.set()
             consumer.close()
-        summary = self._summary(time.monotonic() - started)
         if settings.summary is not None:
             summary.write(settings.summary)
         for listener in self.listeners:
