@@ -16,7 +16,7 @@ from rich.table import Table
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
 from streamtrain.data.events import InvalidEvent, Reason
 from streamtrain.errors import ConfigError
-from streamtrain.serving.snapshot import ModelSnapshot
+from streamtrain.serving.snapshot import load_model
 from streamtrain.state.envelope import CheckpointRejected, open_envelope
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC, CheckpointStore
@@ -62,7 +62,7 @@ def _store(args: argparse.Namespace) -> CheckpointStore:
 
 def run_predict(args: argparse.Namespace) -> int:
     store = _store(args)
-    snapshot = ModelSnapshot.latest(store, args.name)
+    snapshot = load_model(store, args.name)
     if args.input:
         try:
             source: IO[str] = open(args.input, encoding="utf-8")  # noqa: SIM115

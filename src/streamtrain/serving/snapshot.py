@@ -82,3 +82,89 @@ class ModelSnapshot:
             "checkpointed_at": h.created_at,
             "checkpoint_age_seconds": round(self.age_seconds(), 3),
         }
+
+
+def replica_partition(key: str, name: str) -> int | None:
+    """The partition of a partitioned model's replica key ``NAME/p<N>``, else None."""
+    prefix = f"{name}/p"
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :])
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaSet:
+    """A partitioned model: one replica per input partition, answering together.
+
+    A classifier's probabilities are the mean of the replicas' (a label a replica has never
+    seen counts as 0 for it) and its prediction their arg-max; a regressor's prediction is
+    the mean. Each replica learned from its own partition only, so the mean is an ensemble
+    of models trained on disjoint shards of the stream.
+    """
+
+    name: str
+    replicas: tuple[ModelSnapshot, ...]  # ordered by partition
+
+    @property
+    def task(self) -> Task:
+        return self.replicas[0].task
+
+    @property
+    def version(self) -> str:
+        return ",".join(r.version for r in self.replicas)
+
+    @property
+    def events_learned(self) -> int:
+        return sum(r.header.events_learned for r in self.replicas)
+
+    def age_seconds(self) -> float:
+        return max(r.age_seconds() for r in self.replicas)
+
+    def predict(self, x: Any) -> dict[str, Any]:
+        features = validate_features(x)
+        answer: dict[str, Any] = {}
+        if self.task is Task.CLASSIFICATION:
+            totals: dict[Any, float] = {}
+            for replica in self.replicas:
+                for label, p in replica.model.predict_proba_one(features).items():
+                    totals[label] = totals.get(label, 0.0) + float(p)
+            n = len(self.replicas)
+            proba = {label: total / n for label, total in totals.items()}
+            answer["prediction"] = max(proba, key=proba.__getitem__) if proba else None
+            answer["probabilities"] = {label_key(k): v for k, v in proba.items()}
+        else:
+            values = [float(r.model.predict_one(features)) for r in self.replicas]
+            answer["prediction"] = sum(values) / len(values)
+        answer["model_version"] = self.version
+        answer["events_learned"] = self.events_learned
+        answer["replicas"] = {r.header.model_name: r.version for r in self.replicas}
+        return answer
+
+    def describe(self) -> dict[str, Any]:
+        first = self.replicas[0].header
+        return {
+            "name": self.name,
+            "spec": first.model_spec,
+            "version": self.version,
+            "events_learned": self.events_learned,
+            "replicas": [r.describe() for r in self.replicas],
+            "checkpoint_age_seconds": round(self.age_seconds(), 3),
+        }
+
+
+def load_model(store: CheckpointStore, name: str) -> ModelSnapshot | ReplicaSet:
+    """A named model's latest committed state: one model, or a partitioned model's replicas."""
+    opened = store.latest(name)
+    if opened is not None:
+        return ModelSnapshot(opened.header, load_state(opened)["model"])
+    replicas = []
+    for key, raw in store.all_latest().items():
+        partition = replica_partition(key, name)
+        if partition is not None and raw is not None:
+            replicas.append((partition, ModelSnapshot.from_bytes(raw, store, key)))
+    if not replicas:
+        raise ModelNotFound(
+            f"no checkpoint of model {name!r} in {store.topic!r} "
+            f"(train one with `streamtrain train --name {name}`)"
+        )
+    return ReplicaSet(name, tuple(r for _, r in sorted(replicas, key=lambda pr: pr[0])))

@@ -7,6 +7,7 @@ latest state. Compaction keeps the newest record per key.
 
 from __future__ import annotations
 
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -45,56 +46,83 @@ def ensure_checkpoint_topic(kafka: KafkaSettings, topic: str = DEFAULT_CHECKPOIN
     return count
 
 
+def _log_ends(kafka: KafkaSettings, topic: str, partitions: list[int]) -> dict[int, int]:
+    """High watermarks *including* undecided transactional records.
+
+    A read_committed client is told the last stable offset instead, which stops short of a
+    transaction whose commit was acknowledged but whose markers are not written yet: reading
+    only to there could miss a checkpoint committed a moment ago.
+    """
+    consumer = Consumer(
+        client_config(
+            kafka,
+            **{
+                "group.id": f"streamtrain.reader.{uuid.uuid4().hex[:12]}",
+                "isolation.level": "read_uncommitted",
+            },
+        )
+    )
+    try:
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=kafka.connect_timeout
+            )[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def _scan(
     kafka: KafkaSettings, topic: str, partitions: list[int], patience: float
 ) -> Iterator[tuple[str, bytes | None]]:
-    """Every committed (key, value) in ``partitions``, from the start to the current end."""
+    """Every committed (key, value) in ``partitions``, up to the log end as of now.
+
+    Waits until every transaction with records before that end is decided (committed records
+    are read, aborted ones skipped), for at most ``patience`` seconds without progress: a
+    crashed writer's transaction stays open until the broker times it out.
+    """
+    ends = _log_ends(kafka, topic, partitions)
+    targets = {p: end for p, end in ends.items() if end > 0}
+    if not targets:
+        return
     consumer = Consumer(
         client_config(
             kafka,
             **{
                 "group.id": f"streamtrain.reader.{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
-                "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "fetch.message.max.bytes": MAX_CHECKPOINT_BYTES,
             },
         )
     )
     try:
-        pending = set()
-        assignment = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=kafka.connect_timeout
-            )
-            if high > low:
-                pending.add(p)
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not assignment:
-            return
-        consumer.assign(assignment)
-        idle_polls = 0
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
+        pending = dict(targets)
+        last_progress = time.monotonic()
         while pending:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                idle_polls += 1
-                if idle_polls > max(patience, kafka.connect_timeout):
-                    raise StreamtrainError(
-                        f"timed out reading checkpoint topic {topic!r} "
-                        f"(partitions still unread: {sorted(pending)})"
-                    )
-                continue
-            idle_polls = 0
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                    continue
-                raise KafkaException(err)
-            key = msg.key()
-            if key is not None:
-                yield key.decode("utf-8", "replace"), msg.value()
+            msg = consumer.poll(0.2)
+            if msg is not None:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
+                else:
+                    last_progress = time.monotonic()
+                    key = msg.key()
+                    if key is not None:
+                        yield key.decode("utf-8", "replace"), msg.value()
+            # Control records and aborted data move the position without a message.
+            for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
+                if tp.offset >= pending[tp.partition]:
+                    del pending[tp.partition]
+                    last_progress = time.monotonic()
+            if pending and time.monotonic() - last_progress > max(patience, kafka.connect_timeout):
+                raise StreamtrainError(
+                    f"timed out reading checkpoint topic {topic!r}: partitions "
+                    f"{sorted(pending)} hold a transaction that is still undecided"
+                )
     finally:
         consumer.close()
 

@@ -1,0 +1,180 @@
+"""Partitioned training: one replica per partition, spread over processes, exactly once."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from river import datasets, evaluate, linear_model, metrics, preprocessing
+
+from streamtrain.config import KafkaSettings
+from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.serving.snapshot import ReplicaSet, load_model
+from streamtrain.state.envelope import load_state
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "partitioned-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
+PARTITIONS = 6
+
+
+def _fill(bootstrap: str, topic: str, n: int, seed: int) -> dict[int, list[bytes]]:
+    """``n`` events spread over the partitions; returns each partition's values in order."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
+    per_partition: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    stream = itertools.islice(datasets.synth.Agrawal(seed=seed), n)
+    for i, (x, y) in enumerate(stream):
+        value = encode_event(x, y)
+        partition = (i * 7) % PARTITIONS  # uneven runs, all partitions used
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        per_partition[partition].append(value)
+    assert producer.flush(60) == 0
+    return per_partition
+
+
+def _offline(values: list[bytes]) -> tuple[Any, float]:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    stream = [decode_event(v, Task.CLASSIFICATION) for v in values]
+    return model, evaluate.progressive_val_score(stream, model, metrics.ROCAUC()).get()
+
+
+def _cmd(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "streamtrain", "train", "--partitioned",
+        "--name", name, "--topic", topic, "--checkpoint-topic", ckpt,
+        "--checkpoint-interval", "0.5", "--checkpoint-every", "2000", "--batch-size", "200",
+        "--metrics-topic", "", "--view", "none", "--bootstrap-servers", bootstrap,
+        *extra,
+    ]  # fmt: skip
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "STREAMTRAIN_SECRET": SECRET}
+    env.pop("STREAMTRAIN_FAULT", None)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _replicas(bootstrap: str, name: str, ckpt: str) -> dict[int, tuple[Any, Any]]:
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt)
+    keys = [f"{name}/p{p}" for p in range(PARTITIONS)]
+    opened = store.latest_many(keys)
+    return {p: (opened[k].header, load_state(opened[k])) for p, k in enumerate(keys) if k in opened}
+
+
+def _check_exactly_once(
+    bootstrap: str, name: str, ckpt: str, topic: str, per_partition: dict[int, list[bytes]]
+) -> None:
+    replicas = _replicas(bootstrap, name, ckpt)
+    assert sorted(replicas) == list(range(PARTITIONS))
+    probe = [x for x, _ in itertools.islice(datasets.synth.Agrawal(seed=4242), 50)]
+    for p, (header, state) in replicas.items():
+        values = per_partition[p]
+        assert header.offsets == {topic: {p: len(values)}}, p
+        assert header.events_learned == len(values), p  # each event once
+        model, auc = _offline(values)
+        assert state["metrics"]["ROCAUC"].get() == auc, p
+        for x in probe:
+            assert state["model"].predict_proba_one(x) == model.predict_proba_one(x), p
+
+
+def test_processes_join_leave_and_die_yet_every_event_is_learned_once(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    topic, name, ckpt = unique_name("part"), unique_name("model"), unique_name("ckpt")
+    per_partition = _fill(kafka_bootstrap, topic, 60_000, seed=21)
+    cmd = _cmd(kafka_bootstrap, topic, name, ckpt)
+    rng = random.Random(3)
+    procs = [_spawn(cmd), _spawn(cmd)]
+    try:
+        for cycle in range(3):
+            time.sleep(rng.uniform(3.0, 5.0))
+            victim = procs.pop(rng.randrange(len(procs)))
+            if cycle == 1:
+                victim.send_signal(signal.SIGTERM)  # leaves cleanly, committing its tasks
+                victim.communicate(timeout=60)
+                assert victim.returncode == 0, victim.stderr
+            else:
+                victim.kill()  # its tasks move after the session timeout
+                victim.communicate(timeout=30)
+            procs.append(_spawn(cmd))  # a new process joins and takes tasks
+        summary = tmp_path / "last.json"
+        last = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary)])
+        time.sleep(4)  # let the newest processes start up (a SIGTERM before that just kills)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        _, err = last.communicate(timeout=240)
+        assert last.returncode == 0, err
+        result = json.loads(summary.read_text())
+        assert result["events_learned"] == sum(len(v) for v in per_partition.values())
+    finally:
+        for proc in [*procs]:
+            if proc.poll() is None:
+                proc.kill()
+    _check_exactly_once(kafka_bootstrap, name, ckpt, topic, per_partition)
+
+    # Serving the partitioned model: the replicas answer together (mean of probabilities).
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
+    combined = load_model(store, name)
+    assert isinstance(combined, ReplicaSet) and len(combined.replicas) == PARTITIONS
+    replicas = _replicas(kafka_bootstrap, name, ckpt)
+    for x, _ in itertools.islice(datasets.synth.Agrawal(seed=77), 20):
+        answer = combined.predict(x)
+        mean_true = (
+            sum(state["model"].predict_proba_one(x)[True] for _, state in replicas.values())
+            / PARTITIONS
+        )
+        assert answer["probabilities"]["true"] == pytest.approx(mean_true, abs=1e-12)
+        assert len(answer["replicas"]) == PARTITIONS
+
+
+def test_paused_process_is_fenced_after_its_tasks_moved(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    topic, name, ckpt = unique_name("pause"), unique_name("model"), unique_name("ckpt")
+    per_partition = _fill(kafka_bootstrap, topic, 300_000, seed=22)
+    cmd = _cmd(kafka_bootstrap, topic, name, ckpt, "--session-timeout", "6")
+    paused = _spawn(cmd)
+    time.sleep(6)  # it owns every task and is learning
+    paused.send_signal(signal.SIGSTOP)
+    summary = tmp_path / "s.json"
+    taker = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary)])
+    try:
+        time.sleep(25)  # the session times out; the taker restores and learns
+        paused.send_signal(signal.SIGCONT)
+        _, paused_err = paused.communicate(timeout=120)
+        # Its next commit belongs to a dead generation and an aborted transaction.
+        assert paused.returncode != 0, paused_err
+        assert "Traceback" not in paused_err
+        _, err = taker.communicate(timeout=400)
+        assert taker.returncode == 0, err
+    finally:
+        for proc in (paused, taker):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+    _check_exactly_once(kafka_bootstrap, name, ckpt, topic, per_partition)
