@@ -3,6 +3,10 @@
 The session starts one :class:`LocalBroker` on free ports in a temporary directory and stops it
 at the end. Set ``STREAMTRAIN_TEST_BOOTSTRAP=host:port`` to run against a broker you already
 have (say the docker-compose one); it is then neither started nor stopped.
+
+Tests of broker failover ask for ``kafka_cluster`` instead: a 3-node :class:`LocalCluster`
+started the first time a test requests it (and only then), stopped at the end of the session.
+It is always a cluster of the session's own, since tests stop and restart its nodes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from streamtrain.broker import LocalBroker
+from streamtrain.broker import LocalBroker, LocalCluster
 from streamtrain.broker.local import broker_answers
 
 EXTERNAL_BOOTSTRAP_ENV = "STREAMTRAIN_TEST_BOOTSTRAP"
@@ -79,3 +83,38 @@ def unique_name() -> Callable[..., str]:
 def free_ports_fixture() -> Callable[[int], list[int]]:
     """``free_ports(n)``: n ports to start a broker of a test's own on."""
     return free_ports
+
+
+@pytest.fixture(scope="session")
+def free_port_pairs() -> Callable[[int], list[tuple[int, int]]]:
+    """``free_port_pairs(n)``: n (broker, controller) port pairs for a cluster of a test's own.
+
+    Session-scoped, so module- and session-scoped fixtures can use it too.
+    """
+
+    def pairs(count: int) -> list[tuple[int, int]]:
+        ports = free_ports(2 * count)
+        return list(zip(ports[::2], ports[1::2], strict=True))
+
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    free_port_pairs: Callable[[int], list[tuple[int, int]]],
+) -> Iterator[LocalCluster]:
+    """A running 3-node Kafka cluster (KRaft quorum of 3, replication factor 3,
+    ``min.insync.replicas=2``); ``kafka_cluster.bootstrap`` lists all three nodes.
+
+    Tests may stop and restart nodes (``stop_node``/``start_node``, ids 1-3) but must leave
+    every node running again, with its replicas back in sync, for the next test.
+    """
+    cluster = LocalCluster(
+        data_dir=tmp_path_factory.mktemp("kafka-cluster"), ports=free_port_pairs(3)
+    )
+    cluster.up(wait_seconds=180)
+    try:
+        yield cluster
+    finally:
+        cluster.down()

@@ -9,17 +9,24 @@ from pathlib import Path
 import pytest
 
 from streamtrain.broker.local import (
+    CLUSTER_FILE,
+    ClusterLayout,
     LocalBroker,
+    LocalCluster,
+    cluster_ports,
     default_controller_port,
     escape_property,
     is_broker_cmdline,
+    is_cluster_dir,
     last_meaningful_line,
     new_cluster_id,
     parse_pid,
+    render_initial_controllers,
     render_log4j2_properties,
     render_server_properties,
 )
 from streamtrain.broker.runtime import ensure_kafka_jars, parse_java_major, render_pom
+from streamtrain.cli.main import main
 from streamtrain.errors import BrokerError, ConfigError
 
 
@@ -70,6 +77,7 @@ def test_single_node_sizes_internal_topics_for_one_broker() -> None:
         "share.coordinator.state.topic.min.isr",
     ):
         assert props[key] == "1", key
+    assert props["min.insync.replicas"] == "1"  # Kafka's own default, made explicit
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["auto.create.topics.enable"] == "true"
 
@@ -320,3 +328,201 @@ def test_cached_install_is_reused_without_mvn(
         ensure_kafka_jars(tmp_path / "cache")  # jars without the marker are not an install
     (home / "COMPLETE").write_text("kafka 4.1.1\n")
     assert ensure_kafka_jars(tmp_path / "cache") == home / "libs"
+
+
+# -- local cluster -----------------------------------------------------------------------------
+
+CLUSTER_PORTS = [(19092, 19093), (19094, 19095), (19096, 19097)]
+
+
+def test_cluster_ports_are_consecutive_pairs_from_the_base_port() -> None:
+    assert cluster_ports(9092, 3) == [(9092, 9093), (9094, 9095), (9096, 9097)]
+    assert len(cluster_ports(9092, 5)) == 5
+    with pytest.raises(ConfigError, match="between 1 and 65535"):
+        cluster_ports(65532, 3)
+
+
+def test_initial_controllers_name_every_voter_with_its_directory_id() -> None:
+    voters = [(1, "localhost", 9093, "AAAAAAAAAAAAAAAAAAAAAQ"), (2, "h", 9095, "dir-2")]
+    assert render_initial_controllers(voters) == (
+        "1@localhost:9093:AAAAAAAAAAAAAAAAAAAAAQ,2@h:9095:dir-2"
+    )
+    layout = ClusterLayout.new("localhost", CLUSTER_PORTS)
+    entries = layout.initial_controllers.split(",")
+    assert [entry.split(":")[0] for entry in entries] == [
+        "1@localhost",
+        "2@localhost",
+        "3@localhost",
+    ]
+    assert [int(entry.split(":")[1]) for entry in entries] == [19093, 19095, 19097]
+    directory_ids = [entry.split(":")[2] for entry in entries]
+    assert directory_ids == [node.directory_id for node in layout.nodes]
+    assert len(set(directory_ids)) == 3
+    for directory_id in directory_ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", directory_id)
+
+
+def test_three_node_cluster_configs(tmp_path: Path) -> None:
+    cluster = LocalCluster(data_dir=tmp_path, ports=CLUSTER_PORTS)
+    assert cluster.brokers == 3
+    assert cluster.node_ids == (1, 2, 3)
+    assert cluster.bootstrap == "localhost:19092,localhost:19094,localhost:19096"
+    assert cluster.node_bootstrap(2) == "localhost:19094"
+    quorum = "localhost:19093,localhost:19095,localhost:19097"
+    for node_id, (port, controller_port) in zip(cluster.node_ids, CLUSTER_PORTS, strict=True):
+        props = parse_properties(cluster.server_properties(node_id))
+        assert props["node.id"] == str(node_id)
+        assert props["process.roles"] == "broker,controller"
+        assert props["listeners"] == (
+            f"PLAINTEXT://localhost:{port},CONTROLLER://localhost:{controller_port}"
+        )
+        assert props["advertised.listeners"] == f"PLAINTEXT://localhost:{port}"
+        assert props["controller.quorum.bootstrap.servers"] == quorum
+        assert "controller.quorum.voters" not in props  # the voters come from the format step
+        assert props["log.dirs"] == str(tmp_path / f"node-{node_id}" / "kafka-logs")
+        assert props["default.replication.factor"] == "3"
+        assert props["min.insync.replicas"] == "2"
+        assert props["offsets.topic.replication.factor"] == "3"
+        assert props["transaction.state.log.replication.factor"] == "3"
+        assert props["transaction.state.log.min.isr"] == "2"
+        assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert not (tmp_path / CLUSTER_FILE).exists()  # nothing is written before `up`
+
+
+def test_cluster_defaults_to_consecutive_ports_from_9092(tmp_path: Path) -> None:
+    cluster = LocalCluster(data_dir=tmp_path)
+    assert cluster.bootstrap == "localhost:9092,localhost:9094,localhost:9096"
+    props = parse_properties(cluster.server_properties(3))
+    assert props["listeners"] == "PLAINTEXT://localhost:9096,CONTROLLER://localhost:9097"
+    five = LocalCluster(data_dir=tmp_path, brokers=5, base_port=29092, heap="256m")
+    assert five.node_bootstrap(5) == "localhost:29100"
+    props = parse_properties(five.server_properties(5))
+    assert props["controller.quorum.bootstrap.servers"].count(",") == 4
+    assert props["default.replication.factor"] == "3"  # capped at 3, not one per node
+    assert props["min.insync.replicas"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"brokers": 1}, "use LocalBroker for 1"),
+        ({"brokers": 2}, "3 or 5 brokers"),
+        ({"brokers": 4}, "3 or 5 brokers"),
+        ({"brokers": 7}, "3 or 5 brokers"),
+        ({"ports": CLUSTER_PORTS[:2]}, "3 port pairs"),
+        ({"ports": [(1, 2), (2, 3), (4, 5)]}, "share ports"),
+        ({"ports": CLUSTER_PORTS, "base_port": 19092}, "either base_port or ports"),
+        ({"heap": "lots"}, "heap"),
+    ],
+)
+def test_invalid_cluster_settings_are_config_errors(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LocalCluster(data_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_cluster_layout_round_trips_and_fixes_the_shape(tmp_path: Path) -> None:
+    layout = ClusterLayout.new("localhost", CLUSTER_PORTS)
+    assert not is_cluster_dir(tmp_path)
+    layout.save(tmp_path)
+    assert is_cluster_dir(tmp_path)
+    assert ClusterLayout.load(tmp_path) == layout
+    # Opened without ports, a cluster adopts the saved ones; different ones are refused.
+    cluster = LocalCluster(data_dir=tmp_path)
+    assert cluster.bootstrap == layout.bootstrap
+    assert LocalCluster(data_dir=tmp_path, ports=CLUSTER_PORTS, brokers=3).brokers == 3
+    with pytest.raises(ConfigError, match="another data directory"):
+        LocalCluster(data_dir=tmp_path, base_port=29092)
+    with pytest.raises(ConfigError, match="another data directory"):
+        LocalCluster(data_dir=tmp_path, host="127.0.0.1")
+    with pytest.raises(ConfigError, match="another data directory"):
+        LocalCluster(data_dir=tmp_path, brokers=5)
+    # The node directories share the cluster id and take their directory ids from the layout.
+    quorum = layout.initial_controllers
+    for node_id in cluster.node_ids:
+        assert cluster.node_dir(node_id) == tmp_path / f"node-{node_id}"
+    assert quorum.count("@") == 3
+
+    (tmp_path / CLUSTER_FILE).write_text("{not json")
+    with pytest.raises(BrokerError, match="not a streamtrain cluster layout"):
+        LocalCluster(data_dir=tmp_path)
+
+
+def test_single_broker_and_cluster_directories_do_not_mix(tmp_path: Path) -> None:
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "cluster.id").write_text("abc\n")
+    with pytest.raises(ConfigError, match="single-node broker"):
+        LocalCluster(data_dir=single)
+    clustered = tmp_path / "cluster"
+    clustered.mkdir()
+    ClusterLayout.new("localhost", CLUSTER_PORTS).save(clustered)
+    # Refused before Java or the jars are even looked for.
+    with pytest.raises(ConfigError, match="3-broker cluster"):
+        LocalBroker(data_dir=clustered, port=19092).up(wait_seconds=1)
+
+
+def test_cluster_of_stopped_nodes_reports_and_stops_nothing(tmp_path: Path) -> None:
+    # Ports 1-6: nothing listens there, so "not answering" is settled by a refused connection.
+    cluster = LocalCluster(data_dir=tmp_path, ports=[(1, 2), (3, 4), (5, 6)])
+    status = cluster.status(timeout=1)
+    assert [node.node_id for node in status.nodes] == [1, 2, 3]
+    assert (status.running_count, status.answering_count, status.healthy) == (0, 0, False)
+    assert cluster.running_pids() == {1: None, 2: None, 3: None}
+    assert cluster.down() is False
+    assert cluster.stop_node(2) is False
+    with pytest.raises(ConfigError, match="not 4"):
+        cluster.stop_node(4)
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, (captured.out + captured.err).strip().splitlines()
+
+
+@pytest.mark.parametrize("brokers", ["0", "2", "4", "7", "three"])
+def test_cli_rejects_unsupported_cluster_sizes(
+    brokers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["broker", "up", "--data-dir", str(tmp_path), "--brokers", brokers])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--brokers" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_refuses_to_mix_broker_kinds_in_one_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clustered = tmp_path / "cluster"
+    clustered.mkdir()
+    ClusterLayout.new("localhost", [(1, 2), (3, 4), (5, 6)]).save(clustered)
+    code, lines = _cli(["broker", "up", "--data-dir", str(clustered), "--brokers", "1"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert "holds a 3-broker cluster" in lines[0]
+    code, lines = _cli(["broker", "up", "--data-dir", str(clustered), "--port", "9092"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert "another data directory" in lines[0]
+
+    single = tmp_path / "single"
+    (single / "kafka-logs").mkdir(parents=True)
+    code, lines = _cli(["broker", "up", "--data-dir", str(single), "--brokers", "3"], capsys)
+    assert code == 2 and len(lines) == 1
+    assert "single-node broker" in lines[0]
+
+
+def test_cli_status_and_down_find_the_cluster_by_its_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ClusterLayout.new("localhost", [(1, 2), (3, 4), (5, 6)]).save(tmp_path)
+    code, lines = _cli(["broker", "status", "--data-dir", str(tmp_path)], capsys)
+    assert code == 1
+    assert lines[0].startswith("Kafka cluster at localhost:1,localhost:3,localhost:5:")
+    assert "0/3 running, 0/3 answering" in lines[0]
+    assert len(lines) == 4
+    assert lines[2].strip().startswith("node 2 at localhost:3: not running, not answering")
+    code, lines = _cli(["broker", "down", "--data-dir", str(tmp_path)], capsys)
+    assert (code, lines) == (0, [f"No cluster node running from {tmp_path}"])

@@ -1,6 +1,20 @@
 """Run a real Apache Kafka broker locally from the official jars: KRaft, no ZooKeeper, no Docker."""
 
-from streamtrain.broker.local import BrokerStatus, LocalBroker
+from streamtrain.broker.local import (
+    BrokerStatus,
+    ClusterStatus,
+    LocalBroker,
+    LocalCluster,
+    NodeStatus,
+)
 from streamtrain.broker.runtime import KAFKA_VERSION, ensure_kafka_jars
 
-__all__ = ["KAFKA_VERSION", "BrokerStatus", "LocalBroker", "ensure_kafka_jars"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerStatus",
+    "ClusterStatus",
+    "LocalBroker",
+    "LocalCluster",
+    "NodeStatus",
+    "ensure_kafka_jars",
+]

@@ -1,6 +1,6 @@
-"""A real single-node Apache Kafka (KRaft, combined broker+controller) run from the official jars.
+"""A real Apache Kafka (KRaft, combined broker+controller nodes) run from the official jars.
 
-The node's files live in one data directory::
+:class:`LocalBroker` is one node whose files live in one data directory::
 
     <data_dir>/cluster.id                 id the storage was formatted with
     <data_dir>/broker.pid                 pid (and process group) of the running JVM
@@ -10,8 +10,13 @@ The node's files live in one data directory::
     <data_dir>/logs/server.log            the broker's log
     <data_dir>/logs/stdout.log            JVM stdout/stderr (crashes before logging is up)
 
+:class:`LocalCluster` is 3 (or 5) such nodes forming one cluster and one controller quorum::
+
+    <data_dir>/cluster.json               the layout: node ids, ports, cluster and directory ids
+    <data_dir>/node-<id>/                 one node, laid out as above
+
 Configuration is rendered by pure functions parameterised by node id, roles and the controller
-quorum, so a multi-node cluster can reuse them with one data directory per node.
+quorum; both classes run their JVMs with the same node machinery.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import errno
 import fcntl
+import json
 import os
 import re
 import signal
@@ -27,11 +33,13 @@ import subprocess
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from streamtrain.broker.runtime import KAFKA_VERSION, ensure_kafka_jars, find_java
 from streamtrain.errors import BrokerError, ConfigError
@@ -50,6 +58,15 @@ LOGS_DIR = "logs"
 SERVER_LOG = "server.log"
 STDOUT_LOG = "stdout.log"
 
+CLUSTER_FILE = "cluster.json"
+NODE_DIR_PREFIX = "node-"
+# Odd sizes only: a quorum of 2 or 4 voters survives no more lost nodes than one of 1 or 3.
+CLUSTER_SIZES = (3, 5)
+DEFAULT_CLUSTER_BROKERS = 3
+# Replicas of each partition in a cluster (and min.insync.replicas one less): one node may be
+# down while acks=all writes and transactions still succeed.
+CLUSTER_REPLICATION_FACTOR = 3
+
 # G1 settings from Kafka's own kafka-run-class.sh; a broker under test sees the same GC as prod.
 _GC_OPTIONS = (
     "-XX:+UseG1GC",
@@ -61,6 +78,7 @@ _GC_OPTIONS = (
 _HEAP_RE = re.compile(r"^[1-9][0-9]*[kKmMgG]?$")
 _POLL_SECONDS = 0.2
 _KILL_WAIT_SECONDS = 10.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,7 @@ def render_server_properties(
                 "share.coordinator.state.topic.replication.factor": str(replication_factor),
                 "share.coordinator.state.topic.min.isr": str(min_isr),
                 "default.replication.factor": str(replication_factor),
+                "min.insync.replicas": str(min_isr),
             },
         ),
         (
@@ -327,35 +346,44 @@ def last_meaningful_line(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
-class LocalBroker:
-    """One local Kafka node (broker and controller in one JVM) owned through its data directory.
+@dataclass
+class _Launch:
+    """A JVM just started by :meth:`_Node._launch`, not yet known to answer."""
 
-    Any process can manage the broker another one started: the pid file and the process's
-    command line identify it, and a lock file serialises ``up`` and ``down``.
+    proc: subprocess.Popen[bytes]
+    log_offset: int
+
+
+class _Node:
+    """One Kafka JVM owned through its data directory: the machinery :class:`LocalBroker` and
+    each node of a :class:`LocalCluster` share.
+
+    Any process can manage a node another one started: the pid file and the process's command
+    line identify it, and a lock file in the node's directory serialises starting and stopping.
     """
-
-    node_id = 1
 
     def __init__(
         self,
         *,
-        data_dir: Path | None = None,
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
-        controller_port: int | None = None,
-        heap: str = DEFAULT_HEAP,
-        extra_properties: Mapping[str, str] | None = None,
-        cache_dir: Path | None = None,
+        data_dir: Path,
+        node_id: int,
+        host: str,
+        port: int,
+        controller_port: int,
+        heap: str,
+        extra_properties: Mapping[str, str] | None,
+        cache_dir: Path | None,
+        name: str = "Kafka",
+        controllers: Sequence[str] | None = None,
+        replication_factor: int = 1,
+        initial_controllers: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
-        self.data_dir = (
-            Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
-        )
+        self.data_dir = data_dir
+        self.node_id = node_id
         self.host = host
         self.port = _checked_port(port, "broker port")
-        self.controller_port = _checked_port(
-            controller_port if controller_port is not None else default_controller_port(port),
-            "controller port",
-        )
+        self.controller_port = _checked_port(controller_port, "controller port")
         if self.controller_port == self.port:
             raise ConfigError(f"broker and controller cannot share port {port}")
         if not _HEAP_RE.match(heap):
@@ -363,10 +391,15 @@ class LocalBroker:
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
         self.cache_dir = cache_dir
+        self.name = name
+        self.controllers = list(controllers) if controllers is not None else None
+        self.replication_factor = replication_factor
+        # None formats the node as a single-voter quorum (--standalone); a cluster passes the
+        # --initial-controllers value every node of it must be formatted with.
+        self.initial_controllers = initial_controllers
+        # None reads (or creates) <data_dir>/cluster.id; a cluster passes its shared id.
+        self.cluster_id = cluster_id
         self._proc: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"LocalBroker(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r})"
 
     @property
     def bootstrap(self) -> str:
@@ -403,62 +436,20 @@ class LocalBroker:
             host=self.host,
             port=self.port,
             controller_port=self.controller_port,
+            controllers=self.controllers,
+            replication_factor=self.replication_factor,
             extra=self.extra_properties,
         )
 
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def up(self, wait_seconds: float = 60) -> bool:
-        """Start the broker and wait until it answers a metadata request.
-
-        Returns True if it started one, False if a broker from this data directory was already
-        running. Raises :class:`BrokerError` (after stopping anything it started) when the
-        ports are taken, the JVM exits, or it does not answer within ``wait_seconds``.
-        """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            pid = self.running_pid()
-            if pid is not None:
-                running_at = self._configured_bootstrap()
-                if running_at is not None and running_at != self.bootstrap:
-                    raise BrokerError(
-                        f"the broker in {self.data_dir} is already running at {running_at} "
-                        f"(pid {pid}), not {self.bootstrap}; stop it first"
-                    )
-                return False
-            libs = ensure_kafka_jars(self.cache_dir)
-            java = find_java()
-            for port in (self.port, self.controller_port):
-                if not port_is_free(self.host, port):
-                    who = "another process"
-                    if port == self.port and broker_answers(self.bootstrap, timeout=2):
-                        who = "another Kafka broker"
-                    raise BrokerError(
-                        f"cannot start Kafka: {self.host}:{port} is already in use by {who}; "
-                        f"stop it or pick other ports (log: {self.log_path})"
-                    )
-            self._write_config()
-            self._format_storage(java, libs)
-            self._start(java, libs, wait_seconds)
-        return True
-
     def down(self, timeout: float = 30) -> bool:
-        """Stop the broker: SIGTERM its process group, SIGKILL after ``timeout`` seconds.
+        """Stop the node: SIGTERM its process group, SIGKILL after ``timeout`` seconds.
 
-        Returns False if no broker from this data directory was running.
+        Returns False if no node from this data directory was running.
         """
-        if not self.data_dir.is_dir():
-            return False
-        with self._locked():
-            pid = self.running_pid()
-            if pid is None:
-                return False
-            self._terminate(pid, timeout)
-            self.pid_path.unlink(missing_ok=True)
-        return True
+        return self._stop(timeout, hard=False)
 
     def status(self, timeout: float = 3.0) -> BrokerStatus:
-        """Whether this data directory's broker runs, and whether anything answers at
+        """Whether this data directory's node runs, and whether anything answers at
         :attr:`bootstrap` (possibly a broker started some other way)."""
         pid = self.running_pid()
         return BrokerStatus(
@@ -471,7 +462,7 @@ class LocalBroker:
         )
 
     def running_pid(self) -> int | None:
-        """The pid of this data directory's running broker; a stale pid file is removed."""
+        """The pid of this data directory's running node; a stale pid file is removed."""
         try:
             text = self.pid_path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -490,6 +481,17 @@ class LocalBroker:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _check_ports(self) -> None:
+        for port in (self.port, self.controller_port):
+            if not port_is_free(self.host, port):
+                who = "another process"
+                if port == self.port and broker_answers(self.bootstrap, timeout=2):
+                    who = "another Kafka broker"
+                raise BrokerError(
+                    f"cannot start {self.name}: {self.host}:{port} is already in use by {who}; "
+                    f"stop it or pick other ports (log: {self.log_path})"
+                )
+
     def _write_config(self) -> None:
         (self.data_dir / CONFIG_DIR).mkdir(parents=True, exist_ok=True)
         (self.data_dir / LOGS_DIR).mkdir(parents=True, exist_ok=True)
@@ -502,10 +504,19 @@ class LocalBroker:
         if all((Path(d.strip()) / "meta.properties").is_file() for d in log_dirs if d.strip()):
             return
         id_path = self.data_dir / CLUSTER_ID_FILE
-        cluster_id = id_path.read_text(encoding="utf-8").strip() if id_path.is_file() else ""
+        cluster_id = self.cluster_id
+        if cluster_id is None:
+            cluster_id = id_path.read_text(encoding="utf-8").strip() if id_path.is_file() else ""
         if not cluster_id:
             cluster_id = new_cluster_id()
+        if not id_path.is_file() or id_path.read_text(encoding="utf-8").strip() != cluster_id:
             id_path.write_text(cluster_id + "\n", encoding="utf-8")
+        if self.initial_controllers is None:
+            # A single voter that is its own quorum.
+            quorum = ["--standalone"]
+        else:
+            # Every voter as id@host:port:directory-id, the same on every node.
+            quorum = ["--initial-controllers", self.initial_controllers]
         command = [
             java,
             f"-Dlog4j2.configurationFile={self.log4j_path}",
@@ -517,8 +528,7 @@ class LocalBroker:
             cluster_id,
             "--config",
             str(self.config_path),
-            # A single voter that is its own quorum; a cluster would pass --initial-controllers.
-            "--standalone",
+            *quorum,
             # Dirs formatted by an earlier, interrupted attempt are kept rather than rejected.
             "--ignore-formatted",
         ]
@@ -539,6 +549,15 @@ class LocalBroker:
             raise BrokerError(f"formatting Kafka storage in {self.data_dir} failed: {reason}")
 
     def _start(self, java: str, libs: Path, wait_seconds: float) -> None:
+        """Launch the JVM and wait until it answers; stop it again if it does not."""
+        launch = self._launch(java, libs)
+        try:
+            _await_answers([(self, launch)], wait_seconds)
+        except BaseException:
+            self._abort(launch)
+            raise
+
+    def _launch(self, java: str, libs: Path) -> _Launch:
         command = [
             java,
             f"-Xmx{self.heap}",
@@ -565,44 +584,56 @@ class LocalBroker:
             except OSError as err:
                 raise BrokerError(f"cannot run {java}: {err.strerror or err}") from err
         self._proc = proc
+        launch = _Launch(proc, log_offset)
         try:
             self.pid_path.write_text(f"{proc.pid}\n", encoding="utf-8")
-            deadline = time.monotonic() + wait_seconds
-            while True:
-                code = proc.poll()
-                if code is not None:
-                    raise BrokerError(
-                        f"Kafka exited during start-up (exit code {code}): "
-                        f"{self._failure_reason(log_offset)} (log: {self.log_path})"
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerError(
-                        f"Kafka did not answer at {self.bootstrap} within {wait_seconds:g} s "
-                        f"and was stopped (log: {self.log_path})"
-                    )
-                if broker_answers(self.bootstrap, timeout=min(2.0, remaining)):
-                    return
-                time.sleep(_POLL_SECONDS)
         except BaseException:
-            self._terminate(proc.pid, timeout=5)
-            self.pid_path.unlink(missing_ok=True)
+            self._abort(launch)
             raise
+        return launch
 
-    def _terminate(self, pid: int, timeout: float) -> None:
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT_SECONDS)):
+    def _check_launch(self, launch: _Launch) -> None:
+        code = launch.proc.poll()
+        if code is not None:
+            raise BrokerError(
+                f"{self.name} exited during start-up (exit code {code}): "
+                f"{self._failure_reason(launch.log_offset)} (log: {self.log_path})"
+            )
+
+    def _abort(self, launch: _Launch) -> None:
+        self._terminate(launch.proc.pid, timeout=5)
+        self.pid_path.unlink(missing_ok=True)
+
+    def _stop(self, timeout: float, *, hard: bool) -> bool:
+        if not self.data_dir.is_dir():
+            return False
+        with self._locked():
+            pid = self.running_pid()
+            if pid is None:
+                return False
+            self._terminate(pid, timeout, hard=hard)
+            self.pid_path.unlink(missing_ok=True)
+        return True
+
+    def _terminate(self, pid: int, timeout: float, *, hard: bool = False) -> None:
+        steps = [(signal.SIGKILL, _KILL_WAIT_SECONDS)]
+        if not hard:
+            steps.insert(0, (signal.SIGTERM, timeout))
+        for sig, wait in steps:
             try:
                 os.killpg(pid, sig)
             except ProcessLookupError:
                 return
             except PermissionError as err:
-                raise BrokerError(f"not allowed to stop Kafka (pid {pid}): {err.strerror}") from err
+                raise BrokerError(
+                    f"not allowed to stop {self.name} (pid {pid}): {err.strerror}"
+                ) from err
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 if not self._is_alive(pid):
                     return
                 time.sleep(0.05)
-        raise BrokerError(f"Kafka (pid {pid}) survived SIGKILL; see {self.log_path}")
+        raise BrokerError(f"{self.name} (pid {pid}) survived SIGKILL; see {self.log_path}")
 
     def _is_alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
@@ -626,12 +657,598 @@ class LocalBroker:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        with (self.data_dir / LOCK_FILE).open("a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with _lock_file(self.data_dir / LOCK_FILE):
+            yield
+
+
+def _await_answers(launched: Sequence[tuple[_Node, _Launch]], wait_seconds: float) -> None:
+    """Wait until every just-launched node answers a metadata request at its own address.
+
+    All are polled together: a node of a cluster cannot answer before a majority of the
+    controller quorum is up. Raises as soon as one JVM exits or the time is up; the caller stops
+    what it launched.
+    """
+    deadline = time.monotonic() + wait_seconds
+    pending = list(launched)
+    while True:
+        for node, launch in pending:
+            node._check_launch(launch)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            node = pending[0][0]
+            raise BrokerError(
+                f"{node.name} did not answer at {node.bootstrap} within {wait_seconds:g} s "
+                f"and was stopped (log: {node.log_path})"
+            )
+        pending = [
+            (node, launch)
+            for node, launch in pending
+            if not broker_answers(node.bootstrap, timeout=min(2.0, remaining))
+        ]
+        if not pending:
+            return
+        time.sleep(_POLL_SECONDS)
+
+
+class LocalBroker(_Node):
+    """One local Kafka node (broker and controller in one JVM) owned through its data directory.
+
+    Any process can manage the broker another one started: the pid file and the process's
+    command line identify it, and a lock file serialises ``up`` and ``down``.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        controller_port: int | None = None,
+        heap: str = DEFAULT_HEAP,
+        extra_properties: Mapping[str, str] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        port = _checked_port(port, "broker port")
+        super().__init__(
+            data_dir=(
+                Path(data_dir).expanduser().absolute()
+                if data_dir is not None
+                else default_data_dir()
+            ),
+            node_id=1,
+            host=host,
+            port=port,
+            controller_port=(
+                controller_port if controller_port is not None else default_controller_port(port)
+            ),
+            heap=heap,
+            extra_properties=extra_properties,
+            cache_dir=cache_dir,
+        )
+
+    def __repr__(self) -> str:
+        return f"LocalBroker(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r})"
+
+    def up(self, wait_seconds: float = 60) -> bool:
+        """Start the broker and wait until it answers a metadata request.
+
+        Returns True if it started one, False if a broker from this data directory was already
+        running. Raises :class:`BrokerError` (after stopping anything it started) when the
+        ports are taken, the JVM exits, or it does not answer within ``wait_seconds``, and
+        :class:`ConfigError` if the directory holds a :class:`LocalCluster`.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            layout = ClusterLayout.load(self.data_dir)
+            if layout is not None:
+                raise ConfigError(
+                    f"{self.data_dir} holds a {len(layout.nodes)}-broker cluster, not a single "
+                    "broker; start it as a cluster or use another data directory"
+                )
+            pid = self.running_pid()
+            if pid is not None:
+                running_at = self._configured_bootstrap()
+                if running_at is not None and running_at != self.bootstrap:
+                    raise BrokerError(
+                        f"the broker in {self.data_dir} is already running at {running_at} "
+                        f"(pid {pid}), not {self.bootstrap}; stop it first"
+                    )
+                return False
+            libs = ensure_kafka_jars(self.cache_dir)
+            java = find_java()
+            self._check_ports()
+            self._write_config()
+            self._format_storage(java, libs)
+            self._start(java, libs, wait_seconds)
+        return True
+
+
+# -- a cluster of nodes on one machine ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterNodeSpec:
+    """One node of a :class:`ClusterLayout`."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    directory_id: str
+    """The metadata log directory's id, part of the controller quorum's identity (KIP-853)."""
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """The shape of a local cluster, fixed when its storage is first formatted.
+
+    Saved as ``<data_dir>/cluster.json``, which is also what marks a data directory as a
+    cluster's. The controllers' addresses and directory ids are written into every node's
+    formatted metadata log, so neither the host nor the ports can change afterwards.
+    """
+
+    cluster_id: str
+    host: str
+    nodes: tuple[ClusterNodeSpec, ...]
+
+    @classmethod
+    def new(cls, host: str, ports: Sequence[tuple[int, int]]) -> ClusterLayout:
+        return cls(
+            cluster_id=new_cluster_id(),
+            host=host,
+            nodes=tuple(
+                ClusterNodeSpec(
+                    node_id=index + 1,
+                    port=port,
+                    controller_port=controller_port,
+                    # Directory ids are Kafka Uuids, the same format as cluster ids.
+                    directory_id=new_cluster_id(),
+                )
+                for index, (port, controller_port) in enumerate(ports)
+            ),
+        )
+
+    @property
+    def ports(self) -> list[tuple[int, int]]:
+        return [(node.port, node.controller_port) for node in self.nodes]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{self.host}:{node.port}" for node in self.nodes)
+
+    @property
+    def controllers(self) -> list[str]:
+        return [f"{self.host}:{node.controller_port}" for node in self.nodes]
+
+    @property
+    def initial_controllers(self) -> str:
+        """The ``kafka-storage format --initial-controllers`` value: every voter as
+        ``id@host:port:directory-id``."""
+        return render_initial_controllers(
+            [
+                (node.node_id, self.host, node.controller_port, node.directory_id)
+                for node in self.nodes
+            ]
+        )
+
+    def to_json(self) -> str:
+        return (
+            json.dumps(
+                {
+                    "kafka_version": KAFKA_VERSION,
+                    "cluster_id": self.cluster_id,
+                    "host": self.host,
+                    "nodes": [
+                        {
+                            "node_id": node.node_id,
+                            "port": node.port,
+                            "controller_port": node.controller_port,
+                            "directory_id": node.directory_id,
+                        }
+                        for node in self.nodes
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterLayout:
+        raw = json.loads(text)
+        return cls(
+            cluster_id=str(raw["cluster_id"]),
+            host=str(raw["host"]),
+            nodes=tuple(
+                ClusterNodeSpec(
+                    node_id=int(node["node_id"]),
+                    port=int(node["port"]),
+                    controller_port=int(node["controller_port"]),
+                    directory_id=str(node["directory_id"]),
+                )
+                for node in raw["nodes"]
+            ),
+        )
+
+    @classmethod
+    def load(cls, data_dir: Path) -> ClusterLayout | None:
+        """The layout saved in ``data_dir``, or None if it is not a cluster's directory."""
+        path = data_dir / CLUSTER_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise BrokerError(f"cannot read {path}: {err.strerror or err}") from err
+        try:
+            layout = cls.from_json(text)
+        except (ValueError, KeyError, TypeError) as err:
+            raise BrokerError(f"{path} is not a streamtrain cluster layout: {err}") from err
+        if not layout.nodes:
+            raise BrokerError(f"{path} lists no nodes")
+        return layout
+
+    def save(self, data_dir: Path) -> None:
+        # Written whole or not at all: a torn file would orphan the formatted storage.
+        path = data_dir / CLUSTER_FILE
+        partial = path.with_name(f".{CLUSTER_FILE}.partial")
+        partial.write_text(self.to_json(), encoding="utf-8")
+        os.replace(partial, path)
+
+
+def is_cluster_dir(data_dir: Path) -> bool:
+    """True if ``data_dir`` holds a :class:`LocalCluster` (it has a ``cluster.json``)."""
+    return (Path(data_dir).expanduser() / CLUSTER_FILE).is_file()
+
+
+def cluster_ports(base_port: int, brokers: int) -> list[tuple[int, int]]:
+    """(broker, controller) ports of each node: ``base_port`` and the next one for the first,
+    the following two for the second, and so on."""
+    ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(brokers)]
+    for port, controller_port in ports:
+        _checked_port(port, "broker port")
+        _checked_port(controller_port, "controller port")
+    return ports
+
+
+def render_initial_controllers(voters: Sequence[tuple[int, str, int, str]]) -> str:
+    """``kafka-storage format --initial-controllers`` for (node id, host, controller port,
+    directory id) voters."""
+    return ",".join(
+        f"{node_id}@{host}:{port}:{directory_id}" for node_id, host, port, directory_id in voters
+    )
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """One node as :meth:`LocalCluster.status` found it."""
+
+    node_id: int
+    running: bool
+    """A JVM started from this node's directory is alive."""
+    pid: int | None
+    port: int
+    controller_port: int
+    bootstrap: str
+    answering: bool
+    """A broker answered a metadata request at this node's own address."""
+    data_dir: Path
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What :meth:`LocalCluster.status` found, node by node."""
+
+    bootstrap: str
+    data_dir: Path
+    nodes: tuple[NodeStatus, ...]
+
+    @property
+    def running_count(self) -> int:
+        return sum(node.running for node in self.nodes)
+
+    @property
+    def answering_count(self) -> int:
+        return sum(node.answering for node in self.nodes)
+
+    @property
+    def healthy(self) -> bool:
+        """Every node answers."""
+        return self.answering_count == len(self.nodes)
+
+
+class LocalCluster:
+    """A local Kafka cluster: ``brokers`` combined broker+controller JVMs on this machine.
+
+    The controllers form a KRaft quorum of ``brokers`` voters, so the cluster keeps working
+    with any minority of nodes stopped. Cluster-wide defaults suit failover tests: replication
+    factor 3 (for new topics and Kafka's internal ones) and ``min.insync.replicas=2``, so
+    ``acks=all`` writes and transactions succeed with one node down.
+
+    Files live under one data directory::
+
+        <data_dir>/cluster.json    the layout (see :class:`ClusterLayout`); marks a cluster
+        <data_dir>/node-<id>/      one node, laid out like a LocalBroker's data directory
+
+    Node ids are 1 to ``brokers``; node ``id`` listens on ``base_port + 2 * (id - 1)`` for
+    clients and the port after it for the controller quorum, unless ``ports`` lists the
+    (broker, controller) pairs. An existing cluster keeps the host and ports it was created
+    with: passing None adopts them, anything else must match.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        brokers: int | None = None,
+        host: str | None = None,
+        base_port: int | None = None,
+        ports: Sequence[tuple[int, int]] | None = None,
+        heap: str = DEFAULT_HEAP,
+        extra_properties: Mapping[str, str] | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.data_dir = (
+            Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
+        )
+        saved = ClusterLayout.load(self.data_dir)
+        if brokers is None:
+            brokers = len(saved.nodes) if saved is not None else DEFAULT_CLUSTER_BROKERS
+        if brokers not in CLUSTER_SIZES:
+            sizes = " or ".join(str(n) for n in CLUSTER_SIZES)
+            raise ConfigError(
+                f"a local cluster has {sizes} brokers (an odd number, so a majority of the "
+                f"controller quorum survives a lost node), got {brokers}; use LocalBroker for 1"
+            )
+        if host is None:
+            host = saved.host if saved is not None else DEFAULT_HOST
+        if ports is not None:
+            if base_port is not None:
+                raise ConfigError("pass either base_port or ports, not both")
+            node_ports = [(int(p), int(c)) for p, c in ports]
+            if len(node_ports) != brokers:
+                raise ConfigError(f"{brokers} brokers need {brokers} port pairs, got {len(ports)}")
+        elif base_port is not None or saved is None:
+            node_ports = cluster_ports(
+                base_port if base_port is not None else DEFAULT_PORT, brokers
+            )
+        else:
+            node_ports = saved.ports
+        flat = [port for pair in node_ports for port in pair]
+        if len(set(flat)) != len(flat):
+            raise ConfigError(f"cluster nodes cannot share ports: {node_ports}")
+        if saved is not None:
+            if brokers != len(saved.nodes):
+                wanted = f"{brokers} brokers"
+            elif (host, node_ports) != (saved.host, saved.ports):
+                wanted = f"{host} ports {_pairs(node_ports)}"
+            else:
+                wanted = ""
+            if wanted:
+                raise ConfigError(
+                    f"the cluster in {self.data_dir} has {len(saved.nodes)} brokers on "
+                    f"{saved.host} ports {_pairs(saved.ports)}, not {wanted}; its controller "
+                    "addresses are part of its storage, so use another data directory"
+                )
+        elif _holds_single_broker(self.data_dir):
+            raise ConfigError(
+                f"{self.data_dir} holds a single-node broker, not a cluster; "
+                "use another data directory for the cluster"
+            )
+        self.host = host
+        self.heap = heap
+        self.extra_properties = dict(extra_properties or {})
+        self.cache_dir = cache_dir
+        self._layout = saved if saved is not None else ClusterLayout.new(host, node_ports)
+        self._nodes = self._make_nodes(self._layout)
+
+    def __repr__(self) -> str:
+        return f"LocalCluster(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r})"
+
+    @property
+    def brokers(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def node_ids(self) -> tuple[int, ...]:
+        return tuple(node.node_id for node in self._nodes)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's client address, comma-separated: a client survives any one of them
+        being down."""
+        return self._layout.bootstrap
+
+    @property
+    def replication_factor(self) -> int:
+        return min(CLUSTER_REPLICATION_FACTOR, len(self._nodes))
+
+    def node_bootstrap(self, node_id: int) -> str:
+        """``host:port`` of one node."""
+        return self._node(node_id).bootstrap
+
+    def node_dir(self, node_id: int) -> Path:
+        return self._node(node_id).data_dir
+
+    def node_log_path(self, node_id: int) -> Path:
+        return self._node(node_id).log_path
+
+    def server_properties(self, node_id: int) -> str:
+        """The ``server.properties`` node ``node_id`` is started with."""
+        return self._node(node_id).server_properties()
+
+    def running_pids(self) -> dict[int, int | None]:
+        """Node id to the pid of its running JVM (None if it is not running)."""
+        return {node.node_id: node.running_pid() for node in self._nodes}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def up(self, wait_seconds: float = 90) -> bool:
+        """Start every node that is not running, all at once, and wait until each answers.
+
+        Returns False if all were already running. Raises :class:`BrokerError` (after stopping
+        the nodes it started) when a port is taken, a JVM exits, or a node does not answer
+        within ``wait_seconds``.
+        """
+        return self._start_nodes(self.node_ids, wait_seconds)
+
+    def start_node(self, node_id: int, wait_seconds: float = 60) -> bool:
+        """Start one node (after :meth:`stop_node`) and wait until it answers.
+
+        It rejoins on its own: it catches up with the metadata log, and the partition leaders
+        add its replicas back to the ISR once they catch up. A lone node cannot answer without
+        a majority of the quorum, so most of the cluster must be running. Returns False if it
+        already ran.
+        """
+        self._node(node_id)
+        return self._start_nodes((node_id,), wait_seconds)
+
+    def stop_node(self, node_id: int, timeout: float = 30, *, hard: bool = False) -> bool:
+        """Stop one node: gracefully (SIGTERM, so it hands its partition leadership over in a
+        controlled shutdown; SIGKILL after ``timeout`` seconds) or, with ``hard``, SIGKILL at
+        once as a crash would. Returns False if it was not running."""
+        node = self._node(node_id)
+        if not self.data_dir.is_dir():
+            return False
+        with self._locked():
+            return node._stop(timeout, hard=hard)
+
+    def down(self, timeout: float = 30) -> bool:
+        """Stop every node at once (SIGTERM, SIGKILL after ``timeout`` seconds).
+
+        Returns False if no node was running.
+        """
+        if not self.data_dir.is_dir():
+            return False
+        with self._locked():
+            stopped = _in_parallel(
+                [partial(node._stop, timeout, hard=False) for node in self._nodes]
+            )
+        return any(stopped)
+
+    def status(self, timeout: float = 3.0) -> ClusterStatus:
+        """Each node: whether its JVM runs and whether it answers at its own address."""
+
+        def one(node: _Node) -> NodeStatus:
+            pid = node.running_pid()
+            return NodeStatus(
+                node_id=node.node_id,
+                running=pid is not None,
+                pid=pid,
+                port=node.port,
+                controller_port=node.controller_port,
+                bootstrap=node.bootstrap,
+                answering=broker_answers(node.bootstrap, timeout=timeout),
+                data_dir=node.data_dir,
+                log_path=node.log_path,
+            )
+
+        nodes = _in_parallel([partial(one, node) for node in self._nodes])
+        return ClusterStatus(bootstrap=self.bootstrap, data_dir=self.data_dir, nodes=tuple(nodes))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _make_nodes(self, layout: ClusterLayout) -> tuple[_Node, ...]:
+        return tuple(
+            _Node(
+                data_dir=self.data_dir / f"{NODE_DIR_PREFIX}{spec.node_id}",
+                node_id=spec.node_id,
+                host=layout.host,
+                port=spec.port,
+                controller_port=spec.controller_port,
+                heap=self.heap,
+                extra_properties=self.extra_properties,
+                cache_dir=self.cache_dir,
+                name=f"Kafka node {spec.node_id}",
+                controllers=layout.controllers,
+                replication_factor=min(CLUSTER_REPLICATION_FACTOR, len(layout.nodes)),
+                initial_controllers=layout.initial_controllers,
+                cluster_id=layout.cluster_id,
+            )
+            for spec in layout.nodes
+        )
+
+    def _node(self, node_id: int) -> _Node:
+        for node in self._nodes:
+            if node.node_id == node_id:
+                return node
+        raise ConfigError(f"the cluster has nodes {list(self.node_ids)}, not {node_id}")
+
+    def _start_nodes(self, node_ids: Sequence[int], wait_seconds: float) -> bool:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._adopt_layout()
+            nodes = [self._node(node_id) for node_id in node_ids]
+            with ExitStack() as locks:
+                for node in nodes:
+                    node.data_dir.mkdir(parents=True, exist_ok=True)
+                    locks.enter_context(node._locked())
+                todo = [node for node in nodes if node.running_pid() is None]
+                if not todo:
+                    return False
+                libs = ensure_kafka_jars(self.cache_dir)
+                java = find_java()
+                for node in todo:
+                    node._check_ports()
+                for node in todo:
+                    node._write_config()
+                _in_parallel([partial(node._format_storage, java, libs) for node in todo])
+                launched: list[tuple[_Node, _Launch]] = []
+                try:
+                    for node in todo:
+                        launched.append((node, node._launch(java, libs)))
+                    _await_answers(launched, wait_seconds)
+                except BaseException:
+                    _in_parallel([partial(node._abort, launch) for node, launch in launched])
+                    raise
+        return True
+
+    def _adopt_layout(self) -> None:
+        """Save the layout on first start; adopt one another process saved meanwhile."""
+        saved = ClusterLayout.load(self.data_dir)
+        if saved is None:
+            self._layout.save(self.data_dir)
+        elif saved != self._layout:
+            if saved.host != self._layout.host or saved.ports != self._layout.ports:
+                raise ConfigError(
+                    f"the cluster in {self.data_dir} was just created on {saved.bootstrap} "
+                    f"by another process, not on {self.bootstrap}"
+                )
+            self._layout = saved
+            self._nodes = self._make_nodes(saved)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with _lock_file(self.data_dir / LOCK_FILE):
+            yield
+
+
+def _pairs(ports: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{port}/{controller_port}" for port, controller_port in ports)
+
+
+def _holds_single_broker(data_dir: Path) -> bool:
+    return any((data_dir / name).exists() for name in (CLUSTER_ID_FILE, LOG_DIRS, PID_FILE))
+
+
+def _in_parallel(calls: Sequence[Callable[[], _T]]) -> list[_T]:
+    """Run ``calls`` in threads; their results in order, or the first one's exception once all
+    have finished (so nothing is left running behind the caller's back)."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+    return [future.result() for future in futures]
+
+
+@contextmanager
+def _lock_file(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:

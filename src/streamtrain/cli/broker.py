@@ -1,4 +1,10 @@
-"""``streamtrain broker up|down|status|fetch``: a local Kafka for development and tests."""
+"""``streamtrain broker up|down|status|fetch``: a local Kafka for development and tests.
+
+``up --brokers 3`` (or 5) starts a local cluster instead of a single broker: that many combined
+broker+controller nodes on consecutive port pairs from ``--port``. The data directory records
+which it holds (a cluster's has a ``cluster.json``), so ``down``, ``status`` and a later ``up``
+find out by themselves; asking for the other kind there is a usage error (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from streamtrain.broker import KAFKA_VERSION, LocalBroker, ensure_kafka_jars
-from streamtrain.broker.local import DEFAULT_HOST, DEFAULT_PORT
+from streamtrain.broker import KAFKA_VERSION, LocalBroker, LocalCluster, ensure_kafka_jars
+from streamtrain.broker.local import (
+    CLUSTER_SIZES,
+    DEFAULT_HEAP,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ClusterLayout,
+    default_data_dir,
+)
+from streamtrain.errors import ConfigError
+
+_BROKER_CHOICES = (1, *CLUSTER_SIZES)
 
 
 def register(subparsers: Any) -> None:
     """Add the ``broker`` command and its actions to the top-level ``subparsers``."""
     broker_parser = subparsers.add_parser(
         "broker",
-        help="run a local Apache Kafka broker (no Docker needed)",
+        help="run a local Apache Kafka broker or cluster (no Docker needed)",
         description=(
-            f"Run a single-node Apache Kafka {KAFKA_VERSION} (KRaft) from the official jars. "
-            "Needs Java 17+; the first run fetches the jars with Maven."
+            f"Run Apache Kafka {KAFKA_VERSION} (KRaft) from the official jars: one node, or a "
+            "local cluster of 3 or 5 to try broker failover. Needs Java 17+; the first run "
+            "fetches the jars with Maven."
         ),
     )
     actions = broker_parser.add_subparsers(
@@ -28,19 +45,33 @@ def register(subparsers: Any) -> None:
         parser_class=type(broker_parser),
     )
 
-    up = actions.add_parser("up", help="start the broker and wait until it answers")
+    up = actions.add_parser("up", help="start the broker (or cluster) and wait until it answers")
     _add_location_options(up)
+    up.add_argument(
+        "--brokers",
+        type=int,
+        choices=_BROKER_CHOICES,
+        default=None,
+        metavar="N",
+        help=(
+            "1 for a single broker, 3 or 5 for a local cluster (a KRaft quorum of N "
+            "controllers, replication factor 3, min.insync.replicas 2); default: what the data "
+            "directory already holds, else 1"
+        ),
+    )
     up.add_argument(
         "--wait",
         type=float,
-        default=60.0,
+        default=None,
         metavar="SECONDS",
-        help="how long to wait for the broker to answer (default: 60)",
+        help="how long to wait for every node to answer (default: 60, 90 for a cluster)",
     )
-    up.add_argument("--heap", default="512m", help="JVM heap size (default: 512m)")
+    up.add_argument(
+        "--heap", default=DEFAULT_HEAP, help=f"JVM heap size of each node (default: {DEFAULT_HEAP})"
+    )
     up.set_defaults(handler=_up)
 
-    down = actions.add_parser("down", help="stop the broker")
+    down = actions.add_parser("down", help="stop the broker (or every node of the cluster)")
     _add_location_options(down)
     down.add_argument(
         "--timeout",
@@ -52,7 +83,8 @@ def register(subparsers: Any) -> None:
     down.set_defaults(handler=_down)
 
     status = actions.add_parser(
-        "status", help="show whether the broker runs and answers (exit 0 only if it answers)"
+        "status",
+        help="show whether the broker (each node) runs and answers (exit 0 only if all answer)",
     )
     _add_location_options(status)
     status.set_defaults(handler=_status)
@@ -75,51 +107,111 @@ def _add_location_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--host",
-        default=DEFAULT_HOST,
+        default=None,
         help=f"host to listen on and advertise (default: {DEFAULT_HOST})",
     )
     parser.add_argument(
         "--port",
         type=int,
-        default=DEFAULT_PORT,
-        help=f"client port; the controller uses the next one (default: {DEFAULT_PORT})",
+        default=None,
+        help=(
+            "client port; the controller uses the next one, and cluster node k the pair "
+            f"2(k-1) above (default: {DEFAULT_PORT}; a cluster keeps the ports it was created "
+            "with)"
+        ),
     )
 
 
-def _broker(args: argparse.Namespace) -> LocalBroker:
+def _target(args: argparse.Namespace) -> LocalBroker | LocalCluster:
+    """The single broker or the cluster the data directory holds (or ``up --brokers`` asks
+    for)."""
+    data_dir = (
+        args.data_dir.expanduser().absolute() if args.data_dir is not None else default_data_dir()
+    )
+    heap = getattr(args, "heap", DEFAULT_HEAP)
+    wanted: int | None = getattr(args, "brokers", None)
+    layout = ClusterLayout.load(data_dir)
+    if layout is not None:
+        if wanted == 1:
+            raise ConfigError(
+                f"{data_dir} holds a {len(layout.nodes)}-broker cluster; start it with "
+                f"--brokers {len(layout.nodes)} (or without --brokers), or pick another --data-dir"
+            )
+        return LocalCluster(
+            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+        )
+    if wanted is not None and wanted > 1:
+        return LocalCluster(
+            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+        )
     return LocalBroker(
-        data_dir=args.data_dir,
-        host=args.host,
-        port=args.port,
-        heap=getattr(args, "heap", "512m"),
+        data_dir=data_dir,
+        host=args.host if args.host is not None else DEFAULT_HOST,
+        port=args.port if args.port is not None else DEFAULT_PORT,
+        heap=heap,
     )
 
 
 def _up(args: argparse.Namespace) -> int:
-    broker = _broker(args)
+    target = _target(args)
     ensure_kafka_jars(quiet=False)  # so a first-run download is announced, not a silent wait
-    if broker.up(wait_seconds=args.wait):
+    if isinstance(target, LocalCluster):
+        if target.up(wait_seconds=args.wait if args.wait is not None else 90.0):
+            print(
+                f"Kafka {KAFKA_VERSION} cluster of {target.brokers} is up at {target.bootstrap} "
+                f"(data: {target.data_dir}, logs: {target.data_dir}/node-*/logs/server.log)"
+            )
+        else:
+            print(f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}")
+        return 0
+    if target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
         print(
-            f"Kafka {KAFKA_VERSION} is up at {broker.bootstrap} "
-            f"(data: {broker.data_dir}, log: {broker.log_path})"
+            f"Kafka {KAFKA_VERSION} is up at {target.bootstrap} "
+            f"(data: {target.data_dir}, log: {target.log_path})"
         )
     else:
-        print(f"Kafka is already running at {broker.bootstrap} (pid {broker.running_pid()})")
+        print(f"Kafka is already running at {target.bootstrap} (pid {target.running_pid()})")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    broker = _broker(args)
-    pid = broker.running_pid()
-    if broker.down(timeout=args.timeout):
-        print(f"Stopped Kafka at {broker.bootstrap} (pid {pid})")
+    target = _target(args)
+    if isinstance(target, LocalCluster):
+        pids = sorted(pid for pid in target.running_pids().values() if pid is not None)
+        if target.down(timeout=args.timeout):
+            print(
+                f"Stopped the Kafka cluster at {target.bootstrap} "
+                f"({len(pids)} of {target.brokers} nodes ran: pids {', '.join(map(str, pids))})"
+            )
+        else:
+            print(f"No cluster node running from {target.data_dir}")
+        return 0
+    pid = target.running_pid()
+    if target.down(timeout=args.timeout):
+        print(f"Stopped Kafka at {target.bootstrap} (pid {pid})")
     else:
-        print(f"No broker running from {broker.data_dir}")
+        print(f"No broker running from {target.data_dir}")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    state = _broker(args).status()
+    target = _target(args)
+    if isinstance(target, LocalCluster):
+        cluster = target.status()
+        total = len(cluster.nodes)
+        print(
+            f"Kafka cluster at {cluster.bootstrap}: {cluster.running_count}/{total} running, "
+            f"{cluster.answering_count}/{total} answering (data: {cluster.data_dir})"
+        )
+        for node in cluster.nodes:
+            running = f"running (pid {node.pid})" if node.running else "not running"
+            answering = "answering" if node.answering else "not answering"
+            print(
+                f"  node {node.node_id} at {node.bootstrap}: {running}, {answering} "
+                f"(log: {node.log_path})"
+            )
+        return 0 if cluster.healthy else 1
+    state = target.status()
     running = f"running (pid {state.pid})" if state.running else "not running"
     answering = "answering" if state.answering else "not answering"
     print(
