@@ -20,7 +20,7 @@ from contextlib import ExitStack
 import pytest
 
 from streamtrain.broker import LocalBroker, LocalCluster
-from streamtrain.broker.local import broker_answers
+from streamtrain.broker.process import broker_answers
 
 EXTERNAL_BOOTSTRAP_ENV = "STREAMTRAIN_TEST_BOOTSTRAP"
 

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from streamtrain.broker import KAFKA_VERSION, LocalBroker
-from streamtrain.broker.local import pid_alive, process_cmdline
+from streamtrain.broker.process import pid_alive, process_cmdline
 from streamtrain.cli.main import main
 from streamtrain.errors import BrokerError
 

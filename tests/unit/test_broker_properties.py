@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from streamtrain.broker.local import (
-    CLUSTER_FILE,
-    ClusterLayout,
-    LocalBroker,
-    LocalCluster,
-    cluster_ports,
+from streamtrain.broker.cluster import LocalCluster
+from streamtrain.broker.layout import CLUSTER_FILE, ClusterLayout, cluster_ports, is_cluster_dir
+from streamtrain.broker.node import LocalBroker
+from streamtrain.broker.process import is_broker_cmdline, last_meaningful_line, parse_pid
+from streamtrain.broker.properties import (
     default_controller_port,
     escape_property,
-    is_broker_cmdline,
-    is_cluster_dir,
-    last_meaningful_line,
     new_cluster_id,
-    parse_pid,
     render_initial_controllers,
     render_log4j2_properties,
     render_server_properties,

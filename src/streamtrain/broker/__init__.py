@@ -1,12 +1,7 @@
 """Run a real Apache Kafka broker locally from the official jars: KRaft, no ZooKeeper, no Docker."""
 
-from streamtrain.broker.local import (
-    BrokerStatus,
-    ClusterStatus,
-    LocalBroker,
-    LocalCluster,
-    NodeStatus,
-)
+from streamtrain.broker.cluster import ClusterStatus, LocalCluster, NodeStatus
+from streamtrain.broker.node import BrokerStatus, LocalBroker
 from streamtrain.broker.runtime import KAFKA_VERSION, ensure_kafka_jars
 
 __all__ = [

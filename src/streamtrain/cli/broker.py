@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from streamtrain.broker import KAFKA_VERSION, LocalBroker, LocalCluster, ensure_kafka_jars
-from streamtrain.broker.local import (
-    CLUSTER_SIZES,
-    DEFAULT_HEAP,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    ClusterLayout,
-    default_data_dir,
-)
+from streamtrain.broker.cluster import CLUSTER_SIZES
+from streamtrain.broker.layout import ClusterLayout
+from streamtrain.broker.node import DEFAULT_HEAP, default_data_dir
+from streamtrain.broker.properties import DEFAULT_HOST, DEFAULT_PORT
 from streamtrain.errors import ConfigError
 
 _BROKER_CHOICES = (1, *CLUSTER_SIZES)
