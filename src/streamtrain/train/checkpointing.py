@@ -46,6 +46,15 @@ _FENCED_CODES = {
 }
 
 
+# A commit from a member of an older group generation: a zombie (KIP-447).
+_STALE_MEMBER_CODES = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+}
+
+
 class Fenced(StreamtrainError):
     """Another trainer took over this model; this one must stop and forget its state."""
 
@@ -286,9 +295,16 @@ class Checkpointing:
                 "restart the trainer to resume from the last checkpoint"
             ) from None
         if kerr.txn_requires_abort():
-            log.warning(
-                "transaction must be aborted (%s); restoring the last checkpoint", kerr.str()
-            )
+            if kerr.code() in _STALE_MEMBER_CODES:
+                log.warning(
+                    "commit refused: the consumer group moved on without this process (%s); "
+                    "its uncommitted work is discarded (fenced by the group generation)",
+                    kerr.str(),
+                )
+            else:
+                log.warning(
+                    "transaction must be aborted (%s); restoring the last checkpoint", kerr.str()
+                )
             self._retry("abort_transaction", lambda: self.producer.abort_transaction(self.timeout))
             self.begin()
             raise TransactionAborted(kerr.str())

@@ -9,7 +9,10 @@ unnamed trainer), value (format 1)::
      "dead_lettered": 2, "dead_letter_reasons": {"bad-label": 2},
      "metrics": {"ROCAUC": 0.95}, "rolling": {"ROCAUC": 0.97},
      "lag": {"0": 0}, "total_lag": 0, "positions": {"0": 1250},
-     "model_version": "ml_training_data:0@1250", "broker_error": null}
+     "model_version": "ml_training_data:0@1250", "broker_error": null,
+     "process": "host:pid", "tasks": {"NAME/p0": {"events_learned": 1250, ...}}}
+
+``tasks`` is filled for partitioned models only: one entry per replica this process holds.
 
 Records go through their own idempotent, non-transactional producer, so followers (the
 dashboard) see them as they happen rather than at checkpoint commits. They describe the
@@ -19,6 +22,8 @@ trainer's live state, which can run ahead of the last committed checkpoint.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -33,6 +38,10 @@ DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
 FORMAT = 1
 
 log = logging.getLogger(__name__)
+
+
+# Several processes may train one (partitioned) model: each record says which one wrote it.
+PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def progress_record(progress: Progress, kind: str = "progress") -> dict[str, Any]:
@@ -57,6 +66,8 @@ def progress_record(progress: Progress, kind: str = "progress") -> dict[str, Any
         "positions": positions,
         "model_version": ",".join(f"{progress.topic}:{p}@{o}" for p, o in positions.items()),
         "broker_error": progress.broker_error,
+        "process": PROCESS_ID,
+        "tasks": {key: dict(task) for key, task in progress.tasks.items()},
     }
 
 

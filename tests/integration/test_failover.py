@@ -1,0 +1,98 @@
+"""Training on a 3-broker cluster survives losing a broker, with nothing lost or doubled."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from river import datasets, evaluate, linear_model, metrics, preprocessing
+
+from streamtrain.broker import LocalCluster
+from streamtrain.config import KafkaSettings
+from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.state.envelope import load_state
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "failover-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
+PARTITIONS = 3
+
+
+def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
+    kafka_cluster: LocalCluster, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    bootstrap = kafka_cluster.bootstrap
+    topic, name, ckpt = unique_name("fo"), unique_name("model"), unique_name("ckpt")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(60)
+    per_partition: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    for i, (x, y) in enumerate(itertools.islice(datasets.synth.Agrawal(seed=31), 150_000)):
+        value = encode_event(x, y)
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        per_partition[i % PARTITIONS].append(value)
+    assert producer.flush(120) == 0
+
+    summary_path = tmp_path / "summary.json"
+    env = {**os.environ, "STREAMTRAIN_SECRET": SECRET}
+    cmd = [
+        sys.executable, "-m", "streamtrain", "train", "--partitioned", "--name", name,
+        "--topic", topic, "--checkpoint-topic", ckpt, "--checkpoint-interval", "0.5",
+        "--metrics-topic", "", "--view", "none", "--bootstrap-servers", bootstrap,
+        "--exit-when-idle", "5", "--summary", str(summary_path),
+    ]  # fmt: skip
+    trainer = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt)
+    keys = [f"{name}/p{p}" for p in range(PARTITIONS)]
+    try:
+        deadline = time.monotonic() + 120
+        while not store.latest_many(keys) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert store.latest_many(keys), "no checkpoint before the broker failure"
+        kafka_cluster.stop_node(2, hard=True)  # a crash, not a clean shutdown
+        time.sleep(8)
+        assert trainer.poll() is None, "training must go on with two brokers of three"
+        kafka_cluster.start_node(2, wait_seconds=120)  # back, with no operator action
+        _, err = trainer.communicate(timeout=600)
+        assert trainer.returncode == 0, err
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        if not kafka_cluster.status().healthy:
+            kafka_cluster.up(wait_seconds=120)
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["events_learned"] == sum(len(v) for v in per_partition.values())
+    opened = store.latest_many(keys)
+    for p, key in enumerate(keys):
+        header = opened[key].header
+        values = per_partition[p]
+        assert header.offsets == {topic: {p: len(values)}}
+        assert header.events_learned == len(values)
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        auc = evaluate.progressive_val_score(
+            [decode_event(v, Task.CLASSIFICATION) for v in values], model, metrics.ROCAUC()
+        ).get()
+        replica = load_state(opened[key])
+        assert replica["metrics"]["ROCAUC"].get() == auc
+        for x, _ in itertools.islice(datasets.synth.Agrawal(seed=5), 30):
+            assert replica["model"].predict_proba_one(x) == model.predict_proba_one(x)
