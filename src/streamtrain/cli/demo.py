@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     view = choose_view("auto", f"streamtrain demo · {topic}")
     trainer = Trainer(
         kafka,
-        TrainSettings(topic=topic, exit_when_idle=3.0, metrics=("ROCAUC", "Accuracy")),
+        TrainSettings(
+            topic=topic, exit_when_idle=3.0, metrics=("ROCAUC", "Accuracy"), rolling_window=250
+        ),
         listeners=[view] if view else [],
     )
 

@@ -21,6 +21,21 @@ def _fmt_metric(value: float) -> str:
     return f"{value:.6f}"
 
 
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """The last ``width`` values as a row of bars scaled between their min and max."""
+    tail = values[-width:]
+    if not tail:
+        return ""
+    low, high = min(tail), max(tail)
+    span = high - low
+    if span <= 0:
+        return _BARS[3] * len(tail)
+    return "".join(_BARS[min(int((v - low) / span * len(_BARS)), len(_BARS) - 1)] for v in tail)
+
+
 class LiveView:
     """A panel redrawn in place: throughput, metrics, lag and dead letters."""
 
@@ -29,7 +44,7 @@ class LiveView:
         self.console = console or Console(stderr=True)
         self._live = Live(console=self.console, auto_refresh=False, transient=False)
         self._started = False
-        self._best: dict[str, float] = {}
+        self._history: dict[str, list[float]] = {}  # series name -> values, one per report
 
     def on_progress(self, progress: Progress) -> None:
         if not self._started:
@@ -42,12 +57,19 @@ class LiveView:
             self._live.stop()
         self.console.print(final_line(summary))
 
+    def _remember(self, name: str, value: float) -> list[float]:
+        series = self._history.setdefault(name, [])
+        series.append(value)
+        del series[:-200]
+        return series
+
     def _render(self, p: Progress) -> Panel:
         stats = Table.grid(padding=(0, 2))
         stats.add_column(style="bold")
-        stats.add_column(justify="right")
+        stats.add_column()
         stats.add_row("events learned", f"{p.events_learned:,}")
-        stats.add_row("events/s", f"{p.events_per_second:,.0f}")
+        rate = self._remember("events/s", p.events_per_second)
+        stats.add_row("events/s", f"{p.events_per_second:,.0f}  [green]{sparkline(rate)}[/]")
         lag = "—" if not p.lag else f"{p.total_lag:,}"
         if len(p.lag) > 1:
             lag += "  (" + ", ".join(f"p{k}:{v:,}" for k, v in sorted(p.lag.items())) + ")"
@@ -60,8 +82,16 @@ class LiveView:
         metrics = Table(box=None, padding=(0, 2), show_header=True, header_style="bold cyan")
         metrics.add_column("metric")
         metrics.add_column("progressive", justify="right")
+        if p.rolling_metrics:
+            metrics.add_column("rolling", justify="right")
+        metrics.add_column("learning curve")
         for name, value in p.metrics.items():
-            metrics.add_row(name, _fmt_metric(value))
+            curve = sparkline(self._remember(name, value))
+            row = [name, _fmt_metric(value)]
+            if p.rolling_metrics:
+                rolling = p.rolling_metrics.get(name)
+                row.append("" if rolling is None else _fmt_metric(rolling))
+            metrics.add_row(*row, f"[cyan]{curve}[/]")
         parts: list[Table | Text] = [stats, Text(""), metrics]
         if p.broker_error:
             parts.append(Text(f"kafka: {p.broker_error}", style="red"))
