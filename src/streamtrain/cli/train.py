@@ -11,7 +11,6 @@ from typing import Any
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
 from streamtrain.cli.main import take_early_signals
 from streamtrain.config import resolve
-from streamtrain.train.progress import TrainerListener
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
@@ -174,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
     kafka, file = kafka_settings_from_args(args)
     settings = settings_from_args(args, file)
     view = choose_view(args.view, f"streamtrain · {settings.topic} → {settings.model}")
-    listeners: list[TrainerListener] = [view] if view else []
+    # Built first: a bad model or metric spec is misuse, reported before any network wait.
+    trainer = Trainer(kafka, settings, listeners=[view] if view else [])
     metrics_topic = DEFAULT_METRICS_TOPIC if args.metrics_topic is None else args.metrics_topic
     if metrics_topic:
-        listeners.append(MetricsPublisher(kafka, metrics_topic))
-    trainer = Trainer(kafka, settings, listeners=listeners)
+        trainer.listeners.append(MetricsPublisher(kafka, metrics_topic))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         trainer.stop(signal.Signals(signum).name)
