@@ -24,7 +24,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrain.cli import broker, catalog, demo, models, produce, train
+    from streamtrain.cli import broker, catalog, demo, models, produce, serve, train
 
     parser = OneLineArgumentParser(
         prog="streamtrain",
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=OneLineArgumentParser
     )
-    for module in (demo, produce, train, models, broker, catalog):
+    for module in (demo, produce, train, models, serve, broker, catalog):
         module.register(subparsers)
     return parser
 

@@ -1,0 +1,139 @@
+"""``streamtrain serve`` (HTTP predictions and a live dashboard) and ``streamtrain report``."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args, positive_int
+from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC
+from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a named model over HTTP, hot-swapping each new checkpoint, with a dashboard",
+        description="Follows the model's checkpoints (verified before use) and its trainer's "
+        "metrics in Kafka. POST /predict answers with the newest checkpoint; GET / is a live "
+        "dashboard; /model, /healthz, /readyz and /metrics (Prometheus) are for operators.",
+    )
+    serve.add_argument("--name", required=True, help="model name (as given to train --name)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on [default: %(default)s]"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="[default: %(default)s]")
+    serve.add_argument(
+        "--checkpoint-topic",
+        default=DEFAULT_CHECKPOINT_TOPIC,
+        metavar="TOPIC",
+        help="[default: %(default)s]",
+    )
+    serve.add_argument(
+        "--metrics-topic",
+        default=DEFAULT_METRICS_TOPIC,
+        metavar="TOPIC",
+        help="trainer metrics for the dashboard; '' turns it off [default: %(default)s]",
+    )
+    serve.add_argument(
+        "--secret-file", metavar="PATH", help="key file verifying checkpoints (see train --help)"
+    )
+    serve.add_argument(
+        "--max-instances",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="most instances in one predict request [default: %(default)s]",
+    )
+    add_kafka_options(serve)
+    serve.set_defaults(handler=run_serve)
+
+    report = subparsers.add_parser(
+        "report",
+        help="write a self-contained HTML report of a model's training from the metrics topic",
+    )
+    report.add_argument("--name", required=True, help="model name")
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="where to write it; '-' for stdout [default: NAME-report.html]",
+    )
+    report.add_argument(
+        "--metrics-topic",
+        default=DEFAULT_METRICS_TOPIC,
+        metavar="TOPIC",
+        help="[default: %(default)s]",
+    )
+    add_kafka_options(report)
+    report.set_defaults(handler=run_report)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from streamtrain.serving.app import create_kafka_app
+    from streamtrain.state.keys import load_signing_key
+
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {args.port}")
+    kafka, _file = kafka_settings_from_args(args)
+    key = load_signing_key(Path(args.secret_file) if args.secret_file else None)
+    app = create_kafka_app(
+        kafka,
+        key,
+        args.name,
+        checkpoint_topic=args.checkpoint_topic,
+        metrics_topic=args.metrics_topic or None,
+        max_instances=args.max_instances,
+    )
+    # Bind here rather than in uvicorn, so a taken port is a one-line error, not a log dump.
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as err:
+        raise StreamtrainError(
+            f"cannot listen on {args.host}:{args.port}: {err.strerror or err}"
+        ) from None
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        # Dashboards hold event streams open: don't wait on them forever at Ctrl-C.
+        timeout_graceful_shutdown=2,
+    )
+    host, port = sock.getsockname()[:2]
+    print(
+        f"streamtrain: serving model {args.name!r} at http://{host}:{port}/ (dashboard), "
+        "POST /predict",
+        file=sys.stderr,
+    )
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from streamtrain.serving.report import read_metrics_records, render_report
+
+    kafka, _file = kafka_settings_from_args(args)
+    records = read_metrics_records(kafka, args.name, args.metrics_topic)
+    if not records:
+        raise StreamtrainError(
+            f"no metrics records of model {args.name!r} in {args.metrics_topic!r} "
+            "(trainers publish them unless --metrics-topic '')"
+        )
+    page = render_report(args.name, records)
+    output = args.output or f"{args.name}-report.html"
+    if output == "-":
+        sys.stdout.write(page)
+        return 0
+    try:
+        Path(output).write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot write {output}: {err.strerror}") from None
+    print(f"streamtrain: wrote {output} ({len(records):,} metrics records)", file=sys.stderr)
+    return 0

@@ -1,0 +1,523 @@
+"""Follow a named model in Kafka: its newest verified checkpoint, and its metrics records.
+
+:class:`CheckpointFollower` tails the compacted checkpoint topic (``read_committed``, from the
+beginning) on a background thread, verifies each newest checkpoint of the model's keys and
+swaps the model in with one reference assignment. Readers call :meth:`current` once
+per request and use that snapshot throughout, so a swap never drops or mixes a request. A
+checkpoint that fails verification is logged and recorded, and the previous one stays served.
+
+:class:`MetricsFollower` tails the metrics topic (:mod:`streamtrain.train.telemetry`) for the
+model's records, keeps the last few thousand in memory and pushes new ones to asyncio
+subscribers (the dashboard's server-sent events).
+
+Which record keys belong to a model, and how their snapshots make one servable model, is
+decided by :class:`ModelKeys` alone: the model's name, or a partitioned model's replicas (keys
+``NAME/p0``, ``NAME/p1``, ..., served together as a
+:class:`~streamtrain.serving.snapshot.ReplicaSet`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from streamtrain.config import KafkaSettings
+from streamtrain.kafka.clients import client_config
+from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, replica_partition
+from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
+from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
+
+__all__ = [
+    "CheckpointFollower",
+    "MetricsFollower",
+    "MetricsHub",
+    "ModelKeys",
+    "Rejection",
+    "Servable",
+    "SnapshotSource",
+    "StaticSnapshotSource",
+    "Subscription",
+]
+
+log = logging.getLogger(__name__)
+
+# What a request predicts with: one model, or a partitioned model's replicas together.
+Servable = ModelSnapshot | ReplicaSet
+
+DEFAULT_HISTORY = 5_000
+_POLL_SECONDS = 0.25
+_RETRY_SECONDS = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKeys:
+    """Which checkpoint and metrics keys make up the model served under ``name``.
+
+    The model is its name's checkpoint or, for a partitioned model, the replicas keyed
+    ``NAME/p<partition>``; like :func:`~streamtrain.serving.snapshot.load_model`, a checkpoint
+    under the plain name wins over replicas.
+    """
+
+    name: str
+
+    def owns_checkpoint(self, key: str) -> bool:
+        return key == self.name or replica_partition(key, self.name) is not None
+
+    def checkpoint_partitions(self, partitions: int) -> list[int]:
+        """Partitions of the checkpoint topic that may hold this model's keys."""
+        if partitions == 1:
+            return [0]
+        # Replica keys hash anywhere and their number is not known up front: read them all.
+        return list(range(partitions))
+
+    def owns_metrics(self, key: str) -> bool:
+        return key == self.name
+
+    def assemble(self, newest: Mapping[str, ModelSnapshot]) -> Servable | None:
+        """The servable model from the newest verified snapshot of each key, if any."""
+        single = newest.get(self.name)
+        if single is not None:
+            return single
+        replicas = sorted(
+            (partition, snapshot)
+            for key, snapshot in newest.items()
+            if (partition := replica_partition(key, self.name)) is not None
+        )
+        if not replicas:
+            return None
+        return ReplicaSet(self.name, tuple(snapshot for _, snapshot in replicas))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """A checkpoint that was read but not served."""
+
+    key: str
+    partition: int
+    offset: int
+    error: str
+    at: float  # seconds since the epoch
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class SnapshotSource(Protocol):
+    """Where the app gets the model to serve; :meth:`current` is called once per request."""
+
+    def current(self) -> Servable | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    @property
+    def swaps(self) -> int: ...
+
+    @property
+    def rejections(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class StaticSnapshotSource:
+    """A fixed snapshot (or none): for tests and for embedding a model loaded elsewhere."""
+
+    def __init__(self, snapshot: Servable | None = None) -> None:
+        self.snapshot = snapshot
+        self.swaps = 0 if snapshot is None else 1
+        self.rejections = 0
+
+    def set(self, snapshot: Servable | None) -> None:
+        self.snapshot = snapshot
+        self.swaps += 1
+
+    def current(self) -> Servable | None:
+        return self.snapshot
+
+    def status(self) -> dict[str, Any]:
+        return {"source": "static", "swaps": self.swaps, "last_rejection": None}
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class CheckpointFollower:
+    """Keeps the newest verified checkpoint of one model, following the topic live."""
+
+    def __init__(self, store: CheckpointStore, keys: ModelKeys) -> None:
+        self.store = store
+        self.keys = keys
+        self._current: Servable | None = None
+        self._newest: dict[str, ModelSnapshot] = {}
+        self._opened: dict[str, tuple[int, int]] = {}  # key -> (partition, offset) last opened
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._caught_up = threading.Event()
+        self.swaps = 0
+        self.rejections = 0
+        self.last_rejection: Rejection | None = None
+        self.last_error: str | None = None
+        self.waiting_for_topic = False
+        self.swapped_at: float | None = None
+
+    # -- what requests use ----------------------------------------------------------------
+
+    def current(self) -> Servable | None:
+        """The model to serve now (read the reference once and keep using it)."""
+        return self._current
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "source": "kafka",
+            "checkpoint_topic": self.store.topic,
+            "caught_up": self._caught_up.is_set(),
+            "waiting_for_topic": self.waiting_for_topic,
+            "swaps": self.swaps,
+            "swapped_at": self.swapped_at,
+            "rejections": self.rejections,
+            "last_rejection": self.last_rejection.to_json() if self.last_rejection else None,
+            "last_error": self.last_error,
+        }
+
+    def wait_caught_up(self, timeout: float) -> bool:
+        """Block until the topic was read to its end once; False on timeout."""
+        return self._caught_up.wait(timeout)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"checkpoints:{self.keys.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as err:  # keep serving the last good model; try again
+                self.last_error = _log_failure(self.last_error, err, "checkpoints", self.keys)
+                self._stop.wait(_RETRY_SECONDS)
+
+    def _follow(self) -> None:
+        kafka = self.store.kafka
+        consumer = _consumer(
+            kafka,
+            "checkpoints",
+            self._on_client_error,
+            **{"enable.partition.eof": True, "fetch.message.max.bytes": MAX_CHECKPOINT_BYTES},
+        )
+        try:
+            count = _wait_for_topic(consumer, self.store.topic, self._stop, self._waiting)
+            if count is None:
+                return
+            partitions = self.keys.checkpoint_partitions(count)
+            consumer.assign(
+                [TopicPartition(self.store.topic, p, OFFSET_BEGINNING) for p in partitions]
+            )
+            unread = set(partitions)
+            # Only the newest record per key is opened: catching up through hours of
+            # uncompacted checkpoints must not unpickle every one of them.
+            pending: dict[str, tuple[bytes | None, int, int]] = {}
+            while not self._stop.is_set():
+                for msg in consumer.consume(100, timeout=_POLL_SECONDS):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            unread.discard(msg.partition())
+                            self.last_error = None  # the broker answers again
+                        else:
+                            self.last_error = err.str()
+                        continue
+                    self.last_error = None
+                    raw_key = msg.key()
+                    key = raw_key.decode("utf-8", "replace") if raw_key is not None else ""
+                    if self.keys.owns_checkpoint(key):
+                        pending[key] = (msg.value(), msg.partition() or 0, msg.offset() or 0)
+                if unread:
+                    continue
+                for key, (value, partition, offset) in pending.items():
+                    self._open(key, value, partition, offset)
+                if pending:
+                    # Once per batch: replicas committed together swap in together.
+                    self._swap()
+                pending.clear()
+                self._caught_up.set()
+        finally:
+            consumer.close()
+
+    def _open(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
+        if self._opened.get(key, (partition, -1)) >= (partition, offset):
+            return  # read again after a reconnect: already served or rejected
+        self._opened[key] = (partition, offset)
+        if value is None:
+            # A tombstone deletes the key from the compacted topic, but serving on is safer
+            # than going dark on a stray delete; a restart of serve drops the model.
+            log.warning("checkpoint of %r deleted (tombstone); still serving the last one", key)
+            return
+        try:
+            snapshot = ModelSnapshot.from_bytes(value, self.store, key)
+            if snapshot.header.model_name != key:
+                raise ValueError(
+                    f"checkpoint under key {key!r} says it is model {snapshot.header.model_name!r}"
+                )
+        except Exception as err:  # verification failed, or the payload does not unpickle
+            self.rejections += 1
+            self.last_rejection = Rejection(key, partition, offset, str(err), time.time())
+            log.warning("not serving checkpoint %s@%d:%d: %s", key, partition, offset, err)
+            return
+        self._newest[key] = snapshot
+
+    def _swap(self) -> None:
+        assembled = self.keys.assemble(self._newest)
+        if assembled is None or assembled.version == getattr(self._current, "version", None):
+            return
+        self._current = assembled  # the swap: one reference assignment
+        self.swaps += 1
+        self.swapped_at = time.time()
+        log.info("serving %r version %s", self.keys.name, assembled.version)
+
+    def _waiting(self, waiting: bool) -> None:
+        self.waiting_for_topic = waiting
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+
+
+@dataclasses.dataclass(eq=False)
+class Subscription:
+    """One live listener of a :class:`MetricsHub`; ``queue`` yields records, ``None`` at end."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[dict[str, Any] | None]
+    overflowed: bool = False
+
+
+class MetricsHub:
+    """The last ``history`` metrics records, and live delivery to asyncio subscribers.
+
+    :meth:`publish` may be called from any thread. A subscriber that falls ``queue_size``
+    records behind is ended (its stream closes; a dashboard reconnects and gets the history)
+    rather than let a stalled client grow memory without bound.
+    """
+
+    def __init__(self, history: int = DEFAULT_HISTORY, queue_size: int = 1_000) -> None:
+        self.capacity = history
+        self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self._subscribers: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._queue_size = queue_size
+        self.received = 0
+
+    def publish(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._records.append(record)
+            self.received += 1
+            for sub in self._subscribers:
+                _offer(sub, record)
+
+    def history(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._records)
+
+    def latest(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._records[-1] if self._records else None
+
+    def subscribe(self) -> tuple[list[dict[str, Any]], Subscription]:
+        """The history so far and a subscription to every record after it (no gap, no repeat).
+
+        Call from the event loop that will read the subscription's queue.
+        """
+        sub = Subscription(asyncio.get_running_loop(), asyncio.Queue(self._queue_size))
+        with self._lock:
+            self._subscribers.add(sub)
+            return list(self._records), sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subscribers.discard(sub)
+
+    def close_subscribers(self) -> None:
+        """End every subscription (their streams finish), e.g. at shutdown."""
+        with self._lock:
+            subs, self._subscribers = self._subscribers, set()
+        for sub in subs:
+            _offer(sub, None)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.close_subscribers()
+
+    def status(self) -> dict[str, Any]:
+        return {"records": self.received}
+
+
+def _offer(sub: Subscription, record: dict[str, Any] | None) -> None:
+    def put() -> None:
+        try:
+            sub.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            sub.overflowed = True
+
+    try:
+        sub.loop.call_soon_threadsafe(put)
+    except RuntimeError:  # its loop is closed: nobody is listening any more
+        sub.overflowed = True
+
+
+class MetricsFollower(MetricsHub):
+    """A :class:`MetricsHub` fed from the metrics topic, from its start, on a thread."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        keys: ModelKeys,
+        topic: str = DEFAULT_METRICS_TOPIC,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
+        super().__init__(history)
+        self.kafka = kafka
+        self.keys = keys
+        self.topic = topic
+        self.undecodable = 0
+        self.last_error: str | None = None
+        self.waiting_for_topic = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"metrics:{self.keys.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.close_subscribers()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "metrics_topic": self.topic,
+            "records": self.received,
+            "undecodable": self.undecodable,
+            "waiting_for_topic": self.waiting_for_topic,
+            "last_error": self.last_error,
+        }
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as err:
+                self.last_error = _log_failure(self.last_error, err, "metrics", self.keys)
+                self._stop.wait(_RETRY_SECONDS)
+
+    def _follow(self) -> None:
+        consumer = _consumer(self.kafka, "metrics", self._on_client_error)
+        try:
+            count = _wait_for_topic(consumer, self.topic, self._stop, self._waiting)
+            if count is None:
+                return
+            # Records are keyed by model but spread by the producer's partitioner: read all.
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(count)])
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, timeout=_POLL_SECONDS):
+                    err = msg.error()
+                    if err is not None:
+                        self.last_error = err.str()
+                        continue
+                    self.last_error = None
+                    raw_key = msg.key()
+                    if raw_key is None or not self.keys.owns_metrics(
+                        raw_key.decode("utf-8", "replace")
+                    ):
+                        continue
+                    try:
+                        record = orjson.loads(msg.value() or b"")
+                    except orjson.JSONDecodeError:
+                        record = None
+                    if not isinstance(record, dict):
+                        self.undecodable += 1
+                        continue
+                    self.publish(record)
+        finally:
+            consumer.close()
+
+    def _waiting(self, waiting: bool) -> None:
+        self.waiting_for_topic = waiting
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+
+
+def _log_failure(previous: str | None, err: Exception, what: str, keys: ModelKeys) -> str:
+    """Log a follower's failure once, not on every retry while the broker stays away."""
+    text = f"{type(err).__name__}: {err}"
+    level = logging.DEBUG if text == previous else logging.WARNING
+    log.log(level, "following %s of %r failed (retrying): %s", what, keys.name, err)
+    return text
+
+
+def _consumer(kafka: KafkaSettings, purpose: str, on_error: Any, **extra: Any) -> Consumer:
+    return Consumer(
+        client_config(
+            kafka,
+            **{
+                # A fresh group that never commits: followers only assign, every serve
+                # process reads everything itself.
+                "group.id": f"streamtrain.serve.{purpose}.{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                **extra,
+            },
+            error_cb=on_error,
+        )
+    )
+
+
+def _wait_for_topic(
+    consumer: Consumer, topic: str, stop: threading.Event, waiting: Any
+) -> int | None:
+    """Partition count of ``topic`` once it exists; None if stopped first."""
+    while not stop.is_set():
+        meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            waiting(False)
+            return len(meta.partitions)
+        waiting(True)
+        stop.wait(_RETRY_SECONDS)
+    return None

@@ -1,0 +1,204 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) during a training run.
+
+Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the ``playwright`` Python
+package; Playwright's own browser download is never used. Saves ``artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from river import datasets
+
+from streamtrain.config import KafkaSettings
+from streamtrain.data.events import encode_event
+from streamtrain.serving.app import BackgroundServer, create_kafka_app
+from streamtrain.state.keys import SigningKey
+
+pytestmark = pytest.mark.kafka
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SECRET = "dashboard-test-secret-0123456789"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def _missing(what: str) -> None:
+    # On a developer's machine a missing browser skips this test; in CI it is a set-up
+    # error, which a skip would hide.
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}: the CI set-up must install it", pytrace=False)
+    pytest.skip(what, allow_module_level=True)
+
+
+try:
+    from playwright import sync_api
+except ImportError:
+    _missing("the playwright Python package is not installed")
+if not os.access(CHROMIUM, os.X_OK):
+    _missing(f"{CHROMIUM} is not installed (apt-get install chromium)")
+
+
+def _feed(bootstrap: str, topic: str, halt: threading.Event) -> None:
+    """About 1,500 events/s, and now and then a record the trainer must dead-letter."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    stream = iter(datasets.synth.Agrawal(seed=3))
+    for tick in itertools.count():
+        if halt.is_set():
+            break
+        for x, y in itertools.islice(stream, 150):
+            producer.produce(topic, value=encode_event(x, y))
+        if tick % 5 == 0:
+            producer.produce(topic, value=b"{not json")
+        if tick % 7 == 0:
+            producer.produce(topic, value=b'{"x": {"salary": "high"}, "y": 1}')
+        producer.poll(0)
+        halt.wait(0.1)
+    producer.flush(30)
+
+
+def _console(message: Any, problems: list[str]) -> None:
+    # The page polls /model, which answers 503 until a checkpoint is loaded; Chromium logs
+    # every non-2xx fetch as an error. Those are expected; anything else is a problem.
+    text = message.text
+    if message.type == "error" and "status of 503" not in text:
+        problems.append(f"console {message.type}: {text}")
+
+
+def _points(page: Any, selector: str) -> int:
+    return int(page.get_attribute(selector, "data-points") or 0)
+
+
+def test_dashboard_shows_the_model_learning(
+    kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    topic, name = unique_name("dash"), unique_name("model")
+    ckpt, metrics_topic = unique_name("ckpt"), unique_name("metrics")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})  # kept alive until created
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    halt = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(kafka_bootstrap, topic, halt), daemon=True)
+    feeder.start()
+    env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
+    env["STREAMTRAIN_SECRET"] = SECRET
+    trainer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamtrain",
+            "train",
+            "--name",
+            name,
+            "--topic",
+            topic,
+            "--checkpoint-topic",
+            ckpt,
+            "--metrics-topic",
+            metrics_topic,
+            "--metric",
+            "ROCAUC",
+            "--metric",
+            "Accuracy",
+            "--rolling-window",
+            "500",
+            "--checkpoint-interval",
+            "1",
+            "--batch-size",
+            "200",
+            "--view",
+            "none",
+            "--bootstrap-servers",
+            kafka_bootstrap,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    app = create_kafka_app(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        SigningKey(SECRET.encode(), "test"),
+        name,
+        checkpoint_topic=ckpt,
+        metrics_topic=metrics_topic,
+    )
+    requests: list[str] = []
+    base = "(server not started)"
+    problems: list[str] = []
+    try:
+        with BackgroundServer(app) as server, sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.on("request", lambda r: requests.append(r.url))
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                page.on("console", lambda m: _console(m, problems))
+                base = server.url
+                page.goto(base + "/")
+
+                curve = '[data-metric="ROCAUC"] canvas'
+                page.wait_for_selector(curve, timeout=60_000)
+                count = f"Number(document.querySelector('{curve}').dataset.points)"
+                page.wait_for_function(f"() => {count} >= 10", timeout=60_000)
+                before = _points(page, curve)
+                records_before = page.evaluate("window.streamtrain.records()")
+                # The trainer reports twice a second: the curve must grow while we watch.
+                page.wait_for_function(f"() => {count} >= {before + 6}", timeout=30_000)
+                assert page.evaluate("window.streamtrain.records()") > records_before
+                assert _points(page, '[data-metric="Accuracy"] canvas') > 0
+                assert _points(page, "#chart-rate canvas") > 0
+                assert _points(page, "#chart-lag canvas") > 0
+
+                page.wait_for_function(
+                    "() => document.querySelector('#served-version').textContent.includes('@')",
+                    timeout=30_000,
+                )
+                assert page.text_content("#model-name") == name
+                assert topic in (page.text_content("#served-version") or "")
+                assert page.get_attribute("#status", "data-state") == "live"
+                page.wait_for_selector("#dlq-bars .bar-row", timeout=30_000)
+                reasons = page.locator("#dlq-bars .bar-row .name").all_text_contents()
+                assert {"undecodable", "bad-features"} <= set(reasons), reasons
+                events = int((page.text_content("#kpi-events") or "0").replace(",", ""))
+                assert events > 0
+
+                time.sleep(1.5)  # let a few more points in for the picture
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        halt.set()
+        feeder.join(30)
+        if trainer.poll() is None:
+            trainer.send_signal(signal.SIGTERM)
+        try:
+            trainer.wait(30)
+        except subprocess.TimeoutExpired:
+            trainer.kill()
+            trainer.wait(10)
+    assert trainer.returncode == 0, trainer.stderr.read() if trainer.stderr else ""
+    assert not problems, problems
+    # Every asset and call went to this server: nothing from a CDN or anywhere else.
+    assert requests and all(url.startswith(base + "/") for url in requests), requests
