@@ -184,7 +184,7 @@ def _down(args: argparse.Namespace) -> int:
         return 0
     pid = target.running_pid()
     if target.down(timeout=args.timeout):
-        print(f"Stopped Kafka at {target.bootstrap} (pid {pid})")
+        print(f"Stopped Kafka from {target.data_dir} (pid {pid})")
     else:
         print(f"No broker running from {target.data_dir}")
     return 0

@@ -9,13 +9,14 @@ routes librdkafka's own log lines to the ``streamtrain.librdkafka`` logger (quie
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import BrokerUnreachable, TopicMissing
+from streamtrain.errors import BrokerUnreachable, StreamtrainError, TopicMissing
 
 LIBRDKAFKA_LOGGER = logging.getLogger("streamtrain.librdkafka")
 
@@ -85,13 +86,23 @@ def ensure_topic(
         config=config or {},
     )
     future = admin.create_topics([new], operation_timeout=settings.connect_timeout)[topic]
+    created = True
     try:
         future.result(timeout=settings.connect_timeout + 5)
     except KafkaException as err:
-        if err.args and err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-            return False  # another process won the race; that is fine
-        raise
-    return True
+        if not (err.args and err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise
+        created = False  # another process won the race; that is fine
+    # The broker answers CreateTopics before its metadata shows the topic everywhere; callers
+    # read the partition count next, so wait (bounded) until it is visible.
+    deadline = time.monotonic() + settings.connect_timeout
+    while (
+        partition_count(admin.list_topics(topic, timeout=settings.connect_timeout), topic) is None
+    ):
+        if time.monotonic() > deadline:
+            raise StreamtrainError(f"topic {topic!r} was created but does not show up")
+        time.sleep(0.1)
+    return created
 
 
 def _short(err: KafkaException) -> str:
