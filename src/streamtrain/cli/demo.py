@@ -1,16 +1,20 @@
-"""``streamtrain demo``: the seed article's system end to end on a local Kafka.
+"""``streamtrain demo``: the seed article's system end to end on a local Kafka, served and watched.
 
-Starts the local broker if none answers, replays Phishing into a fresh topic at a visible rate
-in a background thread, trains on it with the live view, then checks the final ROC AUC against
-River's own ``progressive_val_score`` on the same stream.
+Starts the local broker if none answers, serves the model (predictions, dashboard) from its
+checkpoints, replays Phishing into a fresh topic at a visible rate in a background thread,
+trains a named model on it with the live view, then checks the final ROC AUC against River's
+own ``progressive_val_score`` on the same stream. On a terminal the dashboard stays up until
+Ctrl-C; otherwise (``--serve-for``) for a bounded time.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
@@ -21,7 +25,11 @@ from streamtrain.config import KafkaSettings
 from streamtrain.errors import ConfigError
 from streamtrain.kafka.clients import ensure_topic
 from streamtrain.produce import ProduceSettings, Replayer
+from streamtrain.serving.app import BackgroundServer, create_kafka_app
+from streamtrain.state.keys import load_signing_key
+from streamtrain.state.store import ensure_checkpoint_topic
 from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
+from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
 from streamtrain.train.view import choose_view
 
@@ -29,7 +37,7 @@ from streamtrain.train.view import choose_view
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="run the whole system on a local Kafka: broker, producer, live trainer",
+        help="run the whole system on a local Kafka: broker, producer, trainer, dashboard",
         description=__doc__,
     )
     parser.add_argument(
@@ -37,15 +45,25 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--port", type=int, default=9092, help="local broker port [default: 9092]")
     parser.add_argument(
+        "--http-port", type=int, default=8000, help="dashboard and API port [default: 8000]"
+    )
+    parser.add_argument(
+        "--serve-for",
+        type=float,
+        metavar="SECONDS",
+        help="keep the dashboard up this long after training [default: until Ctrl-C on a "
+        "terminal, else 0]",
+    )
+    parser.add_argument(
         "--keep-broker",
         action="store_true",
         help="leave a broker this demo started running afterwards",
     )
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, replays_signals=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from river import datasets, evaluate, linear_model, metrics, preprocessing
+    from streamtrain.cli.main import take_early_signals
 
     if args.rate < 0:
         raise ConfigError("--rate must be >= 0")
@@ -56,62 +74,106 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"starting a local Kafka at {broker.bootstrap} …")
         started_broker = broker.up()
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-    topic = f"demo.phishing.{time.strftime('%Y%m%d-%H%M%S')}"
-    console.print(
-        f"replaying Phishing into [bold]{topic}[/] at {args.rate:g} events/s; "
-        f"training {DEFAULT_MODEL} on it"
-    )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    topic, name = f"demo.phishing.{stamp}", f"demo-{stamp}"
+    stop = threading.Event()
+    server: BackgroundServer | None = None
     replayer = Replayer(kafka, ProduceSettings(topic=topic, dataset="Phishing", rate=args.rate))
-    producer_error: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            replayer.run()
-        except BaseException as err:  # surfaced after the trainer stops
-            producer_error.append(err)
-
-    # The topic must exist before the trainer subscribes: create it up front.
-    ensure_topic(kafka, topic)
-    thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
-    thread.start()
-    view = choose_view("auto", f"streamtrain demo · {topic}")
-    trainer = Trainer(
-        kafka,
-        TrainSettings(
-            topic=topic, exit_when_idle=3.0, metrics=("ROCAUC", "Accuracy"), rolling_window=250
-        ),
-        listeners=[view] if view else [],
-    )
+    trainer: Trainer | None = None
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
         replayer.stop()
-        trainer.stop(signal.Signals(signum).name)
+        if trainer is not None:
+            trainer.stop(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for signum in take_early_signals():
+        on_signal(signum, None)
+    producer_error: list[BaseException] = []
+    thread: threading.Thread | None = None
     try:
+        # Topics first: the trainer subscribes to the input, the server follows the others.
+        ensure_topic(kafka, topic)
+        ensure_checkpoint_topic(kafka)
+        server = BackgroundServer(
+            create_kafka_app(kafka, load_signing_key(), name), port=args.http_port
+        ).start()
+        console.print(
+            f"dashboard and API of model [bold]{name}[/]: [bold cyan]{server.url}/[/]  "
+            f"(POST {server.url}/predict)"
+        )
+        console.print(
+            f"replaying Phishing into [bold]{topic}[/] at {args.rate:g} events/s; "
+            f"training {DEFAULT_MODEL} on it"
+        )
+
+        def produce() -> None:
+            try:
+                replayer.run()
+            except BaseException as err:  # surfaced after the trainer stops
+                producer_error.append(err)
+
+        thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
+        thread.start()
+        view = choose_view("auto", f"streamtrain demo · {topic} → {name}")
+        trainer = Trainer(
+            kafka,
+            TrainSettings(
+                topic=topic,
+                name=name,
+                exit_when_idle=3.0,
+                metrics=("ROCAUC", "Accuracy", "LogLoss"),
+                rolling_window=250,
+                checkpoint_interval=1.0,
+            ),
+            listeners=[view] if view else [],
+        )
+        trainer.listeners.append(MetricsPublisher(kafka, DEFAULT_METRICS_TOPIC))
+        if stop.is_set():
+            trainer.stop("SIGINT")
         summary = trainer.run()
+        if producer_error:
+            raise producer_error[0]
+        code = _compare_with_river(console, summary.events_learned, summary.metrics)
+        linger = args.serve_for
+        if linger is None:
+            linger = float("inf") if sys.stdin.isatty() and sys.stderr.isatty() else 0.0
+        if linger > 0 and not stop.is_set():
+            console.print(
+                f"the dashboard stays at {server.url}/ "
+                + ("until Ctrl-C" if linger == float("inf") else f"for {linger:g}s")
+            )
+            stop.wait(None if linger == float("inf") else linger)
+        return code
     finally:
         replayer.stop()
-        thread.join(timeout=30)
+        if thread is not None:
+            thread.join(timeout=30)
+        if server is not None:
+            server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if started_broker and not args.keep_broker:
             broker.down()
             console.print("stopped the local Kafka this demo started")
-    if producer_error:
-        raise producer_error[0]
-    if summary.events_learned == 1250:
-        oracle = evaluate.progressive_val_score(
-            datasets.Phishing(),
-            preprocessing.StandardScaler() | linear_model.LogisticRegression(),
-            metrics.ROCAUC(),
-        ).get()
-        ours = summary.metrics["ROCAUC"]
-        verdict = "equal" if abs(ours - oracle) <= 1e-12 else "DIFFERENT"
-        console.print(
-            f"ROC AUC over Kafka {ours:.6f}; River's progressive_val_score on the same stream "
-            f"{oracle:.6f}: {verdict}"
-        )
-        return 0 if verdict == "equal" else 1
-    console.print(f"stopped early after {summary.events_learned} events")
-    return 0
+
+
+def _compare_with_river(console: Console, learned: int, values: Mapping[str, float]) -> int:
+    from river import datasets, evaluate, linear_model, metrics, preprocessing
+
+    if learned != 1250:
+        console.print(f"stopped early after {learned} events")
+        return 0
+    oracle = evaluate.progressive_val_score(
+        datasets.Phishing(),
+        preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        metrics.ROCAUC(),
+    ).get()
+    ours = values["ROCAUC"]
+    verdict = "equal" if abs(ours - oracle) <= 1e-12 else "DIFFERENT"
+    console.print(
+        f"ROC AUC over Kafka {ours:.6f}; River's progressive_val_score on the same stream "
+        f"{oracle:.6f}: {verdict}"
+    )
+    return 0 if verdict == "equal" else 1
