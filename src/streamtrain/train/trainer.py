@@ -516,7 +516,11 @@ class Trainer:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The group already gave these away: committing now would be a zombie's commit.
-        log.warning("partitions %s were lost to the group", [tp.partition for tp in partitions])
+        log.warning(
+            "partitions %s were lost to the group (this process was presumed dead); their "
+            "uncommitted work is dropped and nothing is committed for them",
+            [tp.partition for tp in partitions],
+        )
         if self._checkpointing is not None:
             self._recover(consumer, _raise_aborted(self._checkpointing))
         self._drop(partitions)
