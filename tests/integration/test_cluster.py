@@ -7,6 +7,7 @@ The module runs a cluster of its own (own directory, own free ports), not the se
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +82,10 @@ def _partitions(admin: AdminClient, topic: str) -> list[tuple[int, int, list[int
         except (KafkaException, TimeoutError):
             if time.monotonic() > deadline:
                 raise
+            # "Timed out waiting for controller": the client still names a stopped node as
+            # the controller; a metadata request refreshes that.
+            with contextlib.suppress(KafkaException):
+                admin.list_topics(timeout=5)
             time.sleep(0.25)
     return sorted(
         (
@@ -175,6 +180,10 @@ def test_cluster_is_three_nodes_and_replicates_by_default(
         except (KafkaException, TimeoutError):
             if time.monotonic() > deadline:
                 raise
+            # "Timed out waiting for controller": the client still names a stopped node as
+            # the controller; a metadata request refreshes that.
+            with contextlib.suppress(KafkaException):
+                admin.list_topics(timeout=5)
             time.sleep(0.25)
     assert configs["min.insync.replicas"].value == "2"
 
