@@ -194,12 +194,14 @@ def test_serve_follows_a_learning_model(
             hammers = [Hammer(server.url, i) for i in range(4)]
             for h in hammers:
                 h.start()
-            first = offset_of(http.get("/model").json()["version"])
-            wait_for(
-                "the served version to advance several times",
-                lambda: offset_of(http.get("/model").json()["version"]) > first + 3000,
-                timeout=60,
-            )
+            start = http.get("/model").json()
+            first, swaps = offset_of(start["version"]), start["swaps"]
+
+            def advanced() -> bool:
+                now = http.get("/model").json()
+                return offset_of(now["version"]) > first + 3000 and now["swaps"] >= swaps + 3
+
+            wait_for("the served version to advance several times", advanced, timeout=60)
             for h in hammers:
                 h.halt.set()
             for h in hammers:

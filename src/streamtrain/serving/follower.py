@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 Servable = ModelSnapshot | ReplicaSet
 
 DEFAULT_HISTORY = 5_000
+_BATCH = 100
 _POLL_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
 
@@ -245,7 +246,8 @@ class CheckpointFollower:
             # uncompacted checkpoints must not unpickle every one of them.
             pending: dict[str, tuple[bytes | None, int, int]] = {}
             while not self._stop.is_set():
-                for msg in consumer.consume(100, timeout=_POLL_SECONDS):
+                batch = consumer.consume(_BATCH, timeout=_POLL_SECONDS)
+                for msg in batch:
                     err = msg.error()
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
@@ -259,8 +261,12 @@ class CheckpointFollower:
                     key = raw_key.decode("utf-8", "replace") if raw_key is not None else ""
                     if self.keys.owns_checkpoint(key):
                         pending[key] = (msg.value(), msg.partition() or 0, msg.offset() or 0)
-                if unread:
+                if unread and len(batch) == _BATCH:
                     continue
+                # At the end of what is readable: every partition said EOF, or a fetch came
+                # back short. (A read_committed reader may see no EOF at all while a trainer
+                # commits every fraction of a second: the end keeps moving.)
+                unread.clear()
                 for key, (value, partition, offset) in pending.items():
                     self._open(key, value, partition, offset)
                 if pending:
