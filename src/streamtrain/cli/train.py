@@ -101,7 +101,7 @@ def register(subparsers: Any) -> None:
         "--checkpoint-every",
         type=int,
         metavar="N",
-        help="checkpoint after N learned events at the latest [default: 10000]",
+        help="checkpoint after N learned events at the latest [default: 100000]",
     )
     durable.add_argument(
         "--checkpoint-topic",

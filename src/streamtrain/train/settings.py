@@ -48,7 +48,7 @@ class TrainSettings:
     rolling_window: int = 0
     progress_interval: float = 0.5
     checkpoint_interval: float = 5.0
-    checkpoint_every: int = 10_000
+    checkpoint_every: int = 100_000
     checkpoint_topic: str = "streamtrain.checkpoints"
     secret_file: Path | None = None
     # Short enough that a crashed trainer's open transaction stops holding back readers of

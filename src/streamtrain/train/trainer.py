@@ -326,7 +326,12 @@ class Trainer:
             batch_size = settings.batch_size
             if max_events is not None:
                 batch_size = max(1, min(batch_size, max_events - self.events_learned))
-            messages = consumer.consume(batch_size, timeout=0.2)
+            # Wait for one record, then take whatever else is already fetched: a batch costs
+            # no latency at a trickle (consume(n) would wait to fill it) and is full at speed.
+            first = consumer.poll(0.2)
+            messages = [] if first is None else [first]
+            if first is not None and batch_size > 1:
+                messages += consumer.consume(batch_size - 1, timeout=0)
             now = time.monotonic()
             if messages:
                 last_message = now
