@@ -305,3 +305,31 @@ def test_sigterm_stops_cleanly_with_summary(
     summary = json.loads(summary_path.read_text())
     assert summary["events_learned"] == 1250
     assert summary["stopped_because"] == "SIGTERM"
+
+
+def test_fast_path_is_chosen_and_equals_river(
+    kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    topic = unique_name("fast")
+    _create_topic(kafka_bootstrap, topic)
+    stream = list(datasets.Phishing()) * 16  # 20,000 events: long enough to go compiled
+    _produce_raw(kafka_bootstrap, topic, (_seed_json(x, y) for x, y in stream))
+    trainer = Trainer(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        TrainSettings(topic=topic, exit_when_idle=2.0, metrics=("ROCAUC", "LogLoss")),
+    )
+    summary = trainer.run()
+    fast = trainer.tasks[""].fast
+    assert fast is not None and fast.events > 0  # eligible, and it did learn batches
+    assert summary.events_learned == len(stream)
+    oracle = evaluate.progressive_val_score(
+        stream, preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.ROCAUC()
+    ).get()
+    assert summary.metrics["ROCAUC"] == pytest.approx(oracle, abs=1e-9)
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in stream:
+        model.learn_one(x, y)
+    for x, _ in stream[:50]:
+        assert trainer.model.predict_proba_one(x) == pytest.approx(
+            model.predict_proba_one(x), abs=1e-12
+        )

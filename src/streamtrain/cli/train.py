@@ -86,6 +86,13 @@ def register(subparsers: Any) -> None:
         help="also track each metric over the last N events [default: 0, off]",
     )
     parser.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_const",
+        const=False,
+        help="learn with River event by event even when the compiled batch path applies",
+    )
+    parser.add_argument(
         "--metrics-topic",
         metavar="TOPIC",
         help="publish progress records here; '' turns it off [default: streamtrain.metrics]",
@@ -161,6 +168,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "partitioned": args.partitioned,
         "session_timeout": args.session_timeout,
         "rolling_window": args.rolling_window,
+        "fast_path": args.fast_path,
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,

@@ -28,6 +28,9 @@ class TrainSettings:
     ``partitioned`` gives each input partition its own replica (a task), spread over every
     process started with the same name; see :mod:`streamtrain.train.trainer`.
 
+    ``fast_path`` lets an eligible linear pipeline learn each batch in one compiled call with
+    River's exact per-event results (:mod:`streamtrain.fastpath`); others always use River.
+
     ``rolling_window`` > 0 also tracks each metric over the last that many events (it costs
     a second metric update per event, hence off by default).
     """
@@ -46,6 +49,7 @@ class TrainSettings:
     summary: Path | None = None
     batch_size: int = 500
     rolling_window: int = 0
+    fast_path: bool = True
     progress_interval: float = 0.5
     checkpoint_interval: float = 5.0
     checkpoint_every: int = 100_000

@@ -6,6 +6,7 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
+from streamtrain.fastpath import FastEvaluator
 from streamtrain.train.checkpointing import TrainState
 from streamtrain.train.progressive import ProgressiveEvaluator
 
@@ -18,21 +19,44 @@ class Task:
     key: str
     evaluator: ProgressiveEvaluator
     events_learned: int = 0
+    # The compiled batch path over the same River objects, when the model qualifies.
+    fast: FastEvaluator | None = None
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # next offset to learn
 
     @classmethod
-    def from_state(cls, key: str, state: TrainState) -> Task:
-        return cls(
+    def from_state(cls, key: str, state: TrainState, *, fast: bool = False) -> Task:
+        task = cls(
             key=key,
             evaluator=ProgressiveEvaluator(state.model, state.metrics, state.rolling),
             events_learned=state.events_learned,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
             offsets=dict(state.offsets),
         )
+        if fast:
+            task.enable_fast_path()
+        return task
+
+    def enable_fast_path(self) -> None:
+        """Use the compiled batch path if this model and its metrics qualify for it.
+
+        Rolling-window metrics are not compiled, so a task that keeps them stays on River.
+        """
+        from streamtrain.fastpath import fast_evaluator_for
+
+        ev = self.evaluator
+        if not ev.rolling:
+            # wait=False: learn with River until the kernel is loaded, with the same results.
+            self.fast = fast_evaluator_for(ev.model, ev.metrics, wait=False)
+
+    def sync(self) -> ProgressiveEvaluator:
+        """Bring the River objects up to date with the fast path; return the evaluator."""
+        if self.fast is not None:
+            self.fast.sync()
+        return self.evaluator
 
     def state(self) -> TrainState:
-        ev = self.evaluator
+        ev = self.sync()
         return TrainState(
             ev.model,
             ev.metrics,
@@ -50,6 +74,6 @@ class Task:
         return {
             "events_learned": self.events_learned,
             "dead_lettered": self.dead_lettered,
-            "metrics": self.evaluator.values(),
+            "metrics": self.sync().values(),
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
         }

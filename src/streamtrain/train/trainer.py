@@ -45,6 +45,7 @@ from confluent_kafka import (
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import InvalidEvent, decode_event
 from streamtrain.errors import StreamtrainError
+from streamtrain.fastpath import FastPathFallback
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.state.envelope import CheckpointHeader
@@ -104,6 +105,8 @@ class Trainer:
         if not settings.partitioned:
             key = settings.name or ""
             self.tasks[key] = Task(key=key, evaluator=template)
+            if settings.fast_path:
+                self.tasks[key].enable_fast_path()
         self.listeners = list(listeners)
         if settings.group:
             self.group = settings.group
@@ -123,6 +126,7 @@ class Trainer:
         self._first_event_after: float | None = None
         self._learned_before_run = 0
         self._learned_by_departed = 0  # partitioned: by tasks that moved to other processes
+        self._fast = settings.fast_path
         # The idle clock starts at the last assignment: joining a group can take longer than
         # the idle limit, and a trainer must not call itself caught up before it has fetched.
         self._assigned_at = float("inf")
@@ -134,7 +138,7 @@ class Trainer:
         """The single task's evaluator (not defined for a partitioned trainer)."""
         if self.settings.partitioned:
             raise AttributeError("a partitioned trainer has one evaluator per task")
-        return next(iter(self.tasks.values())).evaluator
+        return next(iter(self.tasks.values())).sync()
 
     @property
     def model(self) -> Any:
@@ -284,7 +288,7 @@ class Trainer:
         assert checkpointing is not None
         restored = checkpointing.restore(keys, self._fresh_state)
         for key, (state, header) in restored.items():
-            self.tasks[key] = Task.from_state(key, state)
+            self.tasks[key] = Task.from_state(key, state, fast=self.settings.fast_path)
             if header is not None:
                 self.restored_from[key] = header
                 self.model_text = header.model_spec
@@ -369,6 +373,69 @@ class Trainer:
                 next_report = now + interval
 
     def _learn_batch(self, messages: list[Message], dead_letters: DeadLetterSink) -> None:
+        if self._fast:
+            self._learn_batch_fast(messages, dead_letters)
+        else:
+            self._learn_batch_river(messages, dead_letters)
+
+    def _learn_batch_fast(self, messages: list[Message], dead_letters: DeadLetterSink) -> None:
+        """Validate every record, then learn each task's valid ones in one compiled call.
+
+        Tasks are independent, so grouping a batch by task keeps each partition's order, which
+        is all progressive validation needs. A batch the fast path cannot take (or on which a
+        model raises) is learned by River event by event instead, with the same results.
+        """
+        by_partition = self._by_partition
+        groups: dict[str, tuple[Task, list[dict[str, Any]], list[Any], list[Message]]] = {}
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._on_message_error(error)
+                continue
+            task = by_partition.get(msg.partition() or 0)
+            if task is None:
+                continue  # see _learn_batch_river
+            try:
+                x, y = decode_event(msg.value(), task.evaluator.task)
+            except InvalidEvent as bad:
+                dead_letters.send(msg, bad.reason.value, bad.message)
+                task.dead_letter_reasons[bad.reason.value] += 1
+                continue
+            group = groups.get(task.key)
+            if group is None:
+                group = groups[task.key] = (task, [], [], [])
+            group[1].append(x)
+            group[2].append(y)
+            group[3].append(msg)
+        for task, xs, ys, msgs in groups.values():
+            if task.fast is not None:
+                try:
+                    task.fast.learn_many(xs, ys)
+                    task.events_learned += len(xs)
+                    continue
+                except FastPathFallback:
+                    task.fast.sync()
+            self._learn_each(task, xs, ys, msgs, dead_letters)
+
+    def _learn_each(
+        self,
+        task: Task,
+        xs: list[dict[str, Any]],
+        ys: list[Any],
+        msgs: list[Message],
+        dead_letters: DeadLetterSink,
+    ) -> None:
+        learn = task.evaluator.learn
+        for x, y, msg in zip(xs, ys, msgs, strict=True):
+            try:
+                learn(x, y)
+            except Exception as err:  # a model must not take the trainer down
+                dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
+                task.dead_letter_reasons[MODEL_ERROR] += 1
+                continue
+            task.events_learned += 1
+
+    def _learn_batch_river(self, messages: list[Message], dead_letters: DeadLetterSink) -> None:
         # The per-event path: a decode, a learn step and a counter. Consecutive records of one
         # partition share a task, so the task is looked up only when the partition changes.
         by_partition = self._by_partition
@@ -423,7 +490,7 @@ class Trainer:
         assert checkpointing is not None
         self._record_positions(consumer)
         states = {key: task.state() for key, task in self.tasks.items()}
-        values = {key: task.evaluator.values() for key, task in self.tasks.items()}
+        values = {key: task.sync().values() for key, task in self.tasks.items()}
         offsets = {p: o for task in self.tasks.values() for p, o in task.offsets.items()}
         self._recover(consumer, lambda: checkpointing.commit(states, values, offsets, consumer))
 
@@ -437,7 +504,7 @@ class Trainer:
             for key in list(self.tasks):
                 committed = checkpointing.committed.get(key)
                 state = committed.thaw() if committed else self._fresh_state(key)
-                self.tasks[key] = Task.from_state(key, state)
+                self.tasks[key] = Task.from_state(key, state, fast=self.settings.fast_path)
             self._index_partitions()
             self._seek_to_offsets(consumer)
 
@@ -615,7 +682,7 @@ class Trainer:
         replicas (documented as an approximation: each replica is scored on its own stream)."""
         tasks = list(self.tasks.values())
         if len(tasks) == 1:
-            ev = tasks[0].evaluator
+            ev = tasks[0].sync()
             return ev.values(), ev.rolling_values()
         total = sum(t.events_learned for t in tasks)
         if not tasks or total == 0:
@@ -624,7 +691,7 @@ class Trainer:
         rolling: dict[str, float] = {}
         for t in tasks:
             weight = t.events_learned / total
-            for name, value in t.evaluator.values().items():
+            for name, value in t.sync().values().items():
                 metrics[name] = metrics.get(name, 0.0) + weight * value
             for name, value in t.evaluator.rolling_values().items():
                 rolling[name] = rolling.get(name, 0.0) + weight * value
