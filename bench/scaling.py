@@ -6,10 +6,10 @@ the events learned divided by the time between the first and the last learned ev
 from the trainers' own progress records on a metrics topic (one record per 0.5 s per
 process), so start-up and the idle wait at the end are not counted.
 
-The rebalance pause is the longest stretch in which no process learned anything, while a
-second process joins a running one ("join") and after one of two is killed ("kill"); the
-killed process's tasks wait for its session timeout (``--session-timeout``, 10 s here) before
-they move.
+The rebalance pause is the longest stretch in which no process learned anything while a
+second process joins a running one; after one of two processes is killed, its tasks wait for
+its session timeout (``--session-timeout``, 10 s here) before they move, and the time until
+another process learns on them again is reported.
 
 Run alone: ``python bench/scaling.py --bootstrap HOST:PORT`` (or from ``bench/run.py``).
 """
@@ -152,21 +152,38 @@ def run_scaling(bootstrap: str, events: int = 300_000) -> dict[str, Any]:
     name = f"bench-scale-rebalance-{run_id}"
     metrics_topic = f"{name}.metrics"
     first = _trainer(bootstrap, topic, name, metrics_topic)
-    time.sleep(8)
+    time.sleep(5)
     joined_at = time.time()
     second = _trainer(bootstrap, topic, name, metrics_topic)
-    time.sleep(10)
+    time.sleep(5)
     killed_at = time.time()
     first.send_signal(signal.SIGKILL)
     second.communicate(timeout=900)
     first.wait()
-    points = _timeline(_records(bootstrap, metrics_topic))
+    records = _records(bootstrap, metrics_topic)
+    points = _timeline(records)
     results["pause_on_join_s"] = _longest_stall(
         [p for p in points if p[0] < killed_at], joined_at, events
     )
-    results["pause_on_kill_s"] = _longest_stall(points, killed_at, events)
+    results["dead_tasks_resumed_after_s"] = _resumed_after(records, first.pid, killed_at)
     results["session_timeout_s"] = SESSION_TIMEOUT
     return results
+
+
+def _resumed_after(records: list[dict[str, Any]], dead_pid: int, killed_at: float) -> float:
+    """Seconds from the kill until another process learned again on the dead one's tasks."""
+    dead = [r for r in records if r["process"].endswith(f":{dead_pid}")]
+    if not dead:
+        return float("nan")
+    last = max(dead, key=lambda r: r["ts"])
+    held = {k: int(v["events_learned"]) for k, v in (last.get("tasks") or {}).items()}
+    for record in sorted(records, key=lambda r: r["ts"]):
+        if record["ts"] <= killed_at or record["process"] == last["process"]:
+            continue
+        tasks = record.get("tasks") or {}
+        if any(int(tasks[k]["events_learned"]) > n for k, n in held.items() if k in tasks):
+            return float(record["ts"] - killed_at)
+    return float("nan")
 
 
 def main() -> None:
