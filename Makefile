@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test lint typecheck unit clean
+.PHONY: install browser demo test bench lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ browser:
 
 test: lint typecheck browser
 	$(BIN)/pytest
+
+# Writes bench/results.json and bench/results.md (about 6-8 minutes; --quick for a short run).
+bench: install
+	$(BIN)/python bench/run.py
 
 unit: install
 	$(BIN)/pytest tests/unit tests/pipeline
