@@ -122,6 +122,8 @@ class Trainer:
         self._by_partition: dict[int, Task] = {}
         self._broker_error: str | None = None
         self._fatal_error: KafkaError | None = None
+        # A broker that is down makes librdkafka report every reconnect attempt.
+        self._client_errors = ThrottledLog(log, every=30.0)
         self._dead_letters: DeadLetterSink | None = None
         self._checkpointing: Checkpointing | None = None
         self._first_event_after: float | None = None
@@ -632,7 +634,7 @@ class Trainer:
             log.error("fatal Kafka client error: %s", err.str())
             self.stop("fatal-error")
         else:
-            log.warning("Kafka client error: %s", err.str())
+            self._client_errors.warn("Kafka client error: %s", err.str())
 
     def _on_message_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._PARTITION_EOF:
@@ -779,6 +781,25 @@ class Trainer:
             else {},
             learned_this_run=learned_here,
         )
+
+
+class ThrottledLog:
+    """Warns once per distinct message per ``every`` seconds, then says how many it held back."""
+
+    def __init__(self, logger: logging.Logger, every: float) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, tuple[float, int]] = {}  # message -> (last logged, held back)
+
+    def warn(self, template: str, text: str) -> None:
+        now = time.monotonic()
+        logged_at, held = self._last.get(text, (-float("inf"), 0))
+        if now - logged_at < self.every:
+            self._last[text] = (logged_at, held + 1)
+            return
+        suffix = f" ({held} more like it in the last {self.every:g}s)" if held else ""
+        self.logger.warning(template + "%s", text, suffix)
+        self._last[text] = (now, 0)
 
 
 def _no_learn(_x: dict[str, Any], _y: Any) -> None:  # pragma: no cover - never called
