@@ -1,0 +1,569 @@
+"""One benchmark measurement per process: ``python bench/contenders.py NAME 'JSON-ARGS'``.
+
+Prints one JSON object on its last stdout line. Each run is its own process so that peak RSS,
+JIT state and garbage are its own. Timed windows start at the first record received (or the
+first batch learned) and end when the N-th event is done: connecting and joining a group are
+not part of a throughput figure.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import resource
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RESULT_PREFIX = "BENCH-RESULT "
+BATCH = 500
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _pipeline() -> Any:
+    from river import linear_model, preprocessing
+
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+# -- workload -------------------------------------------------------------------------------------
+
+
+def phishing_events(n: int) -> list[tuple[dict[str, Any], bool]]:
+    """``n`` Phishing events: the dataset (1,250 events, 9 features) repeated."""
+    from river import datasets
+
+    base = list(datasets.Phishing())
+    return [base[i % len(base)] for i in range(n)]
+
+
+def seed_bytes(x: dict[str, Any], y: Any) -> bytes:
+    """Exactly what the seed's kafka-python producer sends."""
+    return json.dumps({"x": x, "y": y}).encode("utf-8")
+
+
+def synthetic_events(n: int, d: int, seed: int = 42) -> list[tuple[dict[str, float], bool]]:
+    rng = random.Random(seed)
+    coefs = [rng.uniform(-1, 1) for _ in range(d)]
+    names = [f"f{j}" for j in range(d)]
+    out = []
+    for _ in range(n):
+        values = [rng.gauss(0, 1) for _ in range(d)]
+        score = sum(c * v for c, v in zip(coefs, values, strict=True)) + rng.gauss(0, 0.5)
+        out.append((dict(zip(names, values, strict=True)), score > 0))
+    return out
+
+
+# -- contenders -----------------------------------------------------------------------------------
+
+
+def limit(args: dict[str, Any]) -> dict[str, Any]:
+    """River's own loop over already-decoded events (from the same JSON bytes)."""
+    from river import metrics
+
+    n = args["events"]
+    events = [json.loads(seed_bytes(x, y)) for x, y in phishing_events(n)]
+    decoded = [(e["x"], e["y"]) for e in events]
+    del events
+    model = _pipeline()
+    metric = metrics.ROCAUC()
+    gc.collect()
+    started = time.perf_counter()
+    for x, y in decoded:
+        y_pred = model.predict_proba_one(x)
+        model.learn_one(x, y)
+        metric.update(y, y_pred)
+    elapsed = time.perf_counter() - started
+    return {"events": n, "seconds": elapsed, "metric": metric.get()}
+
+
+def in_process(args: dict[str, Any]) -> dict[str, Any]:
+    """Decode + learn from the same bytes without Kafka: River's path or the fast path."""
+    from river import metrics
+
+    from streamtrain.data.events import Task, decode_event
+    from streamtrain.fastpath import fast_evaluator_for
+    from streamtrain.fastpath.decode import decode_batch
+    from streamtrain.train.progressive import ProgressiveEvaluator
+
+    n = args["events"]
+    raw = [seed_bytes(x, y) for x, y in phishing_events(n)]
+    model, mets = _pipeline(), {"ROCAUC": metrics.ROCAUC()}
+    gc.collect()
+    if args.get("fast"):
+        fast = fast_evaluator_for(model, mets)
+        assert fast is not None
+        started = time.perf_counter()
+        for i in range(0, n, BATCH):
+            batch = decode_batch(raw[i : i + BATCH], Task.CLASSIFICATION)
+            fast.learn_many(batch.xs, batch.ys)
+        elapsed = time.perf_counter() - started
+        value = fast.values()["ROCAUC"]
+    else:
+        evaluator = ProgressiveEvaluator(model, mets)
+        learn = evaluator.learn
+        started = time.perf_counter()
+        for value_bytes in raw:
+            x, y = decode_event(value_bytes, Task.CLASSIFICATION)
+            learn(x, y)
+        elapsed = time.perf_counter() - started
+        value = evaluator.values()["ROCAUC"]
+    return {"events": n, "seconds": elapsed, "metric": value}
+
+
+def consume_only(args: dict[str, Any]) -> dict[str, Any]:
+    """confluent-kafka batch consume + orjson decode, no learning."""
+    import orjson
+    from confluent_kafka import Consumer
+
+    n = args["events"]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args["bootstrap"],
+            "group.id": f"bench-consume-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **args.get("consumer", {}),
+        }
+    )
+    consumer.subscribe([args["topic"]])
+    loads = orjson.loads
+    seen = 0
+    started = None
+    checksum = 0
+    while seen < n:
+        messages = consumer.consume(BATCH, timeout=0.2)
+        if messages and started is None:
+            started = time.perf_counter()
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            event = loads(msg.value())
+            checksum += event["y"] is True
+            seen += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return {"events": seen, "seconds": elapsed, "positives": checksum}
+
+
+def seed(args: dict[str, Any]) -> dict[str, Any]:
+    """The seed article's consumer, as written there (kafka-python, print(metric) per event)."""
+    from kafka import KafkaConsumer
+    from river import linear_model, metrics, preprocessing
+
+    n = args["events"]
+    consumer = KafkaConsumer(
+        args["topic"],
+        bootstrap_servers=args["bootstrap"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=True,
+        group_id=f"bench-seed-{uuid.uuid4().hex[:8]}",
+        value_deserializer=lambda x: json.loads(x.decode("utf-8")),
+    )
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    metric = metrics.ROCAUC()
+    seen = 0
+    started = None
+    with open(os.devnull, "w") as devnull:
+        stdout = sys.stdout
+        sys.stdout = devnull  # the seed prints the metric after every event
+        try:
+            for event in consumer:
+                if started is None:
+                    started = time.perf_counter()
+                try:
+                    x, y = event.value["x"], event.value["y"]
+                    y_pred = model.predict_proba_one(x)
+                    model.learn_one(x, y)
+                    metric.update(y, y_pred)
+                    print(metric)
+                except Exception as err:  # the seed's try/except around each event
+                    print(f"error: {err}")
+                seen += 1
+                if seen >= n:
+                    break
+        finally:
+            sys.stdout = stdout
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return {"events": seen, "seconds": elapsed, "metric": metric.get()}
+
+
+def _timed_trainer_class(base: type) -> type:
+    """``base`` with a clock around ``_learn_batch`` (no change in behaviour)."""
+
+    class Timed(base):  # type: ignore[misc, valid-type]
+        first_batch_at: float | None = None
+        last_batch_done: float | None = None
+
+        def _learn_batch(self, messages: list[Any], dead_letters: Any) -> None:
+            if self.first_batch_at is None:
+                self.first_batch_at = time.perf_counter()
+            super()._learn_batch(messages, dead_letters)
+            self.last_batch_done = time.perf_counter()
+
+    return Timed
+
+
+def _has_fast_setting() -> bool:
+    import dataclasses
+
+    from streamtrain.train.settings import TrainSettings
+
+    return "fast_path" in {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def _fast_setting(fast: bool) -> dict[str, Any]:
+    """``fast_path=`` for TrainSettings once the Trainer patch is in, else nothing."""
+    return {"fast_path": fast} if _has_fast_setting() else {}
+
+
+def _trainer_class(fast: bool) -> type:
+    """``Trainer`` (whose per-event path is the stock one unless the patch is applied, where
+    ``fast_path`` chooses), or the subclass that implements the patch on the stock Trainer."""
+    from fast_trainer import FastTrainer
+
+    from streamtrain.train.trainer import Trainer
+
+    return FastTrainer if fast and not _has_fast_setting() else Trainer
+
+
+def trainer(args: dict[str, Any]) -> dict[str, Any]:
+    """streamtrain's Trainer: per-event (stock) or fast path, unnamed or named."""
+    from streamtrain.config import KafkaSettings
+    from streamtrain.fastpath import kernel_load_seconds
+    from streamtrain.train.settings import TrainSettings
+
+    n = args["events"]
+    fast = args.get("fast", False)
+    cls = _timed_trainer_class(_trainer_class(fast))
+    name = f"bench-{uuid.uuid4().hex[:10]}" if args.get("named") else None
+    settings = TrainSettings(
+        topic=args["topic"],
+        name=name,
+        max_events=n,
+        checkpoint_interval=args.get("checkpoint_interval", 1.0),
+        checkpoint_every=args.get("checkpoint_every", 10_000),
+        **_fast_setting(fast),
+    )
+    started = time.perf_counter()
+    t = cls(KafkaSettings(bootstrap_servers=args["bootstrap"]), settings)
+    setup = time.perf_counter() - started
+    summary = t.run()
+    if fast and not any(getattr(task, "fast", None) for task in t.tasks.values()):
+        raise SystemExit("the fast path was not used: the benchmark model is not eligible")
+    assert t.first_batch_at is not None and t.last_batch_done is not None
+    elapsed = t.last_batch_done - t.first_batch_at
+    return {
+        "events": summary.events_learned,
+        "seconds": elapsed,
+        "wall_seconds": time.perf_counter() - started,
+        "setup_seconds": setup,
+        "kernel_load_seconds": kernel_load_seconds(),
+        "metric": summary.metrics["ROCAUC"],
+        "checkpoints": summary.checkpoints,
+        "dead_lettered": summary.dead_lettered,
+    }
+
+
+def latency(args: dict[str, Any]) -> dict[str, Any]:
+    """Record timestamp → learned, while a producer writes at a steady rate to a fresh topic."""
+    from confluent_kafka import Producer
+    from fast_trainer import LowLatencyMixin
+
+    from streamtrain.config import KafkaSettings
+    from streamtrain.kafka.clients import ensure_topic
+    from streamtrain.train.settings import TrainSettings
+
+    kafka = KafkaSettings(bootstrap_servers=args["bootstrap"])
+    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka, topic, partitions=1)
+    rate = args["rate"]
+    seconds = args["seconds"]
+    base: type = _trainer_class(bool(args.get("fast")))
+    if args.get("low_latency_consume"):
+        base = type("LowLatency" + base.__name__, (LowLatencyMixin, base), {})
+    samples: list[float] = []
+
+    class Measured(base):  # type: ignore[misc, valid-type]
+        def _learn_batch(self, messages: list[Any], dead_letters: Any) -> None:
+            super()._learn_batch(messages, dead_letters)
+            now_ms = time.time() * 1000.0
+            for msg in messages:
+                kind, ts = msg.timestamp()
+                if kind != 0 and msg.error() is None:
+                    samples.append(now_ms - ts)
+
+    name = f"bench-lat-{uuid.uuid4().hex[:8]}" if args.get("named") else None
+    t = Measured(
+        kafka,
+        TrainSettings(
+            topic=topic,
+            name=name,
+            start="earliest",
+            checkpoint_interval=1.0,
+            **_fast_setting(bool(args.get("fast"))),
+        ),
+    )
+    runner = threading.Thread(target=t.run, daemon=True)
+    runner.start()
+    time.sleep(3.0)  # joined and waiting
+    producer = Producer(
+        {"bootstrap.servers": args["bootstrap"], "linger.ms": 0, "enable.idempotence": True}
+    )
+    events = phishing_events(int(rate * seconds))
+    payloads = [seed_bytes(x, y) for x, y in events]
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    for payload in payloads:
+        now = time.perf_counter()
+        if next_at > now:
+            time.sleep(next_at - now)
+        producer.produce(topic, value=payload, partition=0)
+        producer.poll(0)
+        next_at += interval
+    producer.flush(30)
+    deadline = time.time() + 30
+    while len(samples) < len(payloads) and time.time() < deadline:
+        time.sleep(0.1)
+    t.stop()
+    runner.join(30)
+    warm = samples[int(rate) :]  # the first second warms up
+    warm.sort()
+
+    def pct(p: float) -> float:
+        return warm[min(len(warm) - 1, int(p * len(warm)))] if warm else float("nan")
+
+    return {
+        "events": len(samples),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": warm[-1] if warm else float("nan"),
+    }
+
+
+def features(args: dict[str, Any]) -> dict[str, Any]:
+    """Per-event cost vs number of features: River's loop, the fast path, decoding."""
+    from river import metrics
+
+    from streamtrain.data.events import Task, decode_event
+    from streamtrain.fastpath import fast_evaluator_for
+
+    out: dict[str, Any] = {}
+    for d, n_river, n_fast in args["sizes"]:
+        events = synthetic_events(max(n_river, n_fast), d)
+        model, metric = _pipeline(), metrics.ROCAUC()
+        started = time.perf_counter()
+        for x, y in events[:n_river]:
+            y_pred = model.predict_proba_one(x)
+            model.learn_one(x, y)
+            metric.update(y, y_pred)
+        river_us = (time.perf_counter() - started) / n_river * 1e6
+        fast = fast_evaluator_for(_pipeline(), {"ROCAUC": metrics.ROCAUC()})
+        assert fast is not None
+        fast.learn_many([events[0][0]], [events[0][1]])  # layout set, state loaded
+        rest = events[1:n_fast]
+        started = time.perf_counter()
+        for i in range(0, len(rest), BATCH):
+            chunk = rest[i : i + BATCH]
+            fast.learn_many([x for x, _ in chunk], [y for _, y in chunk])
+        fast_us = (time.perf_counter() - started) / len(rest) * 1e6
+        raw = [seed_bytes(x, y) for x, y in events[:n_fast]]
+        started = time.perf_counter()
+        for value in raw:
+            decode_event(value, Task.CLASSIFICATION)
+        decode_us = (time.perf_counter() - started) / len(raw) * 1e6
+        out[str(d)] = {"river_us": river_us, "fast_us": fast_us, "decode_us": decode_us}
+    return out
+
+
+def rss(args: dict[str, Any]) -> dict[str, Any]:
+    """RSS after 100k and after 1M events: decode + learn in process, per-event or fast."""
+    from river import metrics
+
+    from streamtrain.data.events import Task, decode_event
+    from streamtrain.fastpath import fast_evaluator_for
+    from streamtrain.train.progressive import ProgressiveEvaluator
+
+    n = args["events"]
+    checkpoints = sorted(set(args["at"]))
+    base = [seed_bytes(x, y) for x, y in phishing_events(1250)]
+    model, mets = _pipeline(), {"ROCAUC": metrics.ROCAUC()}
+    fast = fast_evaluator_for(model, mets) if args.get("fast") else None
+    evaluator = ProgressiveEvaluator(model, mets)
+    rss_at: dict[str, float] = {}
+    done = 0
+    i = 0
+    started = time.perf_counter()
+    while done < n:
+        values = [base[(i + k) % len(base)] for k in range(BATCH)]
+        i += BATCH
+        decoded = [decode_event(v, Task.CLASSIFICATION) for v in values]
+        if fast is not None:
+            fast.learn_many([x for x, _ in decoded], [y for _, y in decoded])
+        else:
+            for x, y in decoded:
+                evaluator.learn(x, y)
+        done += BATCH
+        for at in checkpoints:
+            if done == at:
+                gc.collect()
+                rss_at[str(at)] = _rss_mb()
+    values_now = fast.values() if fast is not None else evaluator.values()
+    return {
+        "events": done,
+        "rss_mb": rss_at,
+        "seconds": time.perf_counter() - started,
+        "metric": values_now["ROCAUC"],
+    }
+
+
+def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
+    """Time of one checkpoint transaction (pickle, sign, produce, offsets, commit) vs model size."""
+    from confluent_kafka import Consumer, Producer
+    from river import metrics
+
+    from streamtrain.config import KafkaSettings
+    from streamtrain.kafka.clients import client_config, ensure_topic
+    from streamtrain.state.keys import load_signing_key
+    from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
+    from streamtrain.train.checkpointing import Checkpointing, TrainState, _pickle
+
+    kafka = KafkaSettings(bootstrap_servers=args["bootstrap"])
+    topic = f"bench-ckpt-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka, topic, partitions=1)
+    ckpt_topic = args.get("checkpoint_topic", "streamtrain.checkpoints")
+    ensure_checkpoint_topic(kafka, ckpt_topic)
+    p = Producer({"bootstrap.servers": args["bootstrap"]})
+    p.produce(topic, value=b"{}", partition=0)
+    p.flush(10)
+    out: dict[str, Any] = {}
+    for d in args["sizes"]:
+        name = f"bench-ckpt-{d}-{uuid.uuid4().hex[:6]}"
+        model = _pipeline()
+        metric = metrics.ROCAUC()
+        for x, y in synthetic_events(20, d):
+            metric.update(y, model.predict_proba_one(x))
+            model.learn_one(x, y)
+        consumer = Consumer(
+            client_config(
+                kafka,
+                **{
+                    "group.id": f"streamtrain.{name}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
+        consumer.subscribe([topic])
+        deadline = time.time() + 30
+        while not consumer.assignment() and time.time() < deadline:
+            consumer.poll(0.2)
+        key = load_signing_key()
+        producer = Producer(
+            client_config(
+                kafka,
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 20,
+                    "transactional.id": f"streamtrain.{name}",
+                    "transaction.timeout.ms": 60000,
+                    "message.max.bytes": 64 * 1024 * 1024,
+                    "compression.type": "zstd",
+                },
+            )
+        )
+        cp = Checkpointing(
+            topic=topic,
+            model_spec="StandardScaler | LogisticRegression",
+            producer=producer,
+            store=CheckpointStore(kafka, key, ckpt_topic),
+            key=key,
+            interval=1.0,
+            every=10_000,
+            timeout=10.0,
+            should_stop=threading.Event(),
+            label=name,
+        )
+        cp.start()
+        state = TrainState(model, {"ROCAUC": metric}, 20, {}, {0: 1}, {})
+        times = []
+        pickle_times = []
+        for _ in range(args.get("reps", 7)):
+            started = time.perf_counter()
+            payload = _pickle(state)
+            pickle_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            cp.commit({name: state}, {name: {"ROCAUC": metric.get()}}, {0: 1}, consumer)
+            times.append(time.perf_counter() - started)
+        times.sort()
+        pickle_times.sort()
+        out[str(d)] = {
+            "commit_ms_median": times[len(times) // 2] * 1000,
+            "commit_ms_min": times[0] * 1000,
+            "commit_ms_max": times[-1] * 1000,
+            "pickle_ms_median": pickle_times[len(pickle_times) // 2] * 1000,
+            "payload_bytes": len(payload),
+        }
+        cp.abort_quietly()
+        consumer.close()
+    return out
+
+
+def jit(args: dict[str, Any]) -> dict[str, Any]:
+    """Import numba and compile (or load from cache) the kernel."""
+    started = time.perf_counter()
+    from river import linear_model, metrics
+
+    from streamtrain.fastpath import fast_evaluator_for, kernel_load_seconds
+
+    fast = fast_evaluator_for(linear_model.LogisticRegression(), {"ROCAUC": metrics.ROCAUC()})
+    return {
+        "kernel_load_seconds": kernel_load_seconds(),
+        "total_seconds": time.perf_counter() - started,
+        "eligible": fast is not None,
+    }
+
+
+CONTENDERS = {
+    "limit": limit,
+    "consume_only": consume_only,
+    "in_process": in_process,
+    "seed": seed,
+    "trainer": trainer,
+    "latency": latency,
+    "features": features,
+    "rss": rss,
+    "checkpoint": checkpoint,
+    "jit": jit,
+}
+
+
+def main() -> None:
+    name, raw = sys.argv[1], sys.argv[2]
+    result = CONTENDERS[name](json.loads(raw))
+    result["peak_rss_mb"] = _peak_rss_mb()
+    sys.stdout.flush()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
