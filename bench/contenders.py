@@ -221,29 +221,6 @@ def _timed_trainer_class(base: type) -> type:
     return Timed
 
 
-def _has_fast_setting() -> bool:
-    import dataclasses
-
-    from streamtrain.train.settings import TrainSettings
-
-    return "fast_path" in {f.name for f in dataclasses.fields(TrainSettings)}
-
-
-def _fast_setting(fast: bool) -> dict[str, Any]:
-    """``fast_path=`` for TrainSettings once the Trainer patch is in, else nothing."""
-    return {"fast_path": fast} if _has_fast_setting() else {}
-
-
-def _trainer_class(fast: bool) -> type:
-    """``Trainer`` (whose per-event path is the stock one unless the patch is applied, where
-    ``fast_path`` chooses), or the subclass that implements the patch on the stock Trainer."""
-    from fast_trainer import FastTrainer
-
-    from streamtrain.train.trainer import Trainer
-
-    return FastTrainer if fast and not _has_fast_setting() else Trainer
-
-
 def trainer(args: dict[str, Any]) -> dict[str, Any]:
     """streamtrain's Trainer: per-event (stock) or fast path, unnamed or named."""
     from streamtrain.config import KafkaSettings
@@ -252,7 +229,9 @@ def trainer(args: dict[str, Any]) -> dict[str, Any]:
 
     n = args["events"]
     fast = args.get("fast", False)
-    cls = _timed_trainer_class(_trainer_class(fast))
+    from streamtrain.train.trainer import Trainer
+
+    cls = _timed_trainer_class(Trainer)
     name = f"bench-{uuid.uuid4().hex[:10]}" if args.get("named") else None
     settings = TrainSettings(
         topic=args["topic"],
@@ -260,7 +239,7 @@ def trainer(args: dict[str, Any]) -> dict[str, Any]:
         max_events=n,
         checkpoint_interval=args.get("checkpoint_interval", 1.0),
         checkpoint_every=args.get("checkpoint_every", 10_000),
-        **_fast_setting(fast),
+        fast_path=fast,
     )
     started = time.perf_counter()
     t = cls(KafkaSettings(bootstrap_servers=args["bootstrap"]), settings)
@@ -285,7 +264,6 @@ def trainer(args: dict[str, Any]) -> dict[str, Any]:
 def latency(args: dict[str, Any]) -> dict[str, Any]:
     """Record timestamp → learned, while a producer writes at a steady rate to a fresh topic."""
     from confluent_kafka import Producer
-    from fast_trainer import LowLatencyMixin
 
     from streamtrain.config import KafkaSettings
     from streamtrain.kafka.clients import ensure_topic
@@ -296,9 +274,9 @@ def latency(args: dict[str, Any]) -> dict[str, Any]:
     ensure_topic(kafka, topic, partitions=1)
     rate = args["rate"]
     seconds = args["seconds"]
-    base: type = _trainer_class(bool(args.get("fast")))
-    if args.get("low_latency_consume"):
-        base = type("LowLatency" + base.__name__, (LowLatencyMixin, base), {})
+    from streamtrain.train.trainer import Trainer
+
+    base: type = Trainer
     samples: list[float] = []
 
     class Measured(base):  # type: ignore[misc, valid-type]
@@ -318,7 +296,7 @@ def latency(args: dict[str, Any]) -> dict[str, Any]:
             name=name,
             start="earliest",
             checkpoint_interval=1.0,
-            **_fast_setting(bool(args.get("fast"))),
+            fast_path=bool(args.get("fast")),
         ),
     )
     runner = threading.Thread(target=t.run, daemon=True)
