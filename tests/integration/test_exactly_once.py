@@ -23,6 +23,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, evaluate, linear_model, metrics, preprocessing
+from unlabelled import (
+    check_predictions,
+    fill,
+    mixed_stream,
+    read_predictions,
+    replay_with_predictions,
+)
 
 from streamtrain.broker import LocalBroker
 from streamtrain.config import KafkaSettings
@@ -207,6 +214,32 @@ def test_kill_9_three_partitions_every_event_once(
     header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
     assert header.offsets == {topic: ends}
     assert {int(p): o for p, o in summary["positions"].items()} == ends
+
+
+def test_kill_9_unlabelled_events_answered_exactly_once(
+    kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
+) -> None:
+    # Predictions of unlabelled events share the checkpoint's transaction: a committed reader
+    # sees one answer per event, the one River gives at that point of the stream.
+    topic, name = unique_name("eospred"), unique_name("model")
+    records = mixed_stream(30_000, seed=21)
+    fill(kafka_bootstrap, topic, records)
+    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    rng = random.Random(4)
+    for _ in range(3):
+        proc = _spawn(cmd)
+        time.sleep(rng.uniform(2.5, 4.5))  # past start-up (imports, joining the group)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
+    assert 0 < header.events_learned < len(records)  # the kills landed mid-stream
+
+    summary = _finish(cmd, tmp_path / "summary.json")
+    _model, expected = replay_with_predictions([v for _, v in records])
+    assert summary["events_predicted"] == len(expected)
+    got = read_predictions(kafka_bootstrap, f"{topic}.predictions", len(expected))
+    check_predictions(topic, records, got, name)
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,6 @@ POISON: list[tuple[bytes | None, str]] = [
     (b'{"y": true}', "bad-features"),
     (b'{"x": {"is_popular": "high"}, "y": true}', "bad-features"),
     (b'{"x": {"is_popular": 1e300}, "y": false}', "feature-out-of-range"),
-    (b'{"x": {"is_popular": 0.5}}', "missing-label"),
     (b'{"x": {"is_popular": 0.5}, "y": {"label": 1}}', "bad-label"),
     (b'{"x": {"is_popular": 0.5}, "y": 0.25}', "bad-label"),
 ]

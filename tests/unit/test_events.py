@@ -33,8 +33,6 @@ def test_seed_format_decodes() -> None:
         (b'{"x": {"a": true}, "y": true}', Reason.BAD_FEATURES),
         (b'{"x": {"a": null}, "y": true}', Reason.BAD_FEATURES),
         (b'{"x": {"a": 1e200}, "y": true}', Reason.OUT_OF_RANGE),
-        (b'{"x": {"a": 1}}', Reason.MISSING_LABEL),
-        (b'{"x": {"a": 1}, "y": null}', Reason.BAD_LABEL),
         (b'{"x": {"a": 1}, "y": 0.5}', Reason.BAD_LABEL),
         (b'{"x": {"a": 1}, "y": [1]}', Reason.BAD_LABEL),
     ],
@@ -44,6 +42,19 @@ def test_invalid_classification_events(raw: bytes | None, reason: Reason) -> Non
         decode_event(raw, Task.CLASSIFICATION)
     assert info.value.reason is reason
     assert info.value.message
+
+
+@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("raw", [b'{"x": {"a": 1}}', b'{"x": {"a": 1}, "y": null}'])
+def test_unlabelled_events_are_valid_with_no_label(raw: bytes, task: Task) -> None:
+    assert decode_event(raw, task) == ({"a": 1}, None)
+
+
+@pytest.mark.parametrize("raw", [b'{"x": {"a": "1"}}', b'{"y": null}', b'{"x": {}}'])
+def test_unlabelled_events_still_need_valid_features(raw: bytes) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw, Task.CLASSIFICATION)
+    assert info.value.reason is Reason.BAD_FEATURES
 
 
 @pytest.mark.parametrize("label", [True, False, 0, 3, "phishing"])

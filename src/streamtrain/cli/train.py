@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dead-letter-topic", metavar="TOPIC", help="where bad records go [default: TOPIC.dlq]"
     )
+    parser.add_argument(
+        "--predictions-topic",
+        metavar="TOPIC",
+        help='where predictions of unlabelled events (no "y") go [default: TOPIC.predictions]',
+    )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--from-beginning",
@@ -158,6 +163,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "metrics": tuple(args.metrics) if args.metrics else None,
         "group": args.group,
         "dead_letter_topic": args.dead_letter_topic,
+        "predictions_topic": args.predictions_topic,
         "start": args.start,
         "from_timestamp": args.from_timestamp,
         "exit_when_idle": args.exit_when_idle,

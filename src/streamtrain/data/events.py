@@ -11,6 +11,8 @@ Rules, chosen so a model never sees a value it cannot learn from:
   fail to decode; numbers too large for a double decode as infinity and are refused too.
 * ``y`` depends on the task: a classifier takes a boolean, an integer or a string; a regressor
   takes a finite number (not a boolean). Models of other kinds accept any JSON scalar.
+* An event with no ``y`` (or ``"y": null``) is *unlabelled*: valid, decoded with ``y`` None.
+  The trainer predicts it instead of learning from it (:mod:`streamtrain.train.predictions`).
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class Reason(enum.StrEnum):
     BAD_FEATURES = "bad-features"  # x missing, not an object, empty, or a non-numeric value
     NON_FINITE = "non-finite-feature"
     OUT_OF_RANGE = "feature-out-of-range"  # finite, but its square overflows a double
-    MISSING_LABEL = "missing-label"
     BAD_LABEL = "bad-label"
 
 
@@ -68,7 +69,10 @@ _CLASS_LABEL_TYPES = (bool, int, str)
 
 
 def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any]:
-    """Decode and validate one event's bytes; return ``(x, y)`` or raise :class:`InvalidEvent`."""
+    """Decode and validate one event's bytes; return ``(x, y)`` or raise :class:`InvalidEvent`.
+
+    ``y`` is None for an unlabelled event.
+    """
     if value is None:
         raise InvalidEvent(Reason.UNDECODABLE, "message has no value (tombstone)")
     try:
@@ -87,9 +91,9 @@ def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any
             Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
         )
     _check_features(x)
-    if "y" not in event:
-        raise InvalidEvent(Reason.MISSING_LABEL, 'event has no "y" label')
-    y = event["y"]
+    y = event.get("y")
+    if y is None:
+        return x, None
     if task is Task.CLASSIFICATION:
         if type(y) not in _CLASS_LABEL_TYPES:
             raise InvalidEvent(

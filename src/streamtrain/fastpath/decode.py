@@ -35,7 +35,9 @@ _isfinite = math.isfinite
 
 class DecodedBatch:
     """Valid events (``xs``, ``ys``, and their ``positions`` in the input, ascending) and the
-    invalid ones (``invalid``: position and the :class:`InvalidEvent`), in input order."""
+    invalid ones (``invalid``: position and the :class:`InvalidEvent`), in input order.
+
+    An unlabelled event is valid, with ``None`` for its ``y``."""
 
     __slots__ = ("invalid", "positions", "xs", "ys")
 
@@ -72,12 +74,14 @@ def decode_batch(values: Sequence[bytes | None], task: Task) -> DecodedBatch:
             suspects.append(i)
             continue
         x = event.get("x")
-        if type(x) is not dict or not x or "y" not in event:
+        if type(x) is not dict or not x:
             suspects.append(i)
             continue
-        y = event["y"]
+        y = event.get("y")
         ty = type(y)
-        if task is Task.CLASSIFICATION:
+        if y is None:
+            pass  # unlabelled: valid, to be predicted
+        elif task is Task.CLASSIFICATION:
             if ty not in _CLASS_LABEL_TYPES:
                 suspects.append(i)
                 continue

@@ -210,6 +210,7 @@ def _summary(records: Sequence[dict[str, Any]], runs: list[Run]) -> str:
         ("Model version (last report)", f"<code>{_e(str(last.get('model_version', '—')))}</code>"),
         ("Events learned", _int(learned)),
         ("Dead letters", _int(dead)),
+        ("Unlabelled events predicted", _int(_num(last.get("events_predicted")) or 0)),
         ("Reports", f"{len(records):,} over {_duration(span)} in {len(runs)} run(s)"),
         (
             "Throughput",

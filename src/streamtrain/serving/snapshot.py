@@ -8,6 +8,7 @@ from typing import Any
 
 from streamtrain.data.events import Task, validate_features
 from streamtrain.errors import StreamtrainError
+from streamtrain.models.prediction import label_key, predict_answer
 from streamtrain.state.envelope import CheckpointHeader, load_state, open_envelope
 from streamtrain.state.store import CheckpointStore
 from streamtrain.train.progressive import task_of
@@ -15,13 +16,6 @@ from streamtrain.train.progressive import task_of
 
 class ModelNotFound(StreamtrainError):
     exit_code = 4
-
-
-def label_key(label: Any) -> str:
-    """A class label as a JSON object key: ``true``/``false`` for booleans, else ``str``."""
-    if isinstance(label, bool):
-        return "true" if label else "false"
-    return str(label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +51,7 @@ class ModelSnapshot:
 
     def predict(self, x: Any) -> dict[str, Any]:
         """Predict one features object (validated like a training event's ``x``)."""
-        features = validate_features(x)
-        answer: dict[str, Any] = {}
-        if self.task is Task.CLASSIFICATION:
-            proba = self.model.predict_proba_one(features)
-            answer["prediction"] = max(proba, key=proba.get) if proba else None
-            answer["probabilities"] = {label_key(k): float(v) for k, v in proba.items()}
-        else:
-            answer["prediction"] = self.model.predict_one(features)
+        answer = predict_answer(self.model, self.task, validate_features(x))
         answer["model_version"] = self.version
         answer["events_learned"] = self.header.events_learned
         return answer

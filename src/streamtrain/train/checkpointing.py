@@ -81,6 +81,7 @@ class TrainState:
     dead_letter_reasons: dict[str, int]
     offsets: dict[int, int]  # partition -> next offset to learn, of the input topic
     rolling: dict[str, Any] = dataclasses.field(default_factory=dict)  # windowed metrics
+    events_predicted: int = 0  # unlabelled events answered
 
     @classmethod
     def from_payload(
@@ -93,6 +94,7 @@ class TrainState:
             dead_letter_reasons=dict(payload.get("dead_letter_reasons", {})),
             offsets=dict(offsets),
             rolling=payload.get("rolling", {}),
+            events_predicted=int(payload.get("events_predicted", 0)),
         )
 
 
@@ -338,5 +340,6 @@ def _pickle(state: TrainState) -> bytes:
         "metrics": state.metrics,
         "rolling": state.rolling,
         "dead_letter_reasons": dict(state.dead_letter_reasons),
+        "events_predicted": state.events_predicted,
     }
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message, Producer
 
-__all__ = ["MODEL_ERROR", "DeadLetterSink", "dead_letter_headers"]
+__all__ = ["MODEL_ERROR", "DeadLetterSink", "OutputSink", "dead_letter_headers", "origin_headers"]
 
 MODEL_ERROR = "model-error"
 HEADER_PREFIX = "streamtrain."
@@ -28,14 +28,10 @@ _MAX_MESSAGE = 1000  # keep a runaway exception text from bloating every dead le
 Headers = list[tuple[str, str | bytes | None]]
 
 
-def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
-    """The original headers followed by streamtrain's reason and origin headers."""
-    original = msg.headers() or []
-    headers: Headers = list(original.items() if isinstance(original, dict) else original)
+def origin_headers(msg: Message) -> Headers:
+    """Where a record came from: source topic, partition, offset and timestamp headers."""
     ts_type, ts = msg.timestamp()
-    headers += [
-        ("streamtrain.error.reason", reason.encode()),
-        ("streamtrain.error.message", message[:_MAX_MESSAGE].encode("utf-8", "replace")),
+    headers: Headers = [
         ("streamtrain.source.topic", (msg.topic() or "").encode()),
         ("streamtrain.source.partition", str(msg.partition()).encode()),
         ("streamtrain.source.offset", str(msg.offset()).encode()),
@@ -45,11 +41,23 @@ def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
     return headers
 
 
-class DeadLetterSink:
-    """Sends refused records to the dead-letter topic (the trainer counts them per task).
+def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
+    """The original headers followed by streamtrain's reason and origin headers."""
+    original = msg.headers() or []
+    headers: Headers = list(original.items() if isinstance(original, dict) else original)
+    headers += [
+        ("streamtrain.error.reason", reason.encode()),
+        ("streamtrain.error.message", message[:_MAX_MESSAGE].encode("utf-8", "replace")),
+    ]
+    return headers + origin_headers(msg)
 
-    Delivery is asynchronous through the trainer's producer; a failed delivery is recorded in
-    ``failures`` (never ignored) so the trainer can report it and exit non-zero.
+
+class OutputSink:
+    """Records the trainer writes besides checkpoints (dead letters, predictions).
+
+    Delivery is asynchronous through the trainer's producer — inside its open transaction for
+    a named model — and a failed delivery is recorded in ``failures`` (never ignored) so the
+    trainer can report it and exit non-zero.
     """
 
     def __init__(self, producer: Producer, topic: str) -> None:
@@ -58,18 +66,17 @@ class DeadLetterSink:
         self.failures: list[str] = []
         self.delivered = 0
 
-    def send(self, msg: Message, reason: str, message: str) -> None:
-        headers = dead_letter_headers(msg, reason, message)
+    def _produce(self, value: bytes | None, key: bytes | str | None, headers: Headers) -> None:
         while True:
             try:
                 self._producer.produce(
                     self.topic,
-                    value=msg.value(),
-                    key=msg.key(),
+                    value=value,
+                    key=key,
                     headers=headers,
                     on_delivery=self._on_delivery,
                 )
-                break
+                return
             except BufferError:
                 # Local queue full: serve delivery reports to make room, never drop.
                 self._producer.poll(0.1)
@@ -79,3 +86,10 @@ class DeadLetterSink:
             self.failures.append(str(err))
         else:
             self.delivered += 1
+
+
+class DeadLetterSink(OutputSink):
+    """Sends refused records to the dead-letter topic (the trainer counts them per task)."""
+
+    def send(self, msg: Message, reason: str, message: str) -> None:
+        self._produce(msg.value(), msg.key(), dead_letter_headers(msg, reason, message))

@@ -30,6 +30,7 @@ class Progress:
     name: str | None = None
     group: str = ""
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    events_predicted: int = 0  # unlabelled events answered
 
     @property
     def total_lag(self) -> int:
@@ -74,6 +75,7 @@ class Summary:
     first_event_after_seconds: float | None = None  # start-up to the first record consumed
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     learned_this_run: int = 0  # events_learned counts what restored checkpoints had learned too
+    events_predicted: int = 0  # unlabelled events answered (predictions topic)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

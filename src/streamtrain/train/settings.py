@@ -31,6 +31,9 @@ class TrainSettings:
     ``fast_path`` lets an eligible linear pipeline learn each batch in one compiled call with
     River's exact per-event results (:mod:`streamtrain.fastpath`); others always use River.
 
+    Unlabelled events are predicted, not learned; their predictions go to
+    ``predictions_topic`` (default ``<topic>.predictions``).
+
     ``rolling_window`` > 0 also tracks each metric over the last that many events (it costs
     a second metric update per event, hence off by default).
     """
@@ -42,6 +45,7 @@ class TrainSettings:
     metrics: tuple[str, ...] = ()
     group: str | None = None
     dead_letter_topic: str | None = None
+    predictions_topic: str | None = None
     start: str = "earliest"
     from_timestamp: int | None = None
     exit_when_idle: float | None = None
@@ -89,10 +93,19 @@ class TrainSettings:
             raise ConfigError("transaction-timeout must be at least 1 second")
         if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
             raise ConfigError("the dead-letter topic must differ from the input topic")
+        if self.predictions_out in (self.topic, self.dlq_topic):
+            raise ConfigError(
+                "the predictions topic must differ from the input and dead-letter topics"
+            )
 
     @property
     def dlq_topic(self) -> str:
         return self.dead_letter_topic or f"{self.topic}.dlq"
+
+    @property
+    def predictions_out(self) -> str:
+        """Where predictions of unlabelled events go."""
+        return self.predictions_topic or f"{self.topic}.predictions"
 
     @property
     def durable(self) -> bool:

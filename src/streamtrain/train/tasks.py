@@ -19,6 +19,7 @@ class Task:
     key: str
     evaluator: ProgressiveEvaluator
     events_learned: int = 0
+    events_predicted: int = 0  # unlabelled events answered (not learned)
     # The compiled batch path over the same River objects, when the model qualifies.
     fast: FastEvaluator | None = None
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -30,6 +31,7 @@ class Task:
             key=key,
             evaluator=ProgressiveEvaluator(state.model, state.metrics, state.rolling),
             events_learned=state.events_learned,
+            events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
             offsets=dict(state.offsets),
         )
@@ -64,6 +66,7 @@ class Task:
             dict(self.dead_letter_reasons),
             dict(self.offsets),
             ev.rolling,
+            self.events_predicted,
         )
 
     @property
@@ -74,6 +77,7 @@ class Task:
         return {
             "events_learned": self.events_learned,
             "dead_lettered": self.dead_lettered,
+            "events_predicted": self.events_predicted,
             "metrics": self.sync().values(),
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
         }

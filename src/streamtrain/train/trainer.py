@@ -1,7 +1,9 @@
 """The :class:`Trainer`: one object that owns a running training job from start to stop.
 
 Per record: decode and validate, then predict-then-learn (progressive validation); a record
-that cannot be learned from goes to the dead-letter topic instead, and the loop goes on.
+that cannot be learned from goes to the dead-letter topic instead, and the loop goes on. An
+unlabelled record is predicted, not learned, and its prediction goes to the predictions topic
+(:mod:`streamtrain.train.predictions`).
 
 A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model replica:
 
@@ -48,6 +50,7 @@ from streamtrain.errors import StreamtrainError
 from streamtrain.fastpath import FastPathFallback
 from streamtrain.fastpath.decode import decode_batch
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
+from streamtrain.models.prediction import predict_answer
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.state.envelope import CheckpointHeader
 from streamtrain.state.keys import load_signing_key
@@ -55,6 +58,7 @@ from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
 from streamtrain.train.checkpointing import Checkpointing, TrainState, TransactionAborted
 from streamtrain.train.deadletter import MODEL_ERROR, DeadLetterSink
 from streamtrain.train.faults import crash_point
+from streamtrain.train.predictions import PredictionSink, model_version
 from streamtrain.train.progress import Progress, Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.settings import TrainSettings
@@ -125,6 +129,7 @@ class Trainer:
         # A broker that is down makes librdkafka report every reconnect attempt.
         self._client_errors = ThrottledLog(log, every=30.0)
         self._dead_letters: DeadLetterSink | None = None
+        self._predictions: PredictionSink | None = None
         self._checkpointing: Checkpointing | None = None
         self._first_event_after: float | None = None
         self._learned_before_run = 0
@@ -151,6 +156,10 @@ class Trainer:
     def events_learned(self) -> int:
         return sum(t.events_learned for t in self.tasks.values())
 
+    @property
+    def events_predicted(self) -> int:
+        return sum(t.events_predicted for t in self.tasks.values())
+
     def stop(self, reason: str = "stopped") -> None:
         """Ask the loop to finish its current batch and stop; safe from any thread."""
         if not self._stop.is_set():
@@ -163,11 +172,13 @@ class Trainer:
         settings = self.settings
         partitions = require_topic(self.kafka, settings.topic)
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
+        ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
         producer = Producer(
             client_config(self.kafka, **self._producer_config(), error_cb=self._on_client_error)
         )
         dead_letters = DeadLetterSink(producer, settings.dlq_topic)
         self._dead_letters = dead_letters
+        self._predictions = PredictionSink(producer, settings.predictions_out, settings.name)
         started = time.monotonic()
         if settings.name:
             self._start_durable(producer)
@@ -194,7 +205,9 @@ class Trainer:
             else:
                 remaining = producer.flush(_FLUSH_TIMEOUT)
                 if remaining:
-                    dead_letters.failures.append(f"{remaining} dead letters undelivered at exit")
+                    dead_letters.failures.append(
+                        f"{remaining} dead letters or predictions undelivered at exit"
+                    )
             self._record_positions(consumer)
             # Taken before close(): leaving the group revokes (and drops) every task.
             summary = self._summary(time.monotonic() - started)
@@ -205,11 +218,12 @@ class Trainer:
             summary.write(settings.summary)
         for listener in self.listeners:
             listener.on_finish(summary)
-        if dead_letters.failures:
-            raise StreamtrainError(
-                f"{len(dead_letters.failures)} dead letters could not be delivered to "
-                f"{settings.dlq_topic}: {dead_letters.failures[0]}"
-            )
+        for sink, what in ((dead_letters, "dead letters"), (self._predictions, "predictions")):
+            if sink.failures:
+                raise StreamtrainError(
+                    f"{len(sink.failures)} {what} could not be delivered to {sink.topic}: "
+                    f"{sink.failures[0]}"
+                )
         return summary
 
     def _producer_config(self) -> dict[str, Any]:
@@ -413,23 +427,94 @@ class Trainer:
                 dead_letters.send(msgs[i], bad.reason.value, bad.message)
                 task.dead_letter_reasons[bad.reason.value] += 1
             xs, ys = batch.xs, batch.ys
-            if not xs:
-                continue
-            valid = [msgs[i] for i in batch.positions] if batch.invalid else msgs
-            fast = task.fast
-            if fast is not None:
-                try:
-                    fast.learn_many(xs, ys)
-                except FastPathFallback:  # nothing was applied: River learns this batch
-                    fast.sync()
-                except Exception:  # a bug: never lose a batch to it, stay on River
-                    log.exception("the fast path failed; River's per-event path takes over")
-                    fast.sync()
-                    task.fast = None
+            if xs:
+                valid = [msgs[i] for i in batch.positions] if batch.invalid else msgs
+                if None in ys:
+                    self._learn_and_predict(task, xs, ys, valid, dead_letters)
                 else:
-                    task.events_learned += len(xs)
-                    continue
-            self._learn_each(task, xs, ys, valid, dead_letters)
+                    self._learn_valid(task, xs, ys, valid, dead_letters)
+            self._advance(task, msgs)
+
+    def _learn_valid(
+        self,
+        task: Task,
+        xs: list[dict[str, Any]],
+        ys: list[Any],
+        msgs: list[Message],
+        dead_letters: DeadLetterSink,
+    ) -> None:
+        """Learn labelled events in one compiled call, or with River when it cannot."""
+        fast = task.fast
+        if fast is not None:
+            try:
+                fast.learn_many(xs, ys)
+            except FastPathFallback:  # nothing was applied: River learns this batch
+                fast.sync()
+            except Exception:  # a bug: never lose a batch to it, stay on River
+                log.exception("the fast path failed; River's per-event path takes over")
+                fast.sync()
+                task.fast = None
+            else:
+                task.events_learned += len(xs)
+                return
+        self._learn_each(task, xs, ys, msgs, dead_letters)
+
+    def _learn_and_predict(
+        self,
+        task: Task,
+        xs: list[dict[str, Any]],
+        ys: list[Any],
+        msgs: list[Message],
+        dead_letters: DeadLetterSink,
+    ) -> None:
+        """A batch with unlabelled events: learn each labelled run, then predict the
+        unlabelled events after it, so each prediction sees exactly the events before it."""
+        n = len(ys)
+        i = 0
+        while i < n:
+            j = i
+            while j < n and ys[j] is not None:
+                j += 1
+            if j > i:
+                self._learn_valid(task, xs[i:j], ys[i:j], msgs[i:j], dead_letters)
+                self._advance(task, msgs[i:j])
+            if j < n:
+                task.sync()  # the River model answers; the fast path reloads it afterwards
+            while j < n and ys[j] is None:
+                self._predict_one(task, msgs[j], xs[j], dead_letters)
+                j += 1
+            i = j
+
+    def _predict_one(
+        self, task: Task, msg: Message, x: dict[str, Any], dead_letters: DeadLetterSink
+    ) -> None:
+        """Predict an unlabelled event with the task's (synchronised) River model."""
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        # The state that answers: everything before this event in its partition.
+        version = model_version(self.settings.topic, {**task.offsets, partition: offset})
+        task.offsets[partition] = offset + 1
+        evaluator = task.evaluator
+        try:
+            answer = predict_answer(evaluator.model, evaluator.task, x)
+        except Exception as err:  # a model must not take the trainer down
+            dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
+            task.dead_letter_reasons[MODEL_ERROR] += 1
+            return
+        assert self._predictions is not None
+        self._predictions.send(msg, answer, version, task.events_learned)
+        task.events_predicted += 1
+
+    def _advance(self, task: Task, msgs: list[Message]) -> None:
+        """Move the task's positions past ``msgs`` (which names its model's version)."""
+        if not msgs:
+            return
+        offsets = task.offsets
+        if self.settings.partitioned or len(self._assignment) <= 1:
+            last = msgs[-1]  # one partition per task: the last record says it all
+            offsets[last.partition() or 0] = (last.offset() or 0) + 1
+            return
+        for msg in msgs:
+            offsets[msg.partition() or 0] = (msg.offset() or 0) + 1
 
     def _learn_each(
         self,
@@ -459,6 +544,7 @@ class Trainer:
         learned = 0
         learn: Callable[[dict[str, Any], Any], None] = _no_learn
         kind = None
+        offsets: dict[int, int] = {}
         try:
             for msg in messages:
                 error = msg.error()
@@ -478,6 +564,7 @@ class Trainer:
                         continue
                     learn = task.evaluator.learn
                     kind = task.evaluator.task
+                    offsets = task.offsets
                 elif task is None:
                     continue
                 try:
@@ -485,7 +572,14 @@ class Trainer:
                 except InvalidEvent as bad:
                     dead_letters.send(msg, bad.reason.value, bad.message)
                     task.dead_letter_reasons[bad.reason.value] += 1
+                    offsets[partition] = (msg.offset() or 0) + 1
                     continue
+                if y is None:
+                    task.events_learned += learned
+                    learned = 0
+                    self._predict_one(task, msg, x, dead_letters)
+                    continue
+                offsets[partition] = (msg.offset() or 0) + 1
                 try:
                     learn(x, y)
                 except Exception as err:  # a model must not take the trainer down
@@ -743,6 +837,7 @@ class Trainer:
             tasks={k: t.summary() for k, t in self.tasks.items()}
             if self.settings.partitioned
             else {},
+            events_predicted=self.events_predicted,
         )
         for listener in self.listeners:
             listener.on_progress(progress)
@@ -780,6 +875,7 @@ class Trainer:
             if self.settings.partitioned
             else {},
             learned_this_run=learned_here,
+            events_predicted=self.events_predicted,
         )
 
 

@@ -78,6 +78,8 @@ class LiveView:
         if p.dead_letter_reasons:
             dlq += "  (" + ", ".join(f"{r}: {n}" for r, n in p.dead_letter_reasons.items()) + ")"
         stats.add_row("dead-lettered", Text(dlq, style="yellow" if p.dead_lettered else ""))
+        if p.events_predicted:
+            stats.add_row("unlabelled, predicted", f"{p.events_predicted:,}")
         stats.add_row("elapsed", f"{p.elapsed_seconds:,.1f}s")
         metrics = Table(box=None, padding=(0, 2), show_header=True, header_style="bold cyan")
         metrics.add_column("metric")
@@ -125,10 +127,13 @@ class LogView:
 
 def final_line(summary: Summary) -> str:
     metrics = ", ".join(f"{k} {_fmt_metric(v)}" for k, v in summary.metrics.items())
+    predicted = summary.events_predicted
     return (
         f"learned {summary.events_learned:,} events from {summary.topic} in "
         f"{summary.elapsed_seconds:.1f}s ({summary.events_per_second:,.0f} ev/s), "
-        f"dead-lettered {summary.dead_lettered:,}; {metrics} [{summary.stopped_because}]"
+        f"dead-lettered {summary.dead_lettered:,}"
+        + (f", predicted {predicted:,} unlabelled" if predicted else "")
+        + f"; {metrics} [{summary.stopped_because}]"
     )
 
 

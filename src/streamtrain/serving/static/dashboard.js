@@ -419,7 +419,10 @@
   function renderTiles(last) {
     if (!last) return;
     $("kpi-events").textContent = fmtInt(last.events_learned);
-    $("kpi-events-sub").textContent = `${fmtInt(last.elapsed_seconds)} s into this run`;
+    const predicted = last.events_predicted || 0;
+    $("kpi-events-sub").textContent = predicted > 0
+      ? `${fmtInt(predicted)} unlabelled predicted · ${fmtInt(last.elapsed_seconds)} s in`
+      : `${fmtInt(last.elapsed_seconds)} s into this run`;
     $("kpi-rate").textContent = fmtCompact(last.events_per_second);
     const recent = state.records.slice(-20).map((r) => r.events_per_second).filter(Number.isFinite);
     const avg = recent.reduce((a, b) => a + b, 0) / Math.max(recent.length, 1);

@@ -1,0 +1,34 @@
+"""One model's answer for one features object, in the shape every output of streamtrain uses.
+
+``{"prediction": label-or-value, "probabilities": {label: p, ...}}`` — probabilities for
+classifiers only, keyed by :func:`label_key`. The HTTP API, ``streamtrain predict`` and the
+trainer's predictions topic all answer with this, so a prediction made by the trainer can be
+compared with one served from the checkpoint of the same model version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streamtrain.data.events import Task
+
+__all__ = ["label_key", "predict_answer"]
+
+
+def label_key(label: Any) -> str:
+    """A class label as a JSON object key: ``true``/``false`` for booleans, else ``str``."""
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
+
+
+def predict_answer(model: Any, task: Task, x: dict[str, float]) -> dict[str, Any]:
+    """Predict ``x`` (already validated) with a River model; pure, the model is not changed."""
+    if task is Task.CLASSIFICATION:
+        proba = model.predict_proba_one(x)
+        return {
+            # The arg-max of the probabilities: River's default predict_one, one call cheaper.
+            "prediction": max(proba, key=proba.get) if proba else None,
+            "probabilities": {label_key(k): float(v) for k, v in proba.items()},
+        }
+    return {"prediction": model.predict_one(x)}

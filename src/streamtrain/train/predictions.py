@@ -1,0 +1,86 @@
+"""Predictions for unlabelled events: the trainer's answers, written to a predictions topic.
+
+An event in the training topic without a label (no ``"y"``, or ``"y": null``) is predicted by
+the model as it stands at that point of the stream — after every earlier event of its
+partition, before any later one — and not learned. Its prediction goes to the predictions
+topic (default ``<topic>.predictions``), keyed like the event, value (format 1)::
+
+    {"format": 1, "model": "NAME" | null, "prediction": true,
+     "probabilities": {"false": 0.12, "true": 0.88},
+     "model_version": "ml_training_data:0@1250", "events_learned": 1250,
+     "id": <the event's "id" field, when it has one>,
+     "source": {"topic": "ml_training_data", "partition": 0, "offset": 1250,
+                "timestamp": 1764150000123}}
+
+``model_version`` names the model state that answered, in the form checkpoints and the HTTP
+API use: for each partition the model learns, the offset of the next event it would learn.
+The headers carry the event's origin like a dead letter's (``streamtrain.source.*``).
+
+A named model writes predictions inside its checkpoint transactions, so a reader with
+``isolation.level=read_committed`` sees each unlabelled event's prediction exactly once, even
+across crashes; an unnamed trainer's are at-least-once, like its dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from streamtrain.train.deadletter import OutputSink, origin_headers
+
+__all__ = ["FORMAT", "PredictionSink", "model_version"]
+
+FORMAT = 1
+
+
+def model_version(topic: str, offsets: Mapping[int, int]) -> str:
+    """``topic:p@offset,...`` in partition order, as :class:`CheckpointHeader` spells it."""
+    return ",".join(f"{topic}:{p}@{o}" for p, o in sorted(offsets.items()))
+
+
+class PredictionSink(OutputSink):
+    """Writes one prediction record per unlabelled event (see the module doc)."""
+
+    def __init__(self, producer: Any, topic: str, model_name: str | None) -> None:
+        super().__init__(producer, topic)
+        self.model_name = model_name
+
+    def send(
+        self,
+        msg: Message,
+        answer: dict[str, Any],
+        version: str,
+        events_learned: int,
+    ) -> None:
+        ts_type, ts = msg.timestamp()
+        record: dict[str, Any] = {
+            "format": FORMAT,
+            "model": self.model_name,
+            **answer,
+            "model_version": version,
+            "events_learned": events_learned,
+        }
+        event_id = _event_id(msg.value())
+        if event_id is not None:
+            record["id"] = event_id
+        record["source"] = {
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "timestamp": ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
+        }
+        self._produce(orjson.dumps(record), msg.key(), origin_headers(msg))
+
+
+def _event_id(value: bytes | None) -> Any:
+    # Decoded again here rather than carried through the learning path: unlabelled events
+    # are the exception in a training topic, and the hot path stays free of it.
+    try:
+        event = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:  # pragma: no cover - the event was decoded before
+        return None
+    event_id = event.get("id") if type(event) is dict else None
+    return event_id if isinstance(event_id, str | int) and not isinstance(event_id, bool) else None
