@@ -1,12 +1,13 @@
 """Exactly-once model state for a named trainer, on Kafka transactions.
 
-A checkpoint transaction holds, atomically: the dead letters produced since the previous one,
-the signed checkpoint record (model, metrics, counters and input offsets) and the consumer
-group's offsets. So after any crash the last committed checkpoint and the input position agree,
+A checkpoint transaction holds, atomically: the dead letters and predictions made since the
+previous one, the signed checkpoint record (model, metrics, counters and input offsets) and the
+consumer group's offsets. So after any crash the last committed checkpoint and the input position agree,
 and a restarted trainer resumes exactly there: no event learned twice, none lost.
 
 Order inside one checkpoint (fixed):
-1. produce the checkpoint record into the open transaction (dead letters are already in it);
+1. produce the deferred dead letters and predictions, then the checkpoint record, into the
+   open transaction (so it is open on the broker only while committing, never while learning);
 2. ``send_offsets_to_transaction`` with the consumer group metadata, so a zombie member of an
    older group generation cannot commit (KIP-447);
 3. ``commit_transaction``; 4. ``begin_transaction`` for the next batch.
@@ -16,6 +17,15 @@ that went away is waited for); abortable → abort, and the trainer restores the
 state and seeks back (an abort does not rewind a consumer); fatal, including being fenced by a
 newer trainer with the same ``transactional.id`` → :class:`Fenced` / :class:`TransactionFatal`,
 after which the in-memory model is discarded.
+
+A transactional call that outlives its own timeout by far (librdkafka can block for good in
+``send_offsets_to_transaction`` or ``commit_transaction`` after the only broker restarts, its
+issues 5456 and 5511) is *stuck*: each such call runs on a helper thread with a deadline, and
+on expiry the producer is abandoned and replaced by a new one with the same
+``transactional.id``. Its ``init_transactions`` settles the stuck transaction on the broker
+(completes a commit already under way, else aborts it), so the checkpoint topic then holds
+the truth: the committed states are read back from it and the trainer rewinds to them, as
+after any abort.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from streamtrain.errors import StreamtrainError
 from streamtrain.state.envelope import CheckpointHeader, library_versions, load_state, seal
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
-from streamtrain.train.faults import crash_point
+from streamtrain.train.faults import crash_point, hang_point
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,15 @@ class TransactionFatal(StreamtrainError):
 
 class TransactionAborted(Exception):
     """The open transaction was aborted; the caller restores :attr:`Checkpointing.committed`."""
+
+
+class ProducerStuck(Exception):
+    """A transactional call did not return by its deadline; the producer is unusable."""
+
+
+# Producers given up on while one of their calls is stuck. Kept referenced for the life of the
+# process: destroying a producer waits for its threads, and a stuck one never finishes.
+_ABANDONED: list[Producer] = []
 
 
 @dataclasses.dataclass
@@ -135,6 +154,7 @@ class Checkpointing:
         should_stop: threading.Event,
         fatal_error: Callable[[], KafkaError | None] = lambda: None,
         label: str = "",
+        replace_producer: Callable[[], Producer] | None = None,
     ) -> None:
         self.topic = topic
         self.model_spec = model_spec
@@ -149,6 +169,11 @@ class Checkpointing:
         # afterwards just say _FATAL. The trainer records the cause and hands it over here.
         self.fatal_error = fatal_error
         self.label = label  # how errors name the model
+        # Makes a new producer with the same transactional.id, for when one gets stuck.
+        self.replace_producer = replace_producer
+        # A call still running this long after its own timeout is stuck, not slow.
+        self.deadline = timeout + 20.0
+        self.replacements = 0
         self.committed: dict[str, CommittedState] = {}
         self.checkpoints = 0
         self._partitions = 1
@@ -158,7 +183,13 @@ class Checkpointing:
 
     def start(self) -> None:
         """Fence older writers of this transactional id and open the first transaction."""
-        self._retry("init_transactions", lambda: self.producer.init_transactions(self.timeout))
+        try:
+            self._init_transactions()
+        except ProducerStuck:
+            raise TransactionFatal(
+                f"init_transactions for model {self.label!r} did not return within "
+                f"{self.deadline:g}s; restart the trainer"
+            ) from None
         count = self.store.partitions()
         if count is None:
             raise StreamtrainError(f"checkpoint topic {self.store.topic!r} does not exist")
@@ -212,10 +243,26 @@ class Checkpointing:
         metric_values: Mapping[str, dict[str, float]],
         offsets: Mapping[int, int],
         consumer: Consumer,
+        outputs: Callable[[], None] = lambda: None,
     ) -> None:
-        """Write every task's state and the offsets in the open transaction, commit it."""
+        """Produce ``outputs`` (deferred dead letters and predictions), every task's state and
+        the offsets in the open transaction, and commit it."""
+        try:
+            self._commit(states, metric_values, offsets, consumer, outputs)
+        except ProducerStuck as stuck:
+            self._replace_stuck_producer(str(stuck))
+
+    def _commit(
+        self,
+        states: Mapping[str, TrainState],
+        metric_values: Mapping[str, dict[str, float]],
+        offsets: Mapping[int, int],
+        consumer: Consumer,
+        outputs: Callable[[], None],
+    ) -> None:
         frozen: dict[str, CommittedState] = {}
         try:
+            outputs()
             for task_key, state in states.items():
                 header = CheckpointHeader(
                     model_name=task_key,
@@ -241,14 +288,13 @@ class Checkpointing:
             if offsets:
                 tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
                 metadata = consumer.consumer_group_metadata()
+                producer = self.producer
                 self._retry(
                     "send_offsets_to_transaction",
-                    lambda: self.producer.send_offsets_to_transaction(tps, metadata, self.timeout),
+                    lambda: producer.send_offsets_to_transaction(tps, metadata, self.timeout),
                 )
             crash_point("before-commit")
-            self._retry(
-                "commit_transaction", lambda: self.producer.commit_transaction(self.timeout)
-            )
+            self._retry("commit_transaction", self._commit_transaction)
         except KafkaException as err:
             self._fail(err)
         self.committed.update(frozen)
@@ -258,13 +304,17 @@ class Checkpointing:
 
     def fail(self, err: KafkaException) -> None:
         """Handle an error raised by a produce inside the transaction (e.g. a dead letter)."""
-        self._fail(err)
+        try:
+            self._fail(err)
+        except ProducerStuck as stuck:
+            self._replace_stuck_producer(str(stuck))
 
     def abort_quietly(self) -> None:
         """Best-effort abort at exit; the next trainer's init_transactions aborts it anyway."""
+        producer = self.producer
         try:
-            self.producer.abort_transaction(min(self.timeout, 10))
-        except KafkaException as err:
+            self._bounded("abort_transaction", lambda: producer.abort_transaction(10))
+        except (KafkaException, ProducerStuck) as err:
             log.debug("abort at exit failed: %s", err)
 
     # -- internals ---------------------------------------------------------------------------
@@ -307,7 +357,8 @@ class Checkpointing:
                 log.warning(
                     "transaction must be aborted (%s); restoring the last checkpoint", kerr.str()
                 )
-            self._retry("abort_transaction", lambda: self.producer.abort_transaction(self.timeout))
+            producer = self.producer
+            self._retry("abort_transaction", lambda: producer.abort_transaction(self.timeout))
             self.begin()
             raise TransactionAborted(kerr.str())
         raise TransactionFatal(f"unexpected transactional error: {kerr.str()}") from None
@@ -317,7 +368,7 @@ class Checkpointing:
         delay = 0.2
         while True:
             try:
-                call()
+                self._bounded(what, call)
                 return
             except KafkaException as err:
                 kerr: KafkaError = err.args[0]
@@ -331,6 +382,76 @@ class Checkpointing:
                 log.warning("%s failed (%s); retrying in %.1fs", what, kerr.str(), delay)
                 self.should_stop.wait(delay)
                 delay = min(delay * 2, 5.0)
+
+    # -- stuck calls -------------------------------------------------------------------------
+
+    def _init_transactions(self) -> None:
+        producer = self.producer
+        self._retry("init_transactions", lambda: producer.init_transactions(self.timeout))
+
+    def _commit_transaction(self) -> None:
+        hang_point("hang-commit")
+        self.producer.commit_transaction(self.timeout)
+
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        """Run ``call`` on a helper thread; raise :class:`ProducerStuck` past the deadline.
+
+        librdkafka's blocking calls cannot be interrupted, so a stuck one is left behind on a
+        daemon thread, which never keeps the process from exiting.
+        """
+        outcome: list[BaseException | None] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as err:  # handed to the caller's thread below
+                outcome.append(err)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"streamtrain-{what}", daemon=True).start()
+        if not done.wait(self.deadline):
+            raise ProducerStuck(f"{what} did not return within {self.deadline:g}s")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _replace_stuck_producer(self, why: str) -> None:
+        """Swap in a new producer, learn what the broker committed, raise TransactionAborted."""
+        if self.replace_producer is None:
+            raise TransactionFatal(f"the transactional producer is stuck ({why})")
+        log.warning(
+            "%s; replacing the producer (same transactional id) and resuming from the last "
+            "committed checkpoint",
+            why,
+        )
+        _ABANDONED.append(self.producer)
+        self.producer = self.replace_producer()
+        self.replacements += 1
+        try:
+            self._init_transactions()  # settles the stuck transaction on the broker
+        except ProducerStuck:
+            raise TransactionFatal(
+                f"the replacement producer for model {self.label!r} is stuck too; restart "
+                "the trainer"
+            ) from None
+        # Whether the stuck commit landed is known only to the broker: read it back. A key
+        # with no checkpoint yet keeps the fresh state it started from.
+        opened = self.store.latest_many(list(self.committed))
+        for task_key, checkpoint in opened.items():
+            if checkpoint is not None:
+                header = checkpoint.header
+                state = TrainState.from_payload(
+                    load_state(checkpoint),
+                    header.events_learned,
+                    header.offsets.get(self.topic, {}),
+                )
+                self.committed[task_key] = CommittedState(
+                    header, _pickle(state), dict(state.offsets), state.events_learned
+                )
+        self.begin()
+        raise TransactionAborted(why)
 
 
 def _pickle(state: TrainState) -> bytes:

@@ -55,18 +55,50 @@ def dead_letter_headers(msg: Message, reason: str, message: str) -> Headers:
 class OutputSink:
     """Records the trainer writes besides checkpoints (dead letters, predictions).
 
-    Delivery is asynchronous through the trainer's producer — inside its open transaction for
-    a named model — and a failed delivery is recorded in ``failures`` (never ignored) so the
-    trainer can report it and exit non-zero.
+    Delivery is asynchronous through the trainer's producer, and a failed delivery is recorded
+    in ``failures`` (never ignored) so the trainer can report it and exit non-zero.
+
+    A named model's sinks are ``deferred``: records wait in memory and are produced by
+    :meth:`release` inside the checkpoint's transaction, just before the checkpoint record.
+    The transaction is then open on the broker for the commit only, never while a model
+    learns, so a slow learn step cannot outlive ``transaction.timeout.ms`` (the coordinator
+    would abort the transaction and fence the trainer). Readers with ``read_committed`` see
+    the records at the commit either way.
     """
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, *, deferred: bool = False) -> None:
         self._producer = producer
         self.topic = topic
+        self.deferred = deferred
         self.failures: list[str] = []
         self.delivered = 0
+        self._pending: list[tuple[bytes | None, bytes | str | None, Headers]] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def rebind(self, producer: Producer) -> None:
+        """Write through ``producer`` from now on (it replaced a stuck one)."""
+        self._producer = producer
+
+    def release(self) -> None:
+        """Produce every deferred record (into the open transaction)."""
+        pending, self._pending = self._pending, []
+        for value, key, headers in pending:
+            self._send_now(value, key, headers)
+
+    def discard(self) -> None:
+        """Forget deferred records: the state that made them is being rolled back."""
+        self._pending = []
 
     def _produce(self, value: bytes | None, key: bytes | str | None, headers: Headers) -> None:
+        if self.deferred:
+            self._pending.append((value, key, headers))
+        else:
+            self._send_now(value, key, headers)
+
+    def _send_now(self, value: bytes | None, key: bytes | str | None, headers: Headers) -> None:
         while True:
             try:
                 self._producer.produce(

@@ -1,16 +1,21 @@
-"""Crash points for fault-injection tests: ``STREAMTRAIN_FAULT=<point>:<n>``.
+"""Fault points for fault-injection tests: ``STREAMTRAIN_FAULT=<point>:<n>``.
 
-When set, the process kills itself with SIGKILL the ``n``-th time it reaches ``<point>`` — a
+When set, the process kills itself with SIGKILL the ``n``-th time it reaches a crash point — a
 real crash at an exact place in the checkpoint protocol, which a test cannot hit by timing.
-Points: ``after-learn`` (a batch learned, nothing committed), ``after-checkpoint-produced``
-(checkpoint record sent in the open transaction), ``before-commit`` (offsets sent to the
-transaction, commit not yet requested). Unset in normal use: one dict lookup per checkpoint.
+Crash points: ``after-learn`` (a batch learned, nothing committed),
+``after-checkpoint-produced`` (checkpoint record sent in the open transaction),
+``before-commit`` (offsets sent to the transaction, commit not yet requested).
+
+Hang points block the calling thread for good instead, as librdkafka's transactional calls
+sometimes do after a broker restart: ``hang-commit`` (the ``n``-th ``commit_transaction``).
+Unset in normal use: one dict lookup per checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 
 _counts: dict[str, int] = {}
 
@@ -32,3 +37,11 @@ def crash_point(point: str) -> None:
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] >= _ARMED[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang_point(point: str) -> None:
+    if _ARMED is None or _ARMED[0] != point:
+        return
+    _counts[point] = _counts.get(point, 0) + 1
+    if _counts[point] == _ARMED[1]:
+        threading.Event().wait()  # never set: this thread is stuck, like a hung C call

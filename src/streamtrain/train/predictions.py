@@ -44,8 +44,10 @@ def model_version(topic: str, offsets: Mapping[int, int]) -> str:
 class PredictionSink(OutputSink):
     """Writes one prediction record per unlabelled event (see the module doc)."""
 
-    def __init__(self, producer: Any, topic: str, model_name: str | None) -> None:
-        super().__init__(producer, topic)
+    def __init__(
+        self, producer: Any, topic: str, model_name: str | None, *, deferred: bool = False
+    ) -> None:
+        super().__init__(producer, topic, deferred=deferred)
         self.model_name = model_name
 
     def send(

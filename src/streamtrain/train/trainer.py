@@ -69,6 +69,8 @@ __all__ = ["Trainer"]
 log = logging.getLogger(__name__)
 
 _FLUSH_TIMEOUT = 30.0
+# Deferred dead letters and predictions beyond this many bring the next checkpoint forward.
+_MAX_PENDING_OUTPUTS = 50_000
 
 
 def partition_task_key(name: str, partition: int) -> str:
@@ -130,6 +132,9 @@ class Trainer:
         self._client_errors = ThrottledLog(log, every=30.0)
         self._dead_letters: DeadLetterSink | None = None
         self._predictions: PredictionSink | None = None
+        self._producer: Producer | None = None
+        self._producer_generation = 0
+        self._transactional_id: str | None = None
         self._checkpointing: Checkpointing | None = None
         self._first_event_after: float | None = None
         self._learned_before_run = 0
@@ -173,12 +178,14 @@ class Trainer:
         partitions = require_topic(self.kafka, settings.topic)
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
-        producer = Producer(
-            client_config(self.kafka, **self._producer_config(), error_cb=self._on_client_error)
-        )
-        dead_letters = DeadLetterSink(producer, settings.dlq_topic)
+        producer = self._new_producer()
+        # A named model's outputs join its checkpoint transactions (see OutputSink).
+        deferred = settings.durable
+        dead_letters = DeadLetterSink(producer, settings.dlq_topic, deferred=deferred)
         self._dead_letters = dead_letters
-        self._predictions = PredictionSink(producer, settings.predictions_out, settings.name)
+        self._predictions = PredictionSink(
+            producer, settings.predictions_out, settings.name, deferred=deferred
+        )
         started = time.monotonic()
         if settings.name:
             self._start_durable(producer)
@@ -194,7 +201,7 @@ class Trainer:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self._loop(consumer, producer, dead_letters, started)
+            self._loop(consumer, dead_letters, started)
             if self._checkpointing is not None and self.tasks:
                 self._checkpoint(consumer)  # the final checkpoint of a clean stop
             clean = True
@@ -226,18 +233,38 @@ class Trainer:
                 )
         return summary
 
+    def _new_producer(self) -> Producer:
+        """The output producer; a replacement (for a stuck one) keeps its transactional id.
+
+        Only the newest producer's errors count: an abandoned one may still report some.
+        """
+        self._producer_generation += 1
+        generation = self._producer_generation
+
+        def on_error(err: KafkaError) -> None:
+            if generation == self._producer_generation:
+                self._on_client_error(err)
+
+        producer = Producer(client_config(self.kafka, **self._producer_config(), error_cb=on_error))
+        self._producer = producer
+        for sink in (self._dead_letters, self._predictions):
+            if sink is not None:
+                sink.rebind(producer)
+        return producer
+
     def _producer_config(self) -> dict[str, Any]:
         settings = self.settings
         conf: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 20}
         if settings.name:
-            ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
-            if settings.partitioned:
-                # One writer per process; the group generation fences zombies (KIP-447).
-                txn_id = f"streamtrain.{settings.name}.{uuid.uuid4().hex[:12]}"
-            else:
-                # One writer per model: a second trainer with this name fences the first.
-                txn_id = f"streamtrain.{settings.name}"
-            conf["transactional.id"] = txn_id
+            if self._transactional_id is None:
+                ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+                if settings.partitioned:
+                    # One writer per process; the group generation fences zombies (KIP-447).
+                    self._transactional_id = f"streamtrain.{settings.name}.{uuid.uuid4().hex[:12]}"
+                else:
+                    # One writer per model: a second trainer with this name fences the first.
+                    self._transactional_id = f"streamtrain.{settings.name}"
+            conf["transactional.id"] = self._transactional_id
             conf["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
             conf["message.max.bytes"] = 64 * 1024 * 1024
             conf["compression.type"] = "zstd"
@@ -285,6 +312,7 @@ class Trainer:
             should_stop=self._stop,
             fatal_error=lambda: self._fatal_error,
             label=settings.name,
+            replace_producer=self._new_producer,
         )
         checkpointing.start()
         self._checkpointing = checkpointing
@@ -328,7 +356,6 @@ class Trainer:
     def _loop(
         self,
         consumer: Consumer,
-        producer: Producer,
         dead_letters: DeadLetterSink,
         started: float,
     ) -> None:
@@ -371,10 +398,12 @@ class Trainer:
                     self._recover(consumer, functools.partial(checkpointing.fail, err))
                     continue
                 crash_point("after-learn")
-            producer.poll(0)
+            assert self._producer is not None
+            self._producer.poll(0)  # delivery reports; a stuck producer may be replaced
             learned = self.events_learned
-            if checkpointing is not None and checkpointing.due(
-                now, learned - learned_at_checkpoint
+            if checkpointing is not None and (
+                checkpointing.due(now, learned - learned_at_checkpoint)
+                or self._outputs_pending() >= _MAX_PENDING_OUTPUTS
             ):
                 self._checkpoint(consumer)
                 learned_at_checkpoint = self.events_learned
@@ -600,7 +629,22 @@ class Trainer:
         states = {key: task.state() for key, task in self.tasks.items()}
         values = {key: task.sync().values() for key, task in self.tasks.items()}
         offsets = {p: o for task in self.tasks.values() for p, o in task.offsets.items()}
-        self._recover(consumer, lambda: checkpointing.commit(states, values, offsets, consumer))
+        self._recover(
+            consumer,
+            lambda: checkpointing.commit(
+                states, values, offsets, consumer, outputs=self._release_outputs
+            ),
+        )
+
+    def _sinks(self) -> list[DeadLetterSink | PredictionSink]:
+        return [s for s in (self._dead_letters, self._predictions) if s is not None]
+
+    def _outputs_pending(self) -> int:
+        return sum(sink.pending for sink in self._sinks())
+
+    def _release_outputs(self) -> None:
+        for sink in self._sinks():
+            sink.release()
 
     def _recover(self, consumer: Consumer, action: Callable[[], None]) -> None:
         """Run a transactional ``action``; on abort, restore the last committed states."""
@@ -609,6 +653,8 @@ class Trainer:
         try:
             action()
         except TransactionAborted:
+            for sink in self._sinks():
+                sink.discard()  # made by the states being rolled back; they will be again
             for key in list(self.tasks):
                 committed = checkpointing.committed.get(key)
                 state = committed.thaw() if committed else self._fresh_state(key)
