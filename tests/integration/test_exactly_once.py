@@ -169,7 +169,7 @@ def test_kill_9_at_random_moments_one_partition(
     kafka_bootstrap: str, unique_name: Callable[..., str], ckpt_topic: str, tmp_path: Path
 ) -> None:
     topic, name = unique_name("eos1"), unique_name("model")
-    values = _events(30_000)
+    values = _events(60_000)
     _fill(kafka_bootstrap, topic, values)
     cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
 
@@ -184,8 +184,9 @@ def test_kill_9_at_random_moments_one_partition(
         store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt_topic)
         opened = store.latest(name)
         progress.append(opened.header.events_learned if opened else 0)
-    # The kills landed mid-stream: some state was committed, and not all of it.
-    assert 0 < progress[-1] < len(values), progress
+    # Kills landed mid-stream: some state was committed, and not all of it. (The fast path
+    # may finish the stream before the last kills; those still test a restart at the end.)
+    assert any(0 < p < len(values) for p in progress), progress
 
     summary = _finish(cmd, tmp_path / "summary.json")
     assert summary["events_learned"] == len(values)

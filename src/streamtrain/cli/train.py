@@ -116,6 +116,12 @@ def register(subparsers: Any) -> None:
         help="checkpoint after N learned events at the latest [default: 100000]",
     )
     durable.add_argument(
+        "--transaction-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="transaction.timeout.ms of the checkpoint transactions [default: 20]",
+    )
+    durable.add_argument(
         "--checkpoint-topic",
         metavar="TOPIC",
         help="compacted topic holding checkpoints [default: streamtrain.checkpoints]",
@@ -178,6 +184,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,
+        "transaction_timeout": args.transaction_timeout,
         "secret_file": args.secret_file,
     }
     return resolve(TrainSettings, flags, file=file, section="train")

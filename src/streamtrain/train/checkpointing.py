@@ -2,8 +2,9 @@
 
 A checkpoint transaction holds, atomically: the dead letters and predictions made since the
 previous one, the signed checkpoint record (model, metrics, counters and input offsets) and the
-consumer group's offsets. So after any crash the last committed checkpoint and the input position agree,
-and a restarted trainer resumes exactly there: no event learned twice, none lost.
+consumer group's offsets. So after any crash the last committed checkpoint and the input
+position agree, and a restarted trainer resumes exactly there: no event learned twice, none
+lost.
 
 Order inside one checkpoint (fixed):
 1. produce the deferred dead letters and predictions, then the checkpoint record, into the
