@@ -42,7 +42,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamtrain.errors import StreamtrainError
-from streamtrain.state.envelope import CheckpointHeader, library_versions, load_state, seal
+from streamtrain.state.envelope import (
+    CheckpointHeader,
+    OpenedCheckpoint,
+    library_versions,
+    load_state,
+    seal,
+)
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
 from streamtrain.train.faults import crash_point, hang_point
@@ -218,16 +224,21 @@ class Checkpointing:
                         self.model_spec,
                     )
                     self.model_spec = header.model_spec
-                state = TrainState.from_payload(
-                    load_state(checkpoint),
-                    header.events_learned,
-                    header.offsets.get(self.topic, {}),
-                )
-            self.committed[task_key] = CommittedState(
-                header, _pickle(state), dict(state.offsets), state.events_learned
-            )
+                state = self._state_of(checkpoint)
+            self._remember(task_key, header, state)
             out[task_key] = (state, header)
         return out
+
+    def _state_of(self, checkpoint: OpenedCheckpoint) -> TrainState:
+        header = checkpoint.header
+        return TrainState.from_payload(
+            load_state(checkpoint), header.events_learned, header.offsets.get(self.topic, {})
+        )
+
+    def _remember(self, task_key: str, header: CheckpointHeader | None, state: TrainState) -> None:
+        self.committed[task_key] = CommittedState(
+            header, _pickle(state), dict(state.offsets), state.events_learned
+        )
 
     def forget(self, task_key: str) -> None:
         """A task moved away: its committed state is no longer ours to restore."""
@@ -441,16 +452,7 @@ class Checkpointing:
         # with no checkpoint yet keeps the fresh state it started from.
         opened = self.store.latest_many(list(self.committed))
         for task_key, checkpoint in opened.items():
-            if checkpoint is not None:
-                header = checkpoint.header
-                state = TrainState.from_payload(
-                    load_state(checkpoint),
-                    header.events_learned,
-                    header.offsets.get(self.topic, {}),
-                )
-                self.committed[task_key] = CommittedState(
-                    header, _pickle(state), dict(state.offsets), state.events_learned
-                )
+            self._remember(task_key, checkpoint.header, self._state_of(checkpoint))
         self.begin()
         raise TransactionAborted(why)
 
