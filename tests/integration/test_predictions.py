@@ -16,6 +16,7 @@ from unlabelled import (
 )
 
 from streamtrain.config import KafkaSettings
+from streamtrain.fastpath import fast_evaluator_for
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.trainer import Trainer
 
@@ -29,11 +30,17 @@ def test_unlabelled_events_are_predicted_not_learned(
     topic = unique_name("unlabelled")
     records = mixed_stream(3000)
     fill(kafka_bootstrap, topic, records)
+    if fast_path:  # the compiled kernel loaded before the first batch, so it answers them
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        assert fast_evaluator_for(model, {"ROCAUC": metrics.ROCAUC()}, wait=True) is not None
     trainer = Trainer(
         KafkaSettings(bootstrap_servers=kafka_bootstrap),
         TrainSettings(topic=topic, exit_when_idle=2.0, fast_path=fast_path, batch_size=64),
     )
     summary = trainer.run()
+    fast = trainer.tasks[""].fast
+    if fast_path:
+        assert fast is not None and fast.batches > 0 and fast.fallbacks == 0
 
     values: list[bytes | None] = [v for _, v in records]
     learnable = labelled(values)

@@ -297,6 +297,77 @@ def test_non_boolean_labels_and_non_numeric_values_fall_back() -> None:
         regression.learn_many([x], [True])
 
 
+@pytest.mark.parametrize("labels", ["ints", "mixed"])
+def test_zero_one_integer_labels_are_binary_labels(labels: str) -> None:
+    # Agrawal's labels are the ints 0 and 1: River treats them as False/True throughout.
+    events = list(itertools.islice(datasets.synth.Agrawal(seed=3), 2000))
+    if labels == "mixed":
+        events = [(x, bool(y) if i % 3 else y) for i, (x, y) in enumerate(events)]
+    assert {type(y) for _, y in events} >= {int}
+
+    def make() -> tuple[Any, dict[str, Any]]:
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        return model, {"ROCAUC": metrics.ROCAUC(), "LogLoss": metrics.LogLoss()}
+
+    _assert_same(make, events)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_unlabelled_events_are_predicted_where_they_stand(task: str) -> None:
+    from streamtrain.models.prediction import answer_from_fast_path, predict_answer
+
+    if task == "classification":
+        events = _phishing()
+        kind = Task.CLASSIFICATION
+
+        def make() -> tuple[Any, dict[str, Any]]:
+            model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+            return model, {"ROCAUC": metrics.ROCAUC(), "LogLoss": metrics.LogLoss()}
+    else:
+        events = _friedman()
+        kind = Task.REGRESSION
+
+        def make() -> tuple[Any, dict[str, Any]]:
+            model = preprocessing.StandardScaler() | linear_model.LinearRegression()
+            return model, {"MAE": metrics.MAE()}
+
+    # Every 4th event, and a run of ten, unlabelled.
+    stream = [(x, None if i % 4 == 1 or 40 <= i < 50 else y) for i, (x, y) in enumerate(events)]
+    model_r, mets_r = make()
+    river = ProgressiveEvaluator(model_r, mets_r)
+    want = []
+    for x, y in stream:
+        if y is None:
+            want.append(predict_answer(model_r, kind, x))
+        else:
+            river.learn(x, y)
+    model_f, mets_f = make()
+    fast = fast_evaluator_for(model_f, mets_f)
+    assert fast is not None
+    got = []
+    for batch in _batches(stream):
+        values = fast.learn_many([x for x, _ in batch], [y for _, y in batch])
+        answered = zip(batch, values.tolist(), strict=True)
+        got += [answer_from_fast_path(kind, v) for (_, y), v in answered if y is None]
+    assert got == want  # to the last bit
+    assert fast.values() == river.values()
+    fast.sync()
+    assert pickle.dumps((model_f, mets_f)) == pickle.dumps((model_r, mets_r))
+
+
+def test_other_integer_labels_or_accuracy_with_ints_fall_back() -> None:
+    x = {"a": 1.0, "b": 2.0}
+    for mets, ys in [
+        ({"ROCAUC": metrics.ROCAUC()}, [0, 2]),  # not binary
+        ({"Accuracy": metrics.Accuracy()}, [0, 1]),  # its matrix keeps the labels as keys
+    ]:
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        fast = fast_evaluator_for(model, mets)
+        assert fast is not None
+        with pytest.raises(FastPathFallback):
+            fast.learn_many([x, x], ys)
+
+
 def test_an_event_river_raises_on_falls_back_with_the_batch_untouched() -> None:
     # MSE squares the error: beyond ~1e154 CPython raises OverflowError on that event, which the
     # trainer dead-letters. The fast path hands such a batch to River, which does just that.

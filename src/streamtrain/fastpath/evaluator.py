@@ -17,9 +17,9 @@ sum in that order), so a batch is computed in the compiled kernel only when ever
 the same keys in the same order, the *layout*. A batch whose events all share a new layout (a
 feature added or dropped) switches the layout; River treats missing features as absent, and so
 does this evaluator, since features outside the layout are neither read nor written. A batch that
-mixes layouts, or has labels or values the kernel does not take (a non-boolean class label, a
-non-numeric feature), raises :class:`FastPathFallback` with nothing applied: the caller then
-calls ``sync()`` and lets River learn that batch event by event.
+mixes layouts, or has labels or values the kernel does not take (a class label other than a
+boolean or 0/1, a non-numeric feature), raises :class:`FastPathFallback` with nothing applied:
+the caller then calls ``sync()`` and lets River learn that batch event by event.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -260,16 +261,27 @@ class FastEvaluator:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def learn_many(self, xs: list[dict[str, Any]], ys: list[Any]) -> None:
+    def learn_many(self, xs: list[dict[str, Any]], ys: list[Any]) -> np.ndarray:
         """Predict, learn and score each ``(x, y)`` in order, as River's per-event path would.
 
-        Raises :class:`FastPathFallback` (with nothing applied) for a batch it cannot take.
+        A ``None`` label marks an unlabelled event: predicted with the model as it stands
+        there, not learned, not scored. Returns every event's prediction — a classifier's
+        probability of ``True`` (River's ``predict_proba_one`` is ``{False: 1 - p, True: p}``),
+        a regressor's value. Raises :class:`FastPathFallback` (with nothing applied) for a
+        batch it cannot take.
         """
+        try:
+            return self._learn_many(xs, ys)
+        except FastPathFallback:
+            self.fallbacks += 1
+            raise
+
+    def _learn_many(self, xs: list[dict[str, Any]], ys: list[Any]) -> np.ndarray:
         n = len(xs)
         if n != len(ys):
             raise ValueError(f"{n} feature dicts but {len(ys)} labels")
         if n == 0:
-            return
+            return np.zeros(0, dtype=_float64)
         kernel = self._kernel
         if kernel is None:
             if self._wait:
@@ -279,6 +291,16 @@ class FastEvaluator:
                 raise FastPathFallback("the compiled kernel is not loaded (yet)")
         if compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
             raise FastPathFallback("compose.learn_during_predict() is active")
+        # Labels first: the cheapest check, and the one a whole stream fails if it fails.
+        y_types = set(map(type, ys))
+        unlabelled = type(None) in y_types
+        if unlabelled:
+            y_types.discard(type(None))
+        if self._is_classifier:
+            if y_types - {bool} and not self._binary_ints(ys, y_types):
+                raise FastPathFallback("a class label is neither a boolean nor 0/1")
+        elif not y_types <= {int, float}:
+            raise FastPathFallback("a regression target is not a number")
         keys = list(_chain(xs))
         layout = self._layout
         if layout is None or keys != layout * n:
@@ -294,18 +316,18 @@ class FastEvaluator:
             x_arr = np.fromiter(_chain(map(dict.values, xs)), dtype=_float64, count=n * d)
         except (TypeError, ValueError, OverflowError):
             raise FastPathFallback("a feature value is not a number") from None
-        y_types = set(map(type, ys))
-        if self._is_classifier:
-            if y_types != {bool}:
-                raise FastPathFallback("a class label is not a boolean")
-        elif not y_types <= {int, float}:
-            raise FastPathFallback("a regression target is not a number")
         try:
-            y_arr = np.fromiter(ys, dtype=_float64, count=n)
+            if unlabelled:
+                y_arr = np.fromiter(
+                    (math.nan if y is None else y for y in ys), dtype=_float64, count=n
+                )
+            else:
+                y_arr = np.fromiter(ys, dtype=_float64, count=n)
         except OverflowError:
             raise FastPathFallback("a regression target is out of range") from None
         mutable = self._mutable
         saved = [a.copy() for a in mutable] if self._can_fail else None
+        preds = np.empty(n, dtype=_float64)
         failed = kernel(
             x_arr.reshape(n, d),
             y_arr,
@@ -328,16 +350,32 @@ class FastEvaluator:
             self._mean_values,
             self._seq,
             self._scratch,
+            preds,
         )
         if failed >= 0:
             assert saved is not None
             for array, before in zip(mutable, saved, strict=True):
                 array[...] = before
             raise FastPathFallback(f"River raises on event {failed} of the batch")
+        learned = n - (ys.count(None) if unlabelled else 0)
         self._seq += n
-        self._learned += n
-        self.events += n
+        self._learned += learned
+        self.events += learned
         self.batches += 1
+        return preds
+
+    def _binary_ints(self, ys: list[Any], y_types: set[type]) -> bool:
+        """Labels 0/1 (ints, or mixed with booleans) act exactly as False/True here.
+
+        River's log loss maps 0 to -1 and 1 to 1, ROCAUC compares with its boolean ``pos_val``
+        and LogLoss tests truthiness, so the results are the same. Accuracy's confusion matrix
+        keeps the labels themselves as keys, so with it only booleans qualify.
+        """
+        return (
+            y_types <= {bool, int}
+            and not self._plan.accuracies
+            and set(ys) - {None} <= {0, 1}  # True == 1 and False == 0 too
+        )
 
     def values(self) -> dict[str, float]:
         """The current metric values (synchronises the River objects first)."""

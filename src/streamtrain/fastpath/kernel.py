@@ -21,6 +21,8 @@ per-event path performs (same operands, same order), so every intermediate value
   them to River's objects in first-occurrence order, which reproduces River's sums (each update
   adds ``1.0``) and the insertion order of its dictionaries.
 
+An event whose label is NaN is *unlabelled*: predicted (into ``preds``) and otherwise skipped.
+
 The kernel returns ``-1``, or the index of the first event on which River's per-event path
 would raise (``MSE``'s ``d ** 2`` overflowing a double raises ``OverflowError`` in CPython), in
 which case the caller discards the batch's work and lets River process the batch.
@@ -88,7 +90,7 @@ def _clamp(g: float, low: float, high: float) -> float:
 @numba.njit(cache=True, nogil=True)
 def learn_batch(
     xs: np.ndarray,  # (n, d) float64, features in layout order
-    ys: np.ndarray,  # (n,) float64; 1.0/0.0 for a classifier's True/False
+    ys: np.ndarray,  # (n,) float64; 1.0/0.0 for a classifier's True/False; NaN: unlabelled
     flags: np.ndarray,  # int64: [is_classifier, has_scaler, with_std]
     params: np.ndarray,  # float64[N_PARAMS]
     intercept: np.ndarray,  # float64[1], updated
@@ -108,6 +110,7 @@ def learn_batch(
     mean_values: np.ndarray,  # float64[M], updated
     seq0: int,  # sequence number of xs[0]
     scratch: np.ndarray,  # float64[d], work space
+    preds: np.ndarray,  # float64[n], out: each event's prediction (probability of True)
 ) -> int:
     n, d = xs.shape
     is_classifier = flags[0] != 0
@@ -145,6 +148,9 @@ def learn_batch(
             dot += weights[i] * xi
         raw_pred = dot + b
         pred = _sigmoid(raw_pred) if is_classifier else raw_pred
+        preds[e] = pred
+        if math.isnan(y):
+            continue  # unlabelled: predicted only, neither learned nor scored
 
         # -- learn: the scaler first, then transform with the new statistics.
         for i in range(d):
@@ -244,5 +250,6 @@ def warm_up() -> float:
         np.zeros(0, dtype=f8),
         0,
         np.zeros(1, dtype=f8),
+        np.zeros(0, dtype=f8),
     )
     return time.perf_counter() - started

@@ -12,7 +12,7 @@ from typing import Any
 
 from streamtrain.data.events import Task
 
-__all__ = ["label_key", "predict_answer"]
+__all__ = ["answer_from_fast_path", "answer_from_proba", "label_key", "predict_answer"]
 
 
 def label_key(label: Any) -> str:
@@ -25,10 +25,24 @@ def label_key(label: Any) -> str:
 def predict_answer(model: Any, task: Task, x: dict[str, float]) -> dict[str, Any]:
     """Predict ``x`` (already validated) with a River model; pure, the model is not changed."""
     if task is Task.CLASSIFICATION:
-        proba = model.predict_proba_one(x)
-        return {
-            # The arg-max of the probabilities: River's default predict_one, one call cheaper.
-            "prediction": max(proba, key=proba.get) if proba else None,
-            "probabilities": {label_key(k): float(v) for k, v in proba.items()},
-        }
+        return answer_from_proba(model.predict_proba_one(x))
     return {"prediction": model.predict_one(x)}
+
+
+def answer_from_proba(proba: dict[Any, float]) -> dict[str, Any]:
+    """A classifier's answer from its ``predict_proba_one`` result."""
+    return {
+        # The arg-max of the probabilities: River's default predict_one, one call cheaper.
+        "prediction": max(proba, key=proba.__getitem__) if proba else None,
+        "probabilities": {label_key(k): float(v) for k, v in proba.items()},
+    }
+
+
+def answer_from_fast_path(task: Task, value: float) -> dict[str, Any]:
+    """The answer for a fast-path prediction (:meth:`FastEvaluator.learn_many`): a binary
+    classifier's probability of True, built as River's LogisticRegression builds its
+    ``predict_proba_one``, or a regressor's value."""
+    if task is Task.CLASSIFICATION:
+        p = float(value)
+        return answer_from_proba({False: 1.0 - p, True: p})
+    return {"prediction": float(value)}

@@ -50,7 +50,7 @@ from streamtrain.errors import StreamtrainError
 from streamtrain.fastpath import FastPathFallback
 from streamtrain.fastpath.decode import decode_batch
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
-from streamtrain.models.prediction import predict_answer
+from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.state.envelope import CheckpointHeader
 from streamtrain.state.keys import load_signing_key
@@ -459,7 +459,8 @@ class Trainer:
             if xs:
                 valid = [msgs[i] for i in batch.positions] if batch.invalid else msgs
                 if None in ys:
-                    self._learn_and_predict(task, xs, ys, valid, dead_letters)
+                    if not self._learn_and_predict_fast(task, xs, ys, valid):
+                        self._learn_and_predict(task, xs, ys, valid, dead_letters)
                 else:
                     self._learn_valid(task, xs, ys, valid, dead_letters)
             self._advance(task, msgs)
@@ -487,6 +488,41 @@ class Trainer:
                 task.events_learned += len(xs)
                 return
         self._learn_each(task, xs, ys, msgs, dead_letters)
+
+    def _learn_and_predict_fast(
+        self, task: Task, xs: list[dict[str, Any]], ys: list[Any], msgs: list[Message]
+    ) -> bool:
+        """A batch with unlabelled events in one compiled call, which predicts each of them
+        where it stands; False (nothing applied) when the fast path cannot take it."""
+        fast = task.fast
+        if fast is None:
+            return False
+        try:
+            predictions = fast.learn_many(xs, ys)
+        except FastPathFallback:
+            fast.sync()
+            return False
+        except Exception:  # a bug: never lose a batch to it, stay on River
+            log.exception("the fast path failed; River's per-event path takes over")
+            fast.sync()
+            task.fast = None
+            return False
+        assert self._predictions is not None
+        topic, kind = self.settings.topic, task.evaluator.task
+        learned = task.events_learned
+        offsets = task.offsets
+        for y, msg, value in zip(ys, msgs, predictions.tolist(), strict=True):
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            if y is None:
+                version = model_version(topic, {**offsets, partition: offset})
+                answer = answer_from_fast_path(kind, value)
+                self._predictions.send(msg, answer, version, learned)
+                task.events_predicted += 1
+            else:
+                learned += 1
+            offsets[partition] = offset + 1
+        task.events_learned = learned
+        return True
 
     def _learn_and_predict(
         self,
