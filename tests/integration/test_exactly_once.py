@@ -266,6 +266,7 @@ def test_a_stuck_commit_replaces_the_producer_and_loses_nothing(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replacing the producer" in proc.stderr
     summary = json.loads(summary_path.read_text())
+    assert summary["producer_replacements"] == 1
     values = [v for _, v in records]
     offline_model, expected = replay_with_predictions(values)
     assert summary["events_learned"] == len(labelled(values))  # none twice, none lost
@@ -511,6 +512,8 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         proc.wait(timeout=150)
         assert proc.returncode == 0, (tmp_path / "trainer.log").read_text()[-3000:]
         summary = json.loads(summary_path.read_text())
+        # Whether librdkafka got stuck this time (and the producer was replaced) varies.
+        print("producer replacements:", summary["producer_replacements"])
         assert summary["events_learned"] == len(values)
         _, offline_auc = _offline(values)
         assert summary["metrics"]["ROCAUC"] == offline_auc

@@ -31,7 +31,7 @@ from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.serving.app import BackgroundServer, create_app, create_kafka_app
-from streamtrain.serving.follower import StaticSnapshotSource
+from streamtrain.serving.follower import MetricsFollower, ModelKeys, StaticSnapshotSource
 from streamtrain.serving.snapshot import ModelSnapshot
 from streamtrain.state.envelope import CheckpointHeader, seal
 from streamtrain.state.keys import SigningKey
@@ -400,3 +400,50 @@ def test_an_endless_chunked_body_is_cut_off(static_server: BackgroundServer) -> 
     # Kernel socket buffers on loopback take several MiB before the server reads anything;
     # a server that read the whole body first would only answer after all 256 MiB.
     assert sent < 32 * 1024 * 1024, f"the server let {sent} bytes in before refusing"
+
+
+def test_metrics_of_several_processes_follow_as_one_series(
+    kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    topic, name = unique_name("metrics"), unique_name("model")
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def report(process: str, ts: float, partition: int, learned: int) -> None:
+        summary = {"events_learned": learned, "dead_lettered": 0, "metrics": {"ROCAUC": 0.5}}
+        value = {
+            "format": 1,
+            "kind": "progress",
+            "ts": ts,
+            "model": name,
+            "topic": "input",
+            "process": process,
+            "events_per_second": 10.0,
+            "events_learned": learned,
+            "lag": {str(partition): 0},
+            "positions": {str(partition): learned},
+            "tasks": {f"{name}/p{partition}": summary},
+        }
+        producer.produce(topic, key=name, value=json.dumps(value).encode())
+
+    # Two processes of one partitioned model, each reporting its own replica.
+    for step in range(1, 6):
+        report("host:1", step, 0, 100 * step)
+        report("host:2", step + 0.5, 1, 10 * step)
+    assert producer.flush(30) == 0
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    follower = MetricsFollower(kafka, ModelKeys(name), topic)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 30
+        while follower.received < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        history = follower.history()
+    finally:
+        follower.stop()
+    assert len(history) == 10
+    learned = [r["events_learned"] for r in history]
+    assert learned == sorted(learned) and learned[-1] == 550
+    assert history[-1]["processes"] == 2 and history[-1]["events_per_second"] == 20.0
+    assert history[-1]["model_version"] == "input:0@500,input:1@50"

@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streamtrain.config import KafkaSettings
 from streamtrain.kafka.clients import client_config
+from streamtrain.serving.merge import ProcessMerger
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, replica_partition
 from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
@@ -416,6 +417,8 @@ class MetricsFollower(MetricsHub):
         self.undecodable = 0
         self.last_error: str | None = None
         self.waiting_for_topic = False
+        # Several processes of a partitioned model report separately: one series for them.
+        self._merger = ProcessMerger()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -479,7 +482,7 @@ class MetricsFollower(MetricsHub):
                     if not isinstance(record, dict):
                         self.undecodable += 1
                         continue
-                    self.publish(record)
+                    self.publish(self._merger.merge(record))
         finally:
             consumer.close()
 

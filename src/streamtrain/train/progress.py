@@ -76,6 +76,7 @@ class Summary:
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     learned_this_run: int = 0  # events_learned counts what restored checkpoints had learned too
     events_predicted: int = 0  # unlabelled events answered (predictions topic)
+    producer_replacements: int = 0  # stuck transactional producers replaced (named models)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -78,6 +78,8 @@ class Task:
             "events_learned": self.events_learned,
             "dead_lettered": self.dead_lettered,
             "events_predicted": self.events_predicted,
+            "dead_letter_reasons": dict(self.dead_letter_reasons),
             "metrics": self.sync().values(),
+            "rolling": self.evaluator.rolling_values(),
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
         }

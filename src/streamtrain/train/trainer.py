@@ -958,6 +958,7 @@ class Trainer:
             else {},
             learned_this_run=learned_here,
             events_predicted=self.events_predicted,
+            producer_replacements=checkpointing.replacements if checkpointing else 0,
         )
 
 

@@ -426,7 +426,8 @@
     $("kpi-rate").textContent = fmtCompact(last.events_per_second);
     const recent = state.records.slice(-20).map((r) => r.events_per_second).filter(Number.isFinite);
     const avg = recent.reduce((a, b) => a + b, 0) / Math.max(recent.length, 1);
-    $("kpi-rate-sub").textContent = `avg of last ${recent.length} reports: ${fmtCompact(avg)}/s`;
+    const procs = last.processes > 1 ? `${last.processes} processes · ` : "";
+    $("kpi-rate-sub").textContent = `${procs}avg of last ${recent.length} reports: ${fmtCompact(avg)}/s`;
     $("kpi-lag").textContent = fmtInt(last.total_lag);
     const parts = Object.entries(last.lag || {});
     $("kpi-lag-sub").textContent = parts.length > 1
