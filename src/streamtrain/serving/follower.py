@@ -157,22 +157,59 @@ class StaticSnapshotSource:
         pass
 
 
-class CheckpointFollower:
+class _TopicFollower:
+    """A daemon thread that runs :meth:`_follow` until stopped, retrying after failures."""
+
+    what = "topic"  # names the thread and the log lines
+
+    def __init__(self, keys: ModelKeys) -> None:
+        self.keys = keys
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"{self.what}:{self.keys.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except Exception as err:  # keep what we have; try again
+                self.last_error = _log_failure(self.last_error, err, self.what, self.keys)
+                self._stop.wait(_RETRY_SECONDS)
+
+    def _follow(self) -> None:
+        raise NotImplementedError
+
+
+class CheckpointFollower(_TopicFollower):
     """Keeps the newest verified checkpoint of one model, following the topic live."""
 
+    what = "checkpoints"
+
     def __init__(self, store: CheckpointStore, keys: ModelKeys) -> None:
+        super().__init__(keys)
         self.store = store
-        self.keys = keys
         self._current: Servable | None = None
         self._newest: dict[str, ModelSnapshot] = {}
         self._opened: dict[str, tuple[int, int]] = {}  # key -> (partition, offset) last opened
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._caught_up = threading.Event()
         self.swaps = 0
         self.rejections = 0
         self.last_rejection: Rejection | None = None
-        self.last_error: str | None = None
         self.waiting_for_topic = False
         self.swapped_at: float | None = None
 
@@ -199,32 +236,7 @@ class CheckpointFollower:
         """Block until the topic was read to its end once; False on timeout."""
         return self._caught_up.wait(timeout)
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"checkpoints:{self.keys.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
     # -- the thread -----------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception as err:  # keep serving the last good model; try again
-                self.last_error = _log_failure(self.last_error, err, "checkpoints", self.keys)
-                self._stop.wait(_RETRY_SECONDS)
 
     def _follow(self) -> None:
         kafka = self.store.kafka
@@ -400,8 +412,10 @@ def _offer(sub: Subscription, record: dict[str, Any] | None) -> None:
         sub.overflowed = True
 
 
-class MetricsFollower(MetricsHub):
+class MetricsFollower(_TopicFollower, MetricsHub):
     """A :class:`MetricsHub` fed from the metrics topic, from its start, on a thread."""
+
+    what = "metrics"
 
     def __init__(
         self,
@@ -410,32 +424,17 @@ class MetricsFollower(MetricsHub):
         topic: str = DEFAULT_METRICS_TOPIC,
         history: int = DEFAULT_HISTORY,
     ) -> None:
-        super().__init__(history)
+        _TopicFollower.__init__(self, keys)
+        MetricsHub.__init__(self, history)
         self.kafka = kafka
-        self.keys = keys
         self.topic = topic
         self.undecodable = 0
-        self.last_error: str | None = None
         self.waiting_for_topic = False
         # Several processes of a partitioned model report separately: one series for them.
         self._merger = ProcessMerger()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"metrics:{self.keys.name}", daemon=True
-        )
-        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        _TopicFollower.stop(self, timeout)
         self.close_subscribers()
 
     def status(self) -> dict[str, Any]:
@@ -446,14 +445,6 @@ class MetricsFollower(MetricsHub):
             "waiting_for_topic": self.waiting_for_topic,
             "last_error": self.last_error,
         }
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except Exception as err:
-                self.last_error = _log_failure(self.last_error, err, "metrics", self.keys)
-                self._stop.wait(_RETRY_SECONDS)
 
     def _follow(self) -> None:
         consumer = _consumer(self.kafka, "metrics", self._on_client_error)
