@@ -10,7 +10,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets
+from trainers import train_command, trainer_env
 
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
@@ -100,19 +100,11 @@ def test_dashboard_shows_the_model_learning(
     halt = threading.Event()
     feeder = threading.Thread(target=_feed, args=(kafka_bootstrap, topic, halt), daemon=True)
     feeder.start()
-    env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
-    env["STREAMTRAIN_SECRET"] = SECRET
     trainer = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamtrain",
-            "train",
-            "--name",
-            name,
-            "--topic",
+        train_command(
+            kafka_bootstrap,
             topic,
-            "--checkpoint-topic",
+            name,
             ckpt,
             "--metrics-topic",
             metrics_topic,
@@ -126,15 +118,11 @@ def test_dashboard_shows_the_model_learning(
             "1",
             "--batch-size",
             "200",
-            "--view",
-            "none",
-            "--bootstrap-servers",
-            kafka_bootstrap,
-        ],
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=trainer_env(SECRET),
     )
     app = create_kafka_app(
         KafkaSettings(bootstrap_servers=kafka_bootstrap),

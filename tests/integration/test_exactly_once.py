@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import pickle
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, evaluate, linear_model, metrics, preprocessing
+from trainers import train_command, trainer_env
 from unlabelled import (
     check_predictions,
     fill,
@@ -80,36 +79,8 @@ def _offline(values: list[bytes]) -> tuple[Any, float]:
     return model, metric.get()
 
 
-def _trainer_cmd(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "streamtrain",
-        "train",
-        "--name",
-        name,
-        "--topic",
-        topic,
-        "--checkpoint-topic",
-        ckpt,
-        "--checkpoint-every",
-        "500",
-        "--checkpoint-interval",
-        "0.3",
-        "--batch-size",
-        "100",
-        "--view",
-        "none",
-        "--bootstrap-servers",
-        bootstrap,
-        *extra,
-    ]
-
-
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
-    env.update(STREAMTRAIN_SECRET=SECRET, **extra)
-    return env
+    return trainer_env(SECRET, **extra)
 
 
 def _spawn(cmd: list[str], **env: str) -> subprocess.Popen[str]:
@@ -171,7 +142,7 @@ def test_kill_9_at_random_moments_one_partition(
     topic, name = unique_name("eos1"), unique_name("model")
     values = _events(60_000)
     _fill(kafka_bootstrap, topic, values)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
 
     progress = []
     rng = random.Random(5)
@@ -207,7 +178,7 @@ def test_kill_9_three_partitions_every_event_once(
     topic, name = unique_name("eos3"), unique_name("model")
     values = _events(24_000, seed=12)
     _fill(kafka_bootstrap, topic, values, partitions=3)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     codes = _kill_cycles(cmd, kills=3, seed=9)
     assert all(code == -signal.SIGKILL for code in codes)
 
@@ -228,7 +199,7 @@ def test_kill_9_unlabelled_events_answered_exactly_once(
     topic, name = unique_name("eospred"), unique_name("model")
     records = mixed_stream(30_000, seed=21)
     fill(kafka_bootstrap, topic, records)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     rng = random.Random(4)
     for _ in range(3):
         proc = _spawn(cmd)
@@ -254,7 +225,7 @@ def test_a_stuck_commit_replaces_the_producer_and_loses_nothing(
     topic, name = unique_name("stuck"), unique_name("model")
     records = mixed_stream(20_000, seed=8)
     fill(kafka_bootstrap, topic, records)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic, "--checkpoint-every", "2000")
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic, "--checkpoint-every", "2000")
     summary_path = tmp_path / "summary.json"
     proc = subprocess.run(
         [*cmd, "--exit-when-idle", "3", "--summary", str(summary_path)],
@@ -345,7 +316,7 @@ def test_kill_at_instrumented_points(
     topic, name = unique_name("fault"), unique_name("model")
     values = _events(6_000, seed=13)
     _fill(kafka_bootstrap, topic, values)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     crashed = subprocess.run(
         [*cmd, "--exit-when-idle", "5"],
         capture_output=True,
@@ -372,11 +343,12 @@ def test_sigterm_commits_a_final_checkpoint_quickly(
     _fill(kafka_bootstrap, topic, values)
     summary_path = tmp_path / "summary.json"
     # Checkpoints rarely on their own, so the one found afterwards is the final one.
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     cmd[cmd.index("--checkpoint-every") + 1] = "10000000"
     cmd[cmd.index("--checkpoint-interval") + 1] = "3600"
-    proc = _spawn([*cmd, "--summary", str(summary_path)])
-    time.sleep(5)
+    # River's per-event path: the compiled one would finish the stream before the signal.
+    proc = _spawn([*cmd, "--no-fast-path", "--summary", str(summary_path)])
+    time.sleep(4)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -396,7 +368,7 @@ def test_second_trainer_fences_the_first(
     topic, name = unique_name("fence"), unique_name("model")
     values = _events(150_000, seed=15)
     _fill(kafka_bootstrap, topic, values)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     first = _spawn(cmd)
     time.sleep(5)
     second = _spawn([*cmd, "--exit-when-idle", "3", "--summary", str(tmp_path / "s.json")])
@@ -444,7 +416,7 @@ def test_forged_checkpoints_are_refused_before_unpickling(
     topic, name = unique_name("forge"), unique_name("model")
     values = _events(500, seed=16)
     _fill(kafka_bootstrap, topic, values)
-    cmd = _trainer_cmd(kafka_bootstrap, topic, name, ckpt_topic)
+    cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     _finish(cmd, tmp_path / "first.json")  # a genuine checkpoint exists now
     header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
 
@@ -483,16 +455,17 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
     try:
         bootstrap = broker.bootstrap
         topic, name = unique_name("restart"), unique_name("model")
-        values = _events(120_000, seed=17)
+        values = _events(250_000, seed=17)
         _fill(bootstrap, topic, values)
         summary_path = tmp_path / "summary.json"
-        cmd = _trainer_cmd(bootstrap, topic, name, ckpt_topic)
+        cmd = train_command(bootstrap, topic, name, ckpt_topic)
         proc: subprocess.Popen[bytes] | None = None
         # stderr to a file: the trainer logs through the outage, and a pipe nobody reads
         # until the end would fill up and block it.
         with open(tmp_path / "trainer.log", "w") as log_file:
             proc = subprocess.Popen(
-                [*cmd, "--exit-when-idle", "4", "--summary", str(summary_path)],
+                # River's pace, so the outage comes while the stream is being learned.
+                [*cmd, "--no-fast-path", "--exit-when-idle", "4", "--summary", str(summary_path)],
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 env=_env(),

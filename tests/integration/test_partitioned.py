@@ -159,7 +159,8 @@ def test_paused_process_is_fenced_after_its_tasks_moved(
 ) -> None:
     topic, name, ckpt = unique_name("pause"), unique_name("model"), unique_name("ckpt")
     per_partition = _fill(kafka_bootstrap, topic, 200_000, seed=22)
-    cmd = _cmd(kafka_bootstrap, topic, name, ckpt, "--session-timeout", "6")
+    # River's pace: the process must still be learning when it is paused.
+    cmd = _cmd(kafka_bootstrap, topic, name, ckpt, "--session-timeout", "6", "--no-fast-path")
     paused = _spawn(cmd)
     lines: queue.Queue[str] = queue.Queue()
     stderr = paused.stderr

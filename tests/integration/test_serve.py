@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 from river import datasets
+from trainers import train_command, trainer_env
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -79,34 +78,10 @@ def create_topic(bootstrap: str, topic: str) -> None:
 def spawn_trainer(
     bootstrap: str, topic: str, name: str, ckpt: str, metrics_topic: str
 ) -> subprocess.Popen[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamtrain",
-        "train",
-        "--name",
-        name,
-        "--topic",
-        topic,
-        "--checkpoint-topic",
-        ckpt,
-        "--metrics-topic",
-        metrics_topic,
-        "--checkpoint-interval",
-        "0.3",
-        "--checkpoint-every",
-        "500",
-        "--batch-size",
-        "100",
-        "--rolling-window",
-        "200",
-        "--view",
-        "none",
-        "--bootstrap-servers",
-        bootstrap,
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
-    env["STREAMTRAIN_SECRET"] = SECRET
+    cmd = train_command(
+        bootstrap, topic, name, ckpt, "--metrics-topic", metrics_topic, "--rolling-window", "200"
+    )
+    env = trainer_env(SECRET)
     return subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
