@@ -1,3 +1,3 @@
-from streamtrain.cli.main import main
+from streamtrain.cli.main import entry
 
-raise SystemExit(main())
+entry()

@@ -8,6 +8,8 @@ and misuse print one line to stderr and exit non-zero, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -111,5 +113,21 @@ def _main(argv: Sequence[str] | None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``streamtrain`` executable: :func:`main`, then exit with its code."""
+    code = main()
+    from streamtrain.train.checkpointing import abandoned_producers
+
+    if abandoned_producers():
+        # A producer given up on while a transactional call was stuck could hold up the
+        # interpreter's teardown (destroying it waits for that call): leave at once, with
+        # everything written and flushed; the trainer has already closed what it owns.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

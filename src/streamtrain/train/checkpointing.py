@@ -97,6 +97,11 @@ class ProducerStuck(Exception):
 _ABANDONED: list[Producer] = []
 
 
+def abandoned_producers() -> int:
+    """How many producers this process gave up on (see :class:`ProducerStuck`)."""
+    return len(_ABANDONED)
+
+
 @dataclasses.dataclass
 class TrainState:
     """Everything a named model's progress consists of."""
