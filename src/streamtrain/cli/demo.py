@@ -28,6 +28,7 @@ from streamtrain.produce import ProduceSettings, Replayer
 from streamtrain.serving.app import BackgroundServer, create_kafka_app
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import ensure_checkpoint_topic
+from streamtrain.stopping import StopFlag
 from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     topic, name = f"demo.phishing.{stamp}", f"demo-{stamp}"
-    stop = threading.Event()
+    stop = StopFlag()  # set from the signal handler: see streamtrain.stopping
     server: BackgroundServer | None = None
     replayer = Replayer(kafka, ProduceSettings(topic=topic, dataset="Phishing", rate=args.rate))
     trainer: Trainer | None = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from streamtrain.kafka.clients import (
     partition_count,
     wait_for_cluster,
 )
+from streamtrain.stopping import StopFlag
 
 __all__ = ["ProduceReport", "ProduceSettings", "Replayer"]
 
@@ -117,7 +117,7 @@ class Replayer:
         self.kafka = kafka
         self.settings = settings
         self._on_progress = on_progress
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # set from signal handlers: see streamtrain.stopping
         self._delivered = 0
         self._failed = 0
         self._errors: list[str] = []
@@ -303,7 +303,7 @@ class _Pacer:
         self.interval = 1.0 / rate
         self.next_at = time.monotonic()
 
-    def wait(self, stop: threading.Event) -> bool:
+    def wait(self, stop: StopFlag) -> bool:
         """Block until the next slot; False when ``stop`` was set meanwhile."""
         now = time.monotonic()
         self.next_at = max(self.next_at, now - MAX_BURST * self.interval)

@@ -51,6 +51,7 @@ from streamtrain.state.envelope import (
 )
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
+from streamtrain.stopping import StopFlag
 from streamtrain.train.faults import crash_point, hang_point
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class Checkpointing:
         interval: float,
         every: int,
         timeout: float,
-        should_stop: threading.Event,
+        should_stop: StopFlag,
         fatal_error: Callable[[], KafkaError | None] = lambda: None,
         label: str = "",
         replace_producer: Callable[[], Producer] | None = None,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -55,6 +54,7 @@ from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.state.envelope import CheckpointHeader
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
+from streamtrain.stopping import StopFlag
 from streamtrain.train.checkpointing import Checkpointing, TrainState, TransactionAborted
 from streamtrain.train.deadletter import MODEL_ERROR, DeadLetterSink
 from streamtrain.train.faults import crash_point
@@ -122,7 +122,7 @@ class Trainer:
         else:
             self.group = f"streamtrain.ephemeral.{uuid.uuid4().hex[:12]}"
         self.restored_from: dict[str, CheckpointHeader] = {}
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # set from signal handlers: see streamtrain.stopping
         self._stopped_because = "stopped"
         self._assignment: list[TopicPartition] = []
         self._by_partition: dict[int, Task] = {}
