@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamtrain.state.envelope import model_version
+
 __all__ = ["ProcessMerger"]
 
 
@@ -80,7 +82,9 @@ class ProcessMerger:
             lag=lag,
             total_lag=sum(lag.values()),
             positions=positions,
-            model_version=",".join(f"{record.get('topic')}:{p}@{o}" for p, o in positions.items()),
+            model_version=model_version(
+                str(record.get("topic")), {int(p): o for p, o in positions.items()}
+            ),
             processes=len(live),
             tasks={key: summary for key, (_, summary) in sorted(self._tasks.items())},
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 from streamtrain.data.events import Task, validate_features
 from streamtrain.errors import StreamtrainError
-from streamtrain.models.prediction import label_key, predict_answer
+from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.state.envelope import CheckpointHeader, load_state, open_envelope
 from streamtrain.state.store import CheckpointStore
 from streamtrain.train.progressive import task_of
@@ -109,19 +109,17 @@ class ReplicaSet:
 
     def predict(self, x: Any) -> dict[str, Any]:
         features = validate_features(x)
-        answer: dict[str, Any] = {}
+        answer: dict[str, Any]
         if self.task is Task.CLASSIFICATION:
             totals: dict[Any, float] = {}
             for replica in self.replicas:
                 for label, p in replica.model.predict_proba_one(features).items():
                     totals[label] = totals.get(label, 0.0) + float(p)
             n = len(self.replicas)
-            proba = {label: total / n for label, total in totals.items()}
-            answer["prediction"] = max(proba, key=proba.__getitem__) if proba else None
-            answer["probabilities"] = {label_key(k): v for k, v in proba.items()}
+            answer = answer_from_proba({label: total / n for label, total in totals.items()})
         else:
             values = [float(r.model.predict_one(features)) for r in self.replicas]
-            answer["prediction"] = sum(values) / len(values)
+            answer = {"prediction": sum(values) / len(values)}
         answer["model_version"] = self.version
         answer["events_learned"] = self.events_learned
         answer["replicas"] = {r.header.model_name: r.version for r in self.replicas}

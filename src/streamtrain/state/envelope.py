@@ -36,6 +36,15 @@ class CheckpointRejected(StreamtrainError):
     exit_code = 5
 
 
+def model_version(topic: str, offsets: Mapping[int, int]) -> str:
+    """``topic:p@offset,...`` in partition order: the next offset to learn in each partition.
+
+    This names a model state wherever one is shown: checkpoints, HTTP answers, predictions
+    of unlabelled events, metrics records.
+    """
+    return ",".join(f"{topic}:{p}@{o}" for p, o in sorted(offsets.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointHeader:
     """What a checkpoint says about itself; readable without unpickling anything."""
@@ -54,9 +63,7 @@ class CheckpointHeader:
     def model_version(self) -> str:
         """Offsets learned up to, e.g. ``ml_training_data:0@1250``: names a model state."""
         return ",".join(
-            f"{topic}:{p}@{o}"
-            for topic, parts in sorted(self.offsets.items())
-            for p, o in sorted(parts.items())
+            model_version(topic, parts) for topic, parts in sorted(self.offsets.items()) if parts
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -23,7 +23,6 @@ across crashes; an unnamed trainer's are at-least-once, like its dead letters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -31,14 +30,9 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamtrain.train.deadletter import OutputSink, origin_headers
 
-__all__ = ["FORMAT", "PredictionSink", "model_version"]
+__all__ = ["FORMAT", "PredictionSink"]
 
 FORMAT = 1
-
-
-def model_version(topic: str, offsets: Mapping[int, int]) -> str:
-    """``topic:p@offset,...`` in partition order, as :class:`CheckpointHeader` spells it."""
-    return ",".join(f"{topic}:{p}@{o}" for p, o in sorted(offsets.items()))
 
 
 class PredictionSink(OutputSink):

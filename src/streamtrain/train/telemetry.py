@@ -32,6 +32,7 @@ from confluent_kafka import Producer
 
 from streamtrain.config import KafkaSettings
 from streamtrain.kafka.clients import client_config, ensure_topic
+from streamtrain.state.envelope import model_version
 from streamtrain.train.progress import Progress, Summary
 
 DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
@@ -65,7 +66,7 @@ def progress_record(progress: Progress, kind: str = "progress") -> dict[str, Any
         "lag": {str(p): n for p, n in sorted(progress.lag.items())},
         "total_lag": progress.total_lag,
         "positions": positions,
-        "model_version": ",".join(f"{progress.topic}:{p}@{o}" for p, o in positions.items()),
+        "model_version": model_version(progress.topic, progress.positions),
         "broker_error": progress.broker_error,
         "process": PROCESS_ID,
         "tasks": {key: dict(task) for key, task in progress.tasks.items()},

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -51,14 +52,14 @@ from streamtrain.fastpath.decode import decode_batch
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
 from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.models.spec import estimator_registry, parse_spec
-from streamtrain.state.envelope import CheckpointHeader
+from streamtrain.state.envelope import CheckpointHeader, model_version
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
 from streamtrain.stopping import StopFlag
 from streamtrain.train.checkpointing import Checkpointing, TrainState, TransactionAborted
 from streamtrain.train.deadletter import MODEL_ERROR, DeadLetterSink
 from streamtrain.train.faults import crash_point
-from streamtrain.train.predictions import PredictionSink, model_version
+from streamtrain.train.predictions import PredictionSink
 from streamtrain.train.progress import Progress, Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.settings import TrainSettings
@@ -453,8 +454,7 @@ class Trainer:
             # All of a task's records decoded at once, with decode_event's verdicts.
             batch = decode_batch([msg.value() for msg in msgs], task.evaluator.task)
             for i, bad in batch.invalid:
-                dead_letters.send(msgs[i], bad.reason.value, bad.message)
-                task.dead_letter_reasons[bad.reason.value] += 1
+                _dead_letter(dead_letters, task, msgs[i], bad.reason.value, bad.message)
             xs, ys = batch.xs, batch.ys
             if xs:
                 valid = [msgs[i] for i in batch.positions] if batch.invalid else msgs
@@ -474,54 +474,27 @@ class Trainer:
         dead_letters: DeadLetterSink,
     ) -> None:
         """Learn labelled events in one compiled call, or with River when it cannot."""
-        fast = task.fast
-        if fast is not None:
-            try:
-                fast.learn_many(xs, ys)
-            except FastPathFallback:  # nothing was applied: River learns this batch
-                fast.sync()
-            except Exception:  # a bug: never lose a batch to it, stay on River
-                log.exception("the fast path failed; River's per-event path takes over")
-                fast.sync()
-                task.fast = None
-            else:
-                task.events_learned += len(xs)
-                return
-        self._learn_each(task, xs, ys, msgs, dead_letters)
+        if _learn_fast(task, xs, ys) is not None:
+            task.events_learned += len(xs)
+        else:
+            self._learn_each(task, xs, ys, msgs, dead_letters)
 
     def _learn_and_predict_fast(
         self, task: Task, xs: list[dict[str, Any]], ys: list[Any], msgs: list[Message]
     ) -> bool:
         """A batch with unlabelled events in one compiled call, which predicts each of them
         where it stands; False (nothing applied) when the fast path cannot take it."""
-        fast = task.fast
-        if fast is None:
+        predictions = _learn_fast(task, xs, ys)
+        if predictions is None:
             return False
-        try:
-            predictions = fast.learn_many(xs, ys)
-        except FastPathFallback:
-            fast.sync()
-            return False
-        except Exception:  # a bug: never lose a batch to it, stay on River
-            log.exception("the fast path failed; River's per-event path takes over")
-            fast.sync()
-            task.fast = None
-            return False
-        assert self._predictions is not None
-        topic, kind = self.settings.topic, task.evaluator.task
-        learned = task.events_learned
+        kind = task.evaluator.task
         offsets = task.offsets
         for y, msg, value in zip(ys, msgs, predictions.tolist(), strict=True):
-            partition, offset = msg.partition() or 0, msg.offset() or 0
             if y is None:
-                version = model_version(topic, {**offsets, partition: offset})
-                answer = answer_from_fast_path(kind, value)
-                self._predictions.send(msg, answer, version, learned)
-                task.events_predicted += 1
+                self._send_prediction(task, msg, answer_from_fast_path(kind, value))
             else:
-                learned += 1
-            offsets[partition] = offset + 1
-        task.events_learned = learned
+                task.events_learned += 1
+            offsets[msg.partition() or 0] = (msg.offset() or 0) + 1
         return True
 
     def _learn_and_predict(
@@ -554,17 +527,20 @@ class Trainer:
         self, task: Task, msg: Message, x: dict[str, Any], dead_letters: DeadLetterSink
     ) -> None:
         """Predict an unlabelled event with the task's (synchronised) River model."""
-        partition, offset = msg.partition() or 0, msg.offset() or 0
-        # The state that answers: everything before this event in its partition.
-        version = model_version(self.settings.topic, {**task.offsets, partition: offset})
-        task.offsets[partition] = offset + 1
         evaluator = task.evaluator
         try:
             answer = predict_answer(evaluator.model, evaluator.task, x)
         except Exception as err:  # a model must not take the trainer down
-            dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
-            task.dead_letter_reasons[MODEL_ERROR] += 1
-            return
+            _dead_letter(dead_letters, task, msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
+        else:
+            self._send_prediction(task, msg, answer)
+        task.offsets[msg.partition() or 0] = (msg.offset() or 0) + 1
+
+    def _send_prediction(self, task: Task, msg: Message, answer: dict[str, Any]) -> None:
+        """Write the answer for an unlabelled event, named by the state that gave it:
+        the task's positions, with everything before this event in its own partition."""
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        version = model_version(self.settings.topic, {**task.offsets, partition: offset})
         assert self._predictions is not None
         self._predictions.send(msg, answer, version, task.events_learned)
         task.events_predicted += 1
@@ -594,8 +570,7 @@ class Trainer:
             try:
                 learn(x, y)
             except Exception as err:  # a model must not take the trainer down
-                dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
-                task.dead_letter_reasons[MODEL_ERROR] += 1
+                _dead_letter(dead_letters, task, msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
                 continue
             task.events_learned += 1
 
@@ -635,8 +610,7 @@ class Trainer:
                 try:
                     x, y = decode(msg.value(), kind)  # type: ignore[arg-type]
                 except InvalidEvent as bad:
-                    dead_letters.send(msg, bad.reason.value, bad.message)
-                    task.dead_letter_reasons[bad.reason.value] += 1
+                    _dead_letter(dead_letters, task, msg, bad.reason.value, bad.message)
                     offsets[partition] = (msg.offset() or 0) + 1
                     continue
                 if y is None:
@@ -648,8 +622,9 @@ class Trainer:
                 try:
                     learn(x, y)
                 except Exception as err:  # a model must not take the trainer down
-                    dead_letters.send(msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
-                    task.dead_letter_reasons[MODEL_ERROR] += 1
+                    _dead_letter(
+                        dead_letters, task, msg, MODEL_ERROR, f"{type(err).__name__}: {err}"
+                    )
                     continue
                 learned += 1
         finally:
@@ -979,6 +954,30 @@ class ThrottledLog:
         suffix = f" ({held} more like it in the last {self.every:g}s)" if held else ""
         self.logger.warning(template + "%s", text, suffix)
         self._last[text] = (now, 0)
+
+
+def _learn_fast(task: Task, xs: list[dict[str, Any]], ys: list[Any]) -> np.ndarray | None:
+    """One batch on the task's compiled path: every event's prediction, or None when River
+    must learn the batch instead (nothing of it was applied)."""
+    fast = task.fast
+    if fast is None:
+        return None
+    try:
+        return fast.learn_many(xs, ys)
+    except FastPathFallback:
+        fast.sync()
+    except Exception:  # a bug: never lose a batch to it, stay on River
+        log.exception("the fast path failed; River's per-event path takes over")
+        fast.sync()
+        task.fast = None
+    return None
+
+
+def _dead_letter(
+    dead_letters: DeadLetterSink, task: Task, msg: Message, reason: str, message: str
+) -> None:
+    dead_letters.send(msg, reason, message)
+    task.dead_letter_reasons[reason] += 1
 
 
 def _no_learn(_x: dict[str, Any], _y: Any) -> None:  # pragma: no cover - never called
