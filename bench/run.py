@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ if (ROOT / "src").is_dir():
 
 from contenders import RESULT_PREFIX, phishing_events, seed_bytes  # noqa: E402
 
+from streamtrain.broker.process import free_ports  # noqa: E402
+
 TARGETS = {
     "per_event_vs_limit": 0.85,
     "per_event_vs_seed": 2.0,
@@ -50,16 +51,6 @@ TARGETS = {
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_ports(count: int) -> list[int]:
-    with ExitStack() as stack:
-        socks = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
 
 
 def child(

@@ -12,29 +12,15 @@ It is always a cluster of the session's own, since tests stop and restart its no
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 
 import pytest
 
 from streamtrain.broker import LocalBroker, LocalCluster
-from streamtrain.broker.process import broker_answers
+from streamtrain.broker.process import broker_answers, free_ports
 
 EXTERNAL_BOOTSTRAP_ENV = "STREAMTRAIN_TEST_BOOTSTRAP"
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that were free on localhost a moment ago."""
-    with ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            # All held open together, so the kernel cannot hand out the same port twice.
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @pytest.fixture(scope="session")

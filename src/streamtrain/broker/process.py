@@ -12,13 +12,26 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from streamtrain.errors import ConfigError
 
 BROKER_MAIN_CLASS = "kafka.Kafka"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports that were free on localhost a moment ago (for brokers
+    started by tests and benchmarks)."""
+    with ExitStack() as stack:
+        sockets = []
+        for _ in range(count):
+            # All held open together, so the kernel cannot hand out the same port twice.
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def parse_pid(text: str) -> int | None:
