@@ -265,8 +265,8 @@ def test_events_stream_sends_history_then_live_records() -> None:
                         hub.publish({"events_learned": 6})
                     elif len(events) == 3:
                         hub.close_subscribers()  # ends the stream
-        assert events == [
-            ("history", [{"events_learned": i} for i in (2, 3, 4)]),
+        assert events == [  # the history thinned: its first record stays, and the newest
+            ("history", [{"events_learned": i} for i in (0, 2, 4)]),
             ("record", {"events_learned": 5}),
             ("record", {"events_learned": 6}),
         ]

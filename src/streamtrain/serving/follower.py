@@ -7,8 +7,9 @@ per request and use that snapshot throughout, so a swap never drops or mixes a r
 checkpoint that fails verification is logged and recorded, and the previous one stays served.
 
 :class:`MetricsFollower` tails the metrics topic (:mod:`streamtrain.train.telemetry`) for the
-model's records, keeps the last few thousand in memory and pushes new ones to asyncio
-subscribers (the dashboard's server-sent events).
+model's records, keeps a bounded history of the whole run in memory (every recent record,
+evenly spaced older ones) and pushes new ones to asyncio subscribers (the dashboard's
+server-sent events).
 
 Which record keys belong to a model, and how their snapshots make one servable model, is
 decided by :class:`ModelKeys` alone: the model's name, or a partitioned model's replicas (keys
@@ -19,7 +20,6 @@ decided by :class:`ModelKeys` alone: the model's name, or a partitioned model's 
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import threading
@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from streamtrain.config import KafkaSettings
 from streamtrain.kafka.clients import client_config
+from streamtrain.serving.history import ThinnedHistory
 from streamtrain.serving.merge import ProcessMerger
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, replica_partition
 from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
@@ -338,7 +339,11 @@ class Subscription:
 
 
 class MetricsHub:
-    """The last ``history`` metrics records, and live delivery to asyncio subscribers.
+    """A bounded history of metrics records, and live delivery to asyncio subscribers.
+
+    The history spans the whole run in at most ``history`` records (a
+    :class:`~streamtrain.serving.history.ThinnedHistory`: the newest half whole, older records
+    evenly spaced), so a learning curve keeps its start however long the trainer runs.
 
     :meth:`publish` may be called from any thread. A subscriber that falls ``queue_size``
     records behind is ended (its stream closes; a dashboard reconnects and gets the history)
@@ -347,7 +352,7 @@ class MetricsHub:
 
     def __init__(self, history: int = DEFAULT_HISTORY, queue_size: int = 1_000) -> None:
         self.capacity = history
-        self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self._records: ThinnedHistory[dict[str, Any]] = ThinnedHistory(history)
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
         self._queue_size = queue_size
@@ -366,7 +371,7 @@ class MetricsHub:
 
     def latest(self) -> dict[str, Any] | None:
         with self._lock:
-            return self._records[-1] if self._records else None
+            return self._records.last()
 
     def subscribe(self) -> tuple[list[dict[str, Any]], Subscription]:
         """The history so far and a subscription to every record after it (no gap, no repeat).

@@ -12,6 +12,7 @@
     name: null,
     records: [],
     maxRecords: 5000,
+    history: null, // a ThinnedHistory, from the first history event on
     model: null, // last /model answer
     modelAt: 0, // performance.now() when it came
     connected: false,
@@ -240,12 +241,18 @@
         g.lineJoin = "round";
         g.setLineDash(s.dash ? [6, 4] : []);
         g.beginPath();
-        let pen = false, prev = null;
+        let pen = false, prev = null, step = null;
         for (const [x, y] of s.points) {
           if (!Number.isFinite(y)) { pen = false; continue; }
-          const broken = prev != null && (this.opts.xTime ? x - prev > GAP_SECONDS * 1000 : x < prev);
+          // A pause breaks a time series; thinned older points are far apart but evenly so,
+          // so only a gap much wider than the spacing before it counts.
+          const dt = prev == null ? 0 : x - prev;
+          const broken = prev != null && (this.opts.xTime
+            ? dt > GAP_SECONDS * 1000 && (step == null || dt > 3 * step)
+            : x < prev);
           if (!pen || broken) g.moveTo(sx(x), sy(y)); else g.lineTo(sx(x), sy(y));
           pen = true;
+          if (prev != null) step = dt;
           prev = x;
         }
         g.stroke();
@@ -557,18 +564,46 @@
     requestAnimationFrame(() => { pending = false; render(); });
   }
 
+  // A bounded copy of the whole run, by the server's rule (serving/history.py): the newest
+  // half whole, older records at a stride that doubles as the run grows.
+  class ThinnedHistory {
+    constructor(capacity) {
+      this.capacity = Math.max(2, capacity);
+      this.recent = [];
+      this.older = [];
+      this.stride = 1;
+      this.appended = 0;
+    }
+    push(record) {
+      this.recent.push([this.appended++, record]);
+      if (this.recent.length > Math.floor(this.capacity / 2)) {
+        const aged = this.recent.shift();
+        if (aged[0] % this.stride === 0) this.older.push(aged);
+        if (this.older.length > this.capacity - Math.floor(this.capacity / 2)) {
+          this.stride *= 2;
+          this.older = this.older.filter(([p]) => p % this.stride === 0);
+        }
+      }
+    }
+    items() { return this.older.concat(this.recent).map(([, r]) => r); }
+  }
+
   function connect() {
     const es = new EventSource("events");
     es.addEventListener("open", () => { state.connected = true; tickAge(); });
     es.addEventListener("error", () => { state.connected = false; tickAge(); });
     es.addEventListener("history", (e) => {
-      state.records = JSON.parse(e.data); // a reconnect starts over from the server's history
+      // A reconnect starts over from the server's history.
+      state.history = new ThinnedHistory(state.maxRecords);
+      for (const record of JSON.parse(e.data)) state.history.push(record);
+      state.records = state.history.items();
       if (state.records.length) state.lastRecordAt = performance.now();
       schedule();
     });
     es.addEventListener("record", (e) => {
-      state.records.push(JSON.parse(e.data));
-      if (state.records.length > state.maxRecords) state.records.splice(0, state.records.length - state.maxRecords);
+      if (!state.history) state.history = new ThinnedHistory(state.maxRecords);
+      state.history.push(JSON.parse(e.data));
+      state.records = state.history.items();
       state.lastRecordAt = performance.now();
       schedule();
     });
