@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets, evaluate, linear_model, metrics, preprocessing
-from trainers import train_command, trainer_env
+from trainers import train_command, trainer_env, wait_until_learning
 from unlabelled import (
     check_predictions,
     fill,
@@ -356,7 +356,7 @@ def test_sigterm_commits_a_final_checkpoint_quickly(
     cmd[cmd.index("--checkpoint-interval") + 1] = "3600"
     # River's per-event path: the compiled one would finish the stream before the signal.
     proc = _spawn([*cmd, "--no-fast-path", "--summary", str(summary_path)])
-    time.sleep(4)
+    wait_until_learning(kafka_bootstrap, name, proc)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -378,7 +378,7 @@ def test_second_trainer_fences_the_first(
     _fill(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     first = _spawn(cmd)
-    time.sleep(5)
+    wait_until_learning(kafka_bootstrap, name, first)
     second = _spawn([*cmd, "--exit-when-idle", "3", "--summary", str(tmp_path / "s.json")])
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 6, first_err

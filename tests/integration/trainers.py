@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
+
+from streamtrain.config import KafkaSettings
+from streamtrain.errors import TopicMissing
+from streamtrain.serving.report import read_metrics_records
 
 
 def train_command(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
@@ -39,3 +45,22 @@ def trainer_env(secret: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
     env.update(STREAMTRAIN_SECRET=secret, **extra)
     return env
+
+
+def wait_until_learning(bootstrap: str, name: str, proc: subprocess.Popen[str]) -> None:
+    """Return once trainer ``proc`` of model ``name`` has reported learning (its metrics
+    record shows events learned): a signal sent before then would land in start-up, which
+    takes seconds on a loaded machine, rather than mid-stream."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited ({proc.returncode}) before learning")
+        try:
+            records = read_metrics_records(kafka, name)
+        except TopicMissing:
+            records = []
+        if any(r.get("events_learned", 0) > 0 for r in records):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the trainer reported no learning within 120 s")
