@@ -169,7 +169,14 @@ def test_paused_process_is_fenced_after_its_tasks_moved(
     summary = tmp_path / "s.json"
     taker: subprocess.Popen[str] | None = None
     try:
-        time.sleep(6)  # it owns every task and is learning
+        # It owns every task and is learning once every replica has a checkpoint (a fixed
+        # sleep could end inside start-up on a loaded machine).
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
+        keys = [f"{name}/p{p}" for p in range(PARTITIONS)]
+        deadline = time.monotonic() + 120
+        while len(store.latest_many(keys)) < PARTITIONS:
+            assert paused.poll() is None and time.monotonic() < deadline, "no checkpoints"
+            time.sleep(0.2)
         paused.send_signal(signal.SIGSTOP)
         taker = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary)])
         time.sleep(20)  # the session times out; the taker restores every task and learns
