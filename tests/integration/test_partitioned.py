@@ -123,7 +123,7 @@ def test_processes_join_leave_and_die_yet_every_event_is_learned_once(
             procs.append(_spawn(cmd))  # a new process joins and takes tasks
         summary = tmp_path / "last.json"
         last = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary)])
-        time.sleep(4)  # let the newest processes start up (a SIGTERM before that just kills)
+        time.sleep(4)  # the newest processes join, so the leavers hand their tasks over
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
