@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from river import metrics
 
 from streamtrain.cli.main import main
 from streamtrain.config import load_config_file, parse_raw_options, resolve, resolve_kafka
 from streamtrain.errors import ConfigError
 from streamtrain.train.settings import TrainSettings
-from streamtrain.train.view import sparkline
+from streamtrain.train.view import _fmt_metric, sparkline
 
 FILE = {
     "bootstrap_servers": "file:9092",
@@ -104,3 +105,11 @@ def test_sparkline() -> None:
     assert sparkline([1.0, 1.0]) == "▄▄"
     line = sparkline([0.0, 0.5, 1.0])
     assert line[0] == "▁" and line[-1] == "█" and len(line) == 3
+
+
+def test_metric_values_never_print_as_negative_zero() -> None:
+    auc = metrics.ROCAUC()
+    auc.update(True, 0.9)  # one class seen so far
+    assert _fmt_metric(auc.get()) == "0.000000"
+    assert _fmt_metric(-0.0) == "0.000000"
+    assert _fmt_metric(0.9506961) == "0.950696"

@@ -18,7 +18,8 @@ __all__ = ["LiveView", "LogView", "choose_view"]
 
 
 def _fmt_metric(value: float) -> str:
-    return f"{value:.6f}"
+    # + 0.0 turns River's -0.0 (e.g. ROCAUC before both classes were seen) into 0.0.
+    return f"{value + 0.0:.6f}"
 
 
 _BARS = "▁▂▃▄▅▆▇█"
