@@ -171,10 +171,8 @@ def test_paused_process_is_fenced_after_its_tasks_moved(
     try:
         # It owns every task and is learning once every replica has a checkpoint (a fixed
         # sleep could end inside start-up on a loaded machine).
-        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
-        keys = [f"{name}/p{p}" for p in range(PARTITIONS)]
         deadline = time.monotonic() + 120
-        while len(store.latest_many(keys)) < PARTITIONS:
+        while len(_replicas(kafka_bootstrap, name, ckpt)) < PARTITIONS:
             assert paused.poll() is None and time.monotonic() < deadline, "no checkpoints"
             time.sleep(0.2)
         paused.send_signal(signal.SIGSTOP)

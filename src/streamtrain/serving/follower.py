@@ -351,12 +351,16 @@ class MetricsHub:
     """
 
     def __init__(self, history: int = DEFAULT_HISTORY, queue_size: int = 1_000) -> None:
-        self.capacity = history
         self._records: ThinnedHistory[dict[str, Any]] = ThinnedHistory(history)
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
         self._queue_size = queue_size
         self.received = 0
+
+    @property
+    def capacity(self) -> int:
+        """The most records the history holds."""
+        return self._records.capacity
 
     def publish(self, record: dict[str, Any]) -> None:
         with self._lock:
