@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
-from river import datasets, evaluate, linear_model, metrics, preprocessing
+from confluent_kafka.admin import AdminClient
+from oracle import check_history, offline
+from river import datasets, linear_model, preprocessing
+from topics import fill as fill_values
 from trainers import train_command, trainer_env, wait_until_learning
 from unlabelled import (
     check_predictions,
@@ -33,7 +35,7 @@ from unlabelled import (
 
 from streamtrain.broker import LocalBroker
 from streamtrain.config import KafkaSettings
-from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.data.events import encode_event
 from streamtrain.state.envelope import CheckpointHeader, load_state, seal
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
@@ -55,28 +57,6 @@ def ckpt_topic(unique_name: Callable[..., str]) -> str:
 def _events(n: int, seed: int = 11) -> list[bytes]:
     stream = itertools.islice(datasets.synth.Agrawal(seed=seed), n)
     return [encode_event(x, y) for x, y in stream]
-
-
-def _fill(bootstrap: str, topic: str, values: list[bytes], partitions: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for i, value in enumerate(values):
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=i % partitions)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
-
-
-def _offline(values: list[bytes]) -> tuple[Any, float]:
-    """River trained without interruption on ``values`` in order: model and ROCAUC."""
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    stream = [decode_event(v, Task.CLASSIFICATION) for v in values]
-    metric = evaluate.progressive_val_score(stream, model, metrics.ROCAUC())
-    return model, metric.get()
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -165,7 +145,7 @@ def test_kill_9_at_random_moments_one_partition(
 ) -> None:
     topic, name = unique_name("eos1"), unique_name("model")
     values = _events(60_000)
-    _fill(kafka_bootstrap, topic, values)
+    fill_values(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
 
     progress = _kill_cycles(cmd, (kafka_bootstrap, name, ckpt_topic), 4, len(values), seed=5)
@@ -177,13 +157,16 @@ def test_kill_9_at_random_moments_one_partition(
     assert summary["events_learned"] == len(values)
     assert summary["restored_from"] is not None
 
-    offline_model, offline_auc = _offline(values)
+    offline_model, offline_auc = offline(values)
     assert summary["metrics"]["ROCAUC"] == offline_auc  # to the last bit
     header, model = _latest(kafka_bootstrap, name, ckpt_topic)
     assert header.offsets == {topic: {0: len(values)}}
     assert header.events_learned == len(values)
     for x in _probe():
         assert model.predict_proba_one(x) == offline_model.predict_proba_one(x)
+    # And every checkpoint on the way, each killed run's included, was a prefix of the stream.
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt_topic)
+    assert check_history(store, topic, {name: 0}, {0: values}) > len(progress)
 
 
 def test_kill_9_three_partitions_every_event_once(
@@ -191,7 +174,7 @@ def test_kill_9_three_partitions_every_event_once(
 ) -> None:
     topic, name = unique_name("eos3"), unique_name("model")
     values = _events(24_000, seed=12)
-    _fill(kafka_bootstrap, topic, values, partitions=3)
+    fill_values(kafka_bootstrap, topic, values, partitions=3)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     progress = _kill_cycles(cmd, (kafka_bootstrap, name, ckpt_topic), 3, len(values), seed=9)
     assert any(0 < p < len(values) for p in progress), progress
@@ -323,7 +306,7 @@ def test_kill_at_instrumented_points(
 ) -> None:
     topic, name = unique_name("fault"), unique_name("model")
     values = _events(6_000, seed=13)
-    _fill(kafka_bootstrap, topic, values)
+    fill_values(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     crashed = subprocess.run(
         [*cmd, "--exit-when-idle", "5"],
@@ -335,7 +318,7 @@ def test_kill_at_instrumented_points(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
     summary = _finish(cmd, tmp_path / "summary.json")
-    offline_model, offline_auc = _offline(values)
+    offline_model, offline_auc = offline(values)
     assert summary["events_learned"] == len(values)
     assert summary["metrics"]["ROCAUC"] == offline_auc
     _, model = _latest(kafka_bootstrap, name, ckpt_topic)
@@ -348,7 +331,7 @@ def test_sigterm_commits_a_final_checkpoint_quickly(
 ) -> None:
     topic, name = unique_name("term"), unique_name("model")
     values = _events(200_000, seed=14)
-    _fill(kafka_bootstrap, topic, values)
+    fill_values(kafka_bootstrap, topic, values)
     summary_path = tmp_path / "summary.json"
     # Checkpoints rarely on their own, so the one found afterwards is the final one.
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
@@ -375,7 +358,7 @@ def test_second_trainer_fences_the_first(
 ) -> None:
     topic, name = unique_name("fence"), unique_name("model")
     values = _events(150_000, seed=15)
-    _fill(kafka_bootstrap, topic, values)
+    fill_values(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     first = _spawn(cmd)
     wait_until_learning(kafka_bootstrap, name, first)
@@ -388,7 +371,7 @@ def test_second_trainer_fences_the_first(
     assert second.returncode == 0, second_err
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["events_learned"] == len(values)
-    _, offline_auc = _offline(values)
+    _, offline_auc = offline(values)
     assert summary["metrics"]["ROCAUC"] == offline_auc
 
 
@@ -423,7 +406,7 @@ def test_forged_checkpoints_are_refused_before_unpickling(
 ) -> None:
     topic, name = unique_name("forge"), unique_name("model")
     values = _events(500, seed=16)
-    _fill(kafka_bootstrap, topic, values)
+    fill_values(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
     _finish(cmd, tmp_path / "first.json")  # a genuine checkpoint exists now
     header, _ = _latest(kafka_bootstrap, name, ckpt_topic)
@@ -464,7 +447,7 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         bootstrap = broker.bootstrap
         topic, name = unique_name("restart"), unique_name("model")
         values = _events(250_000, seed=17)
-        _fill(bootstrap, topic, values)
+        fill_values(bootstrap, topic, values)
         summary_path = tmp_path / "summary.json"
         cmd = train_command(bootstrap, topic, name, ckpt_topic)
         proc: subprocess.Popen[bytes] | None = None
@@ -496,7 +479,7 @@ def test_broker_restart_mid_stream_loses_and_doubles_nothing(
         # Whether librdkafka got stuck this time (and the producer was replaced) varies.
         print("producer replacements:", summary["producer_replacements"])
         assert summary["events_learned"] == len(values)
-        _, offline_auc = _offline(values)
+        _, offline_auc = offline(values)
         assert summary["metrics"]["ROCAUC"] == offline_auc
     finally:
         if proc is not None and proc.poll() is None:

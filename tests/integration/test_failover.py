@@ -12,13 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from river import datasets, evaluate, linear_model, metrics, preprocessing
+from oracle import check_history, offline
+from river import datasets
+from topics import fill
 
 from streamtrain.broker import LocalCluster
 from streamtrain.config import KafkaSettings
-from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.data.events import encode_event
 from streamtrain.state.envelope import load_state
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore
@@ -35,20 +35,9 @@ def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     bootstrap = kafka_cluster.bootstrap
     topic, name, ckpt = unique_name("fo"), unique_name("model"), unique_name("ckpt")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(60)
-    per_partition: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
-    for i, (x, y) in enumerate(itertools.islice(datasets.synth.Agrawal(seed=31), 150_000)):
-        value = encode_event(x, y)
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=i % PARTITIONS)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        per_partition[i % PARTITIONS].append(value)
-    assert producer.flush(120) == 0
+    stream = itertools.islice(datasets.synth.Agrawal(seed=31), 150_000)
+    values = [encode_event(x, y) for x, y in stream]
+    per_partition = fill(bootstrap, topic, values, partitions=PARTITIONS, replication=3)
 
     summary_path = tmp_path / "summary.json"
     env = {**os.environ, "STREAMTRAIN_SECRET": SECRET}
@@ -94,11 +83,9 @@ def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
         values = per_partition[p]
         assert header.offsets == {topic: {p: len(values)}}
         assert header.events_learned == len(values)
-        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-        auc = evaluate.progressive_val_score(
-            [decode_event(v, Task.CLASSIFICATION) for v in values], model, metrics.ROCAUC()
-        ).get()
+        model, auc = offline(values)
         replica = load_state(opened[key])
         assert replica["metrics"]["ROCAUC"].get() == auc
         for x, _ in itertools.islice(datasets.synth.Agrawal(seed=5), 30):
             assert replica["model"].predict_proba_one(x) == model.predict_proba_one(x)
+    check_history(store, topic, {key: p for p, key in enumerate(keys)}, per_partition)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
-from river import datasets, evaluate, linear_model, metrics, preprocessing
+from oracle import check_history, offline
+from river import datasets
+from topics import fill
 
 from streamtrain.config import KafkaSettings
-from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.data.events import encode_event
 from streamtrain.serving.snapshot import ReplicaSet, load_model
 from streamtrain.state.envelope import load_state
 from streamtrain.state.keys import SigningKey
@@ -36,30 +36,9 @@ PARTITIONS = 6
 
 
 def _fill(bootstrap: str, topic: str, n: int, seed: int) -> dict[int, list[bytes]]:
-    """``n`` events spread over the partitions; returns each partition's values in order."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
-    per_partition: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    """``n`` Agrawal events round-robin over the partitions; each partition's values in order."""
     stream = itertools.islice(datasets.synth.Agrawal(seed=seed), n)
-    for i, (x, y) in enumerate(stream):
-        value = encode_event(x, y)
-        partition = (i * 7) % PARTITIONS  # uneven runs, all partitions used
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=partition)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        per_partition[partition].append(value)
-    assert producer.flush(60) == 0
-    return per_partition
-
-
-def _offline(values: list[bytes]) -> tuple[Any, float]:
-    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-    stream = [decode_event(v, Task.CLASSIFICATION) for v in values]
-    return model, evaluate.progressive_val_score(stream, model, metrics.ROCAUC()).get()
+    return fill(bootstrap, topic, [encode_event(x, y) for x, y in stream], partitions=PARTITIONS)
 
 
 def _cmd(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
@@ -88,6 +67,8 @@ def _replicas(bootstrap: str, name: str, ckpt: str) -> dict[int, tuple[Any, Any]
 def _check_exactly_once(
     bootstrap: str, name: str, ckpt: str, topic: str, per_partition: dict[int, list[bytes]]
 ) -> None:
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt)
+    check_history(store, topic, {f"{name}/p{p}": p for p in range(PARTITIONS)}, per_partition)
     replicas = _replicas(bootstrap, name, ckpt)
     assert sorted(replicas) == list(range(PARTITIONS))
     probe = [x for x, _ in itertools.islice(datasets.synth.Agrawal(seed=4242), 50)]
@@ -95,7 +76,7 @@ def _check_exactly_once(
         values = per_partition[p]
         assert header.offsets == {topic: {p: len(values)}}, p
         assert header.events_learned == len(values), p  # each event once
-        model, auc = _offline(values)
+        model, auc = offline(values)
         assert state["metrics"]["ROCAUC"].get() == auc, p
         for x in probe:
             assert state["model"].predict_proba_one(x) == model.predict_proba_one(x), p

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+import topics
+from confluent_kafka import Consumer
 from river import datasets, linear_model, preprocessing
 
 from streamtrain.data.events import InvalidEvent, Task, decode_event, encode_event
@@ -70,17 +70,8 @@ def mixed_stream(n: int, seed: int = 3) -> list[tuple[bytes | None, bytes]]:
 
 
 def fill(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, partition=0)
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    """One partition holding ``records`` (key, value) in order."""
+    topics.fill(bootstrap, topic, [v for _, v in records], keys=[k for k, _ in records])
 
 
 def read_predictions(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:

@@ -189,6 +189,21 @@ class CheckpointStore:
             if value is not None
         }
 
+    def history(self, names: list[str]) -> Iterator[OpenedCheckpoint]:
+        """Every committed, verified checkpoint of ``names`` still in the topic, oldest first.
+
+        Compaction keeps only the newest per key in the long run; until a segment is cleaned,
+        this is the full record of how a model got where it is (used to audit forks).
+        """
+        count = self.partitions()
+        if count is None or not names:
+            return
+        wanted = set(names)
+        partitions = sorted({checkpoint_partition(n, count) for n in wanted})
+        for key, value in _scan(self.kafka, self.topic, partitions, self.patience):
+            if key in wanted and value is not None:
+                yield open_envelope(value, self.key, what=f"checkpoint of {key!r}")
+
     def all_latest(self) -> dict[str, bytes | None]:
         """Newest raw checkpoint per model name across the topic."""
         count = self.partitions()

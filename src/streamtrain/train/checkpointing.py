@@ -316,6 +316,10 @@ class Checkpointing:
         except KafkaException as err:
             self._fail(err)
         self.committed.update(frozen)
+        log.debug(
+            "committed %s",
+            {k: (dict(c.offsets), c.events_learned) for k, c in frozen.items()},
+        )
         self.checkpoints += 1
         self._last_time = time.monotonic()
         self.begin()

@@ -717,6 +717,11 @@ class Trainer:
             if missing:
                 self._restore_tasks(missing)
         self._index_partitions()
+        log.info(
+            "assigned partitions %s at offsets %s",
+            [tp.partition for tp in partitions],
+            {tp.partition: self._offset_of(tp.partition) for tp in partitions},
+        )
         explicit = self._checkpointing is not None
         by_time: dict[int, int] = {}
         ts = settings.from_timestamp
@@ -746,6 +751,7 @@ class Trainer:
         return task is not None and partition in task.offsets
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions %s revoked", [tp.partition for tp in partitions])
         if self._checkpointing is not None and not self._stop.is_set():
             # Losing partitions: make what was learned from them durable first.
             self._checkpoint(consumer)

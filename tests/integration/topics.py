@@ -1,0 +1,84 @@
+"""Test input topics whose logs hold exactly what the tests' oracles replay.
+
+The exactly-once tests compare a trainer's model with River trained offline on each
+partition's events *in log order*, so the log must be in the order the events were sent. A
+plain producer does not promise that: a batch retried after a transient error (frequent on a
+topic created a moment ago, while its leader is still being announced) can land behind the
+batch sent after it. That reordering once showed up as a model that "differed from the
+offline one" from its first checkpoint on, a false exactly-once failure. Hence an idempotent
+producer (ordered per partition, retries included) and a read-back check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1, replication: int = 1) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, replication)])[topic].result(60)
+
+
+def fill(
+    bootstrap: str,
+    topic: str,
+    values: Sequence[bytes],
+    *,
+    keys: Sequence[bytes | None] | None = None,
+    partitions: int = 1,
+    replication: int = 1,
+) -> dict[int, list[bytes]]:
+    """Create ``topic`` and write ``values`` round-robin over its partitions, in order.
+
+    Returns each partition's values as read back from the log, after checking that they are
+    exactly the values sent to it, in the order sent.
+    """
+    create_topic(bootstrap, topic, partitions, replication)
+    sent: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
+    )
+    for i, value in enumerate(values):
+        partition = i % partitions
+        key = keys[i] if keys is not None else None
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        sent[partition].append(value)
+    assert producer.flush(120) == 0
+    logged = read_log(bootstrap, topic, partitions)
+    for p in range(partitions):
+        assert logged[p] == sent[p], f"partition {p} of {topic} is not in the order sent"
+    return logged
+
+
+def read_log(
+    bootstrap: str, topic: str, partitions: int, timeout: float = 60
+) -> dict[int, list[bytes]]:
+    """Every value in each partition of ``topic``, in log order, up to its current end."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "test-log-reader", "enable.auto.commit": False}
+    )
+    out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in out}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in out if ends[p]])
+        remaining = sum(ends.values())
+        while remaining:
+            batch = consumer.consume(10_000, timeout)
+            assert batch, f"reading {topic} back stalled with {remaining} records to go"
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                value = msg.value()
+                assert value is not None
+                out[msg.partition() or 0].append(value)
+            remaining -= len(batch)
+    finally:
+        consumer.close()
+    return out
