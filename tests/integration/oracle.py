@@ -66,5 +66,6 @@ def check_history(
                 f"{header.model_name} at offset {offset}: learned {header.events_learned}, "
                 f"ROCAUC {header.metrics.get('ROCAUC')} (offline {expected})"
             )
+    assert checked >= len(partition_of), "a key has no checkpoint at all"
     assert not wrong, wrong
     return checked
