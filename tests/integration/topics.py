@@ -11,6 +11,7 @@ producer (ordered per partition, retries included) and a read-back check.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -70,9 +71,11 @@ def read_log(
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in out}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in out if ends[p]])
         remaining = sum(ends.values())
+        deadline = time.monotonic() + timeout
         while remaining:
-            batch = consumer.consume(10_000, timeout)
-            assert batch, f"reading {topic} back stalled with {remaining} records to go"
+            # consume() waits for its whole count or its timeout, so ask with a short one.
+            batch = consumer.consume(10_000, 0.2)
+            assert time.monotonic() < deadline, f"reading {topic} back: {remaining} to go"
             for msg in batch:
                 assert msg.error() is None, msg.error()
                 value = msg.value()
