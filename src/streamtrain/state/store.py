@@ -150,14 +150,9 @@ class CheckpointStore:
 
     def latest_raw(self, name: str) -> bytes | None:
         """The newest committed checkpoint bytes of ``name``, unverified; None if none."""
-        count = self.partitions()
-        if count is None:
-            return None
         latest: bytes | None = None
-        partition = checkpoint_partition(name, count)
-        for key, value in _scan(self.kafka, self.topic, [partition], self.patience):
-            if key == name:
-                latest = value
+        for _, value in self._records_of([name]):
+            latest = value
         return latest
 
     def latest(self, name: str) -> OpenedCheckpoint | None:
@@ -174,15 +169,7 @@ class CheckpointStore:
 
     def latest_many(self, names: list[str]) -> dict[str, OpenedCheckpoint]:
         """Verified newest checkpoints of ``names`` (absent ones are left out), in one scan."""
-        count = self.partitions()
-        if count is None or not names:
-            return {}
-        wanted = set(names)
-        partitions = sorted({checkpoint_partition(n, count) for n in wanted})
-        raw: dict[str, bytes | None] = {}
-        for key, value in _scan(self.kafka, self.topic, partitions, self.patience):
-            if key in wanted:
-                raw[key] = value
+        raw = dict(self._records_of(names))  # the last record of each key wins
         return {
             key: open_envelope(value, self.key, what=f"checkpoint of {key!r}")
             for key, value in raw.items()
@@ -195,14 +182,21 @@ class CheckpointStore:
         Compaction keeps only the newest per key in the long run; until a segment is cleaned,
         this is the full record of how a model got where it is (used to audit forks).
         """
+        for key, value in self._records_of(names):
+            if value is not None:
+                yield open_envelope(value, self.key, what=f"checkpoint of {key!r}")
+
+    def _records_of(self, names: list[str]) -> Iterator[tuple[str, bytes | None]]:
+        """The committed records keyed by ``names``, in log order; only their partitions
+        are read."""
         count = self.partitions()
         if count is None or not names:
             return
         wanted = set(names)
         partitions = sorted({checkpoint_partition(n, count) for n in wanted})
         for key, value in _scan(self.kafka, self.topic, partitions, self.patience):
-            if key in wanted and value is not None:
-                yield open_envelope(value, self.key, what=f"checkpoint of {key!r}")
+            if key in wanted:
+                yield key, value
 
     def all_latest(self) -> dict[str, bytes | None]:
         """Newest raw checkpoint per model name across the topic."""
