@@ -97,9 +97,10 @@ def in_process(args: dict[str, Any]) -> dict[str, Any]:
     """Decode + learn from the same bytes without Kafka: River's path or the fast path."""
     from river import metrics
 
-    from streamtrain.data.events import Task, decode_event
+    from streamtrain.data.events import decode_event
     from streamtrain.fastpath import fast_evaluator_for
     from streamtrain.fastpath.decode import decode_batch
+    from streamtrain.models.problem import Problem
     from streamtrain.train.progressive import ProgressiveEvaluator
 
     n = args["events"]
@@ -111,7 +112,7 @@ def in_process(args: dict[str, Any]) -> dict[str, Any]:
         assert fast is not None
         started = time.perf_counter()
         for i in range(0, n, BATCH):
-            batch = decode_batch(raw[i : i + BATCH], Task.CLASSIFICATION)
+            batch = decode_batch(raw[i : i + BATCH], Problem.CLASSIFICATION)
             fast.learn_many(batch.xs, batch.ys)
         elapsed = time.perf_counter() - started
         value = fast.values()["ROCAUC"]
@@ -120,7 +121,7 @@ def in_process(args: dict[str, Any]) -> dict[str, Any]:
         learn = evaluator.learn
         started = time.perf_counter()
         for value_bytes in raw:
-            x, y = decode_event(value_bytes, Task.CLASSIFICATION)
+            x, y = decode_event(value_bytes, Problem.CLASSIFICATION)
             learn(x, y)
         elapsed = time.perf_counter() - started
         value = evaluator.values()["ROCAUC"]
@@ -340,8 +341,9 @@ def features(args: dict[str, Any]) -> dict[str, Any]:
     """Per-event cost vs number of features: River's loop, the fast path, decoding."""
     from river import metrics
 
-    from streamtrain.data.events import Task, decode_event
+    from streamtrain.data.events import decode_event
     from streamtrain.fastpath import fast_evaluator_for
+    from streamtrain.models.problem import Problem
 
     out: dict[str, Any] = {}
     for d, n_river, n_fast in args["sizes"]:
@@ -365,7 +367,7 @@ def features(args: dict[str, Any]) -> dict[str, Any]:
         raw = [seed_bytes(x, y) for x, y in events[:n_fast]]
         started = time.perf_counter()
         for value in raw:
-            decode_event(value, Task.CLASSIFICATION)
+            decode_event(value, Problem.CLASSIFICATION)
         decode_us = (time.perf_counter() - started) / len(raw) * 1e6
         out[str(d)] = {"river_us": river_us, "fast_us": fast_us, "decode_us": decode_us}
     return out
@@ -375,8 +377,9 @@ def rss(args: dict[str, Any]) -> dict[str, Any]:
     """RSS after 100k and after 1M events: decode + learn in process, per-event or fast."""
     from river import metrics
 
-    from streamtrain.data.events import Task, decode_event
+    from streamtrain.data.events import decode_event
     from streamtrain.fastpath import fast_evaluator_for
+    from streamtrain.models.problem import Problem
     from streamtrain.train.progressive import ProgressiveEvaluator
 
     n = args["events"]
@@ -392,7 +395,7 @@ def rss(args: dict[str, Any]) -> dict[str, Any]:
     while done < n:
         values = [base[(i + k) % len(base)] for k in range(BATCH)]
         i += BATCH
-        decoded = [decode_event(v, Task.CLASSIFICATION) for v in values]
+        decoded = [decode_event(v, Problem.CLASSIFICATION) for v in values]
         if fast is not None:
             fast.learn_many([x for x, _ in decoded], [y for _, y in decoded])
         else:

@@ -7,7 +7,8 @@ from typing import Any
 
 from river import evaluate, linear_model, metrics, preprocessing
 
-from streamtrain.data.events import Task, decode_event
+from streamtrain.data.events import decode_event
+from streamtrain.models.problem import Problem
 from streamtrain.state.store import CheckpointStore
 
 
@@ -18,7 +19,7 @@ def new_model() -> Any:
 def offline(values: list[bytes]) -> tuple[Any, float]:
     """The model and its ROCAUC from ``river.evaluate.progressive_val_score`` over ``values``."""
     model = new_model()
-    stream = [decode_event(v, Task.CLASSIFICATION) for v in values]
+    stream = [decode_event(v, Problem.CLASSIFICATION) for v in values]
     return model, evaluate.progressive_val_score(stream, model, metrics.ROCAUC()).get()
 
 
@@ -31,7 +32,7 @@ def offline_curve(values: list[bytes]) -> list[float]:
     model = new_model()
     metric = metrics.ROCAUC()
     curve = [float(metric.get())]
-    for x, y in (decode_event(v, Task.CLASSIFICATION) for v in values):
+    for x, y in (decode_event(v, Problem.CLASSIFICATION) for v in values):
         proba = model.predict_proba_one(x)
         if proba:
             metric.update(y, proba)

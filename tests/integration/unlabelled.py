@@ -12,8 +12,9 @@ import topics
 from confluent_kafka import Consumer
 from river import datasets, linear_model, preprocessing
 
-from streamtrain.data.events import InvalidEvent, Task, decode_event, encode_event
+from streamtrain.data.events import InvalidEvent, decode_event, encode_event
 from streamtrain.models.prediction import predict_answer
+from streamtrain.models.problem import Problem
 
 
 def replay_with_predictions(
@@ -27,11 +28,11 @@ def replay_with_predictions(
     learned = 0
     for offset, value in enumerate(values):
         try:
-            x, y = decode_event(value, Task.CLASSIFICATION)
+            x, y = decode_event(value, Problem.CLASSIFICATION)
         except InvalidEvent:
             continue
         if y is None:
-            predictions[offset] = (predict_answer(model, Task.CLASSIFICATION, x), learned)
+            predictions[offset] = (predict_answer(model, Problem.CLASSIFICATION, x), learned)
             continue
         model.learn_one(x, y)
         learned += 1
@@ -43,7 +44,7 @@ def labelled(values: list[bytes | None]) -> list[tuple[dict[str, Any], Any]]:
     out = []
     for value in values:
         try:
-            x, y = decode_event(value, Task.CLASSIFICATION)
+            x, y = decode_event(value, Problem.CLASSIFICATION)
         except InvalidEvent:
             continue
         if y is not None:

@@ -7,8 +7,9 @@ import itertools
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
 
-from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.data.events import decode_event, encode_event
 from streamtrain.errors import ConfigError
+from streamtrain.models.problem import Problem
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
 
 
@@ -22,7 +23,7 @@ def test_phishing_through_the_wire_format_equals_progressive_val_score() -> None
         build_metrics(("ROCAUC", "Accuracy", "LogLoss"), linear_model.LogisticRegression()),
     )
     for x, y in datasets.Phishing():
-        evaluator.learn(*decode_event(encode_event(x, y), Task.CLASSIFICATION))
+        evaluator.learn(*decode_event(encode_event(x, y), Problem.CLASSIFICATION))
     values = evaluator.values()
     for name, metric in [
         ("ROCAUC", metrics.ROCAUC()),

@@ -7,12 +7,13 @@ import math
 import orjson
 import pytest
 
-from streamtrain.data.events import InvalidEvent, Reason, Task, decode_event, encode_event
+from streamtrain.data.events import InvalidEvent, Reason, decode_event, encode_event
+from streamtrain.models.problem import Problem
 
 
 def test_seed_format_decodes() -> None:
     x = {"empty_server_form_handler": 0.0, "is_popular": 0.5, "age_of_domain": 1}
-    assert decode_event(encode_event(x, True), Task.CLASSIFICATION) == (x, True)
+    assert decode_event(encode_event(x, True), Problem.CLASSIFICATION) == (x, True)
 
 
 @pytest.mark.parametrize(
@@ -39,27 +40,27 @@ def test_seed_format_decodes() -> None:
 )
 def test_invalid_classification_events(raw: bytes | None, reason: Reason) -> None:
     with pytest.raises(InvalidEvent) as info:
-        decode_event(raw, Task.CLASSIFICATION)
+        decode_event(raw, Problem.CLASSIFICATION)
     assert info.value.reason is reason
     assert info.value.message
 
 
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", list(Problem))
 @pytest.mark.parametrize("raw", [b'{"x": {"a": 1}}', b'{"x": {"a": 1}, "y": null}'])
-def test_unlabelled_events_are_valid_with_no_label(raw: bytes, task: Task) -> None:
+def test_unlabelled_events_are_valid_with_no_label(raw: bytes, task: Problem) -> None:
     assert decode_event(raw, task) == ({"a": 1}, None)
 
 
 @pytest.mark.parametrize("raw", [b'{"x": {"a": "1"}}', b'{"y": null}', b'{"x": {}}'])
 def test_unlabelled_events_still_need_valid_features(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as info:
-        decode_event(raw, Task.CLASSIFICATION)
+        decode_event(raw, Problem.CLASSIFICATION)
     assert info.value.reason is Reason.BAD_FEATURES
 
 
 @pytest.mark.parametrize("label", [True, False, 0, 3, "phishing"])
 def test_classification_labels(label: object) -> None:
-    assert decode_event(encode_event({"a": 1.5}, label), Task.CLASSIFICATION)[1] == label
+    assert decode_event(encode_event({"a": 1.5}, label), Problem.CLASSIFICATION)[1] == label
 
 
 @pytest.mark.parametrize(
@@ -73,10 +74,10 @@ def test_classification_labels(label: object) -> None:
 )
 def test_regression_labels(raw: bytes, ok: bool) -> None:
     if ok:
-        decode_event(raw, Task.REGRESSION)
+        decode_event(raw, Problem.REGRESSION)
     else:
         with pytest.raises(InvalidEvent) as info:
-            decode_event(raw, Task.REGRESSION)
+            decode_event(raw, Problem.REGRESSION)
         assert info.value.reason is Reason.BAD_LABEL
 
 
@@ -86,7 +87,7 @@ def test_non_finite_guard_for_events_decoded_elsewhere(monkeypatch: pytest.Monke
         "streamtrain.data.events._loads", lambda _b: {"x": {"a": math.nan}, "y": True}
     )
     with pytest.raises(InvalidEvent) as info:
-        decode_event(b"ignored", Task.CLASSIFICATION)
+        decode_event(b"ignored", Problem.CLASSIFICATION)
     assert info.value.reason is Reason.NON_FINITE
 
 

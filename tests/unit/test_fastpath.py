@@ -24,8 +24,8 @@ from river import (
     tree,
 )
 
-from streamtrain.data.events import Task
 from streamtrain.fastpath import FastEvaluator, FastPathFallback, fast_evaluator_for
+from streamtrain.models.problem import Problem
 from streamtrain.train.progressive import ProgressiveEvaluator
 
 Event = tuple[dict[str, Any], Any]
@@ -318,14 +318,14 @@ def test_unlabelled_events_are_predicted_where_they_stand(task: str) -> None:
 
     if task == "classification":
         events = _phishing()
-        kind = Task.CLASSIFICATION
+        kind = Problem.CLASSIFICATION
 
         def make() -> tuple[Any, dict[str, Any]]:
             model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
             return model, {"ROCAUC": metrics.ROCAUC(), "LogLoss": metrics.LogLoss()}
     else:
         events = _friedman()
-        kind = Task.REGRESSION
+        kind = Problem.REGRESSION
 
         def make() -> tuple[Any, dict[str, Any]]:
             model = preprocessing.StandardScaler() | linear_model.LinearRegression()
@@ -481,7 +481,7 @@ def test_learn_during_predict_is_left_to_river() -> None:
 def test_task_and_empty_batches() -> None:
     fast = fast_evaluator_for(linear_model.LinearRegression(), {"MAE": metrics.MAE()})
     assert fast is not None
-    assert fast.task is Task.REGRESSION
+    assert fast.problem is Problem.REGRESSION
     fast.learn_many([], [])
     assert fast.values() == {"MAE": 0.0}
     with pytest.raises(ValueError, match="labels"):
@@ -584,9 +584,9 @@ _BAD = [
 ]
 
 
-@pytest.mark.parametrize("task", list(Task))
+@pytest.mark.parametrize("task", list(Problem))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_decode_batch_gives_decode_events_verdicts(task: Task, seed: int) -> None:
+def test_decode_batch_gives_decode_events_verdicts(task: Problem, seed: int) -> None:
     from streamtrain.data.events import InvalidEvent, decode_event
     from streamtrain.fastpath.decode import decode_batch
 
@@ -615,7 +615,7 @@ def test_decode_batch_of_valid_events_only() -> None:
 
     events = _phishing()[:300]
     values = [_seed_json({"x": x, "y": y}) for x, y in events]
-    batch = decode_batch(values, Task.CLASSIFICATION)
+    batch = decode_batch(values, Problem.CLASSIFICATION)
     assert batch.invalid == []
     assert batch.positions == list(range(300))
     assert list(zip(batch.xs, batch.ys, strict=True)) == events

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from river import datasets
 
-from streamtrain.data.events import Task, decode_event, encode_event
+from streamtrain.data.events import decode_event, encode_event
 from streamtrain.data.sources import open_source
 from streamtrain.errors import ConfigError
+from streamtrain.models.problem import Problem
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:
@@ -67,7 +68,7 @@ def test_integer_feature_names_become_strings_for_the_wire() -> None:
     for (x, y), (rx, ry) in zip(events, river_events, strict=True):
         assert x == {str(k): v for k, v in rx.items()}
         assert y == ry
-        decoded_x, decoded_y = decode_event(encode_event(x, y), Task.CLASSIFICATION)
+        decoded_x, decoded_y = decode_event(encode_event(x, y), Problem.CLASSIFICATION)
         assert decoded_x == x
         assert decoded_y == y
 

@@ -9,7 +9,7 @@ Rules, chosen so a model never sees a value it cannot learn from:
 * ``x`` is a non-empty object whose values are JSON numbers (ints or floats, not booleans:
   ``true`` as a feature is usually a schema mistake) and finite. NaN/Infinity are not JSON and
   fail to decode; numbers too large for a double decode as infinity and are refused too.
-* ``y`` depends on the task: a classifier takes a boolean, an integer or a string; a regressor
+* ``y`` depends on the problem: a classifier takes a boolean, an integer or a string; a regressor
   takes a finite number (not a boolean). Models of other kinds accept any JSON scalar.
 * An event with no ``y`` (or ``"y": null``) is *unlabelled*: valid, decoded with ``y`` None.
   The trainer predicts it instead of learning from it (:mod:`streamtrain.train.predictions`).
@@ -23,20 +23,15 @@ from typing import Any, NoReturn
 
 import orjson
 
+from streamtrain.models.problem import Problem
+
 __all__ = [
     "InvalidEvent",
     "Reason",
-    "Task",
     "decode_event",
     "encode_event",
     "validate_features",
 ]
-
-
-class Task(enum.Enum):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-    OTHER = "other"
 
 
 class Reason(enum.StrEnum):
@@ -68,7 +63,7 @@ _NUMBER_TYPES = (int, float)
 _CLASS_LABEL_TYPES = (bool, int, str)
 
 
-def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any]:
+def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float], Any]:
     """Decode and validate one event's bytes; return ``(x, y)`` or raise :class:`InvalidEvent`.
 
     ``y`` is None for an unlabelled event.
@@ -94,13 +89,13 @@ def decode_event(value: bytes | None, task: Task) -> tuple[dict[str, float], Any
     y = event.get("y")
     if y is None:
         return x, None
-    if task is Task.CLASSIFICATION:
+    if problem is Problem.CLASSIFICATION:
         if type(y) not in _CLASS_LABEL_TYPES:
             raise InvalidEvent(
                 Reason.BAD_LABEL,
                 f"a classifier's label must be a boolean, integer or string, got {_json_type(y)}",
             )
-    elif task is Task.REGRESSION:
+    elif problem is Problem.REGRESSION:
         ty = type(y)
         if ty is float:
             if not _isfinite(y):

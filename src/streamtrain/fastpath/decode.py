@@ -2,7 +2,7 @@
 
 The per-event validation of :func:`streamtrain.data.events.decode_event` spends most of its time
 in a Python loop over every feature value. Here the structure of each event (an object, a
-non-empty ``x`` object, a ``y`` of the task's type) is checked per event as there, but feature
+non-empty ``x`` object, a ``y`` of the problem's type) is checked per event as there, but feature
 values are checked for a whole batch at once: one C-level pass collects their types (only
 ``int`` and ``float`` are valid; ``bool`` is its own type) and, when there are floats, ``min``
 and ``max`` bound them to ±``MAX_FEATURE_MAGNITUDE`` (``inf`` is out of range; JSON has no NaN).
@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from streamtrain.data.events import MAX_FEATURE_MAGNITUDE, InvalidEvent, Task, decode_event
+from streamtrain.data.events import MAX_FEATURE_MAGNITUDE, InvalidEvent, decode_event
+from streamtrain.models.problem import Problem
 
 __all__ = ["DecodedBatch", "decode_batch"]
 
@@ -54,7 +55,7 @@ class DecodedBatch:
         self.invalid = invalid
 
 
-def decode_batch(values: Sequence[bytes | None], task: Task) -> DecodedBatch:
+def decode_batch(values: Sequence[bytes | None], problem: Problem) -> DecodedBatch:
     """Decode ``values`` as :func:`decode_event` would decode each of them, but faster."""
     xs: list[dict[str, Any]] = []
     ys: list[Any] = []
@@ -81,11 +82,11 @@ def decode_batch(values: Sequence[bytes | None], task: Task) -> DecodedBatch:
         ty = type(y)
         if y is None:
             pass  # unlabelled: valid, to be predicted
-        elif task is Task.CLASSIFICATION:
+        elif problem is Problem.CLASSIFICATION:
             if ty not in _CLASS_LABEL_TYPES:
                 suspects.append(i)
                 continue
-        elif task is Task.REGRESSION:
+        elif problem is Problem.REGRESSION:
             if not (ty is int or (ty is float and _isfinite(y))):
                 suspects.append(i)
                 continue
@@ -110,7 +111,7 @@ def decode_batch(values: Sequence[bytes | None], task: Task) -> DecodedBatch:
         rescued: list[tuple[int, dict[str, Any], Any]] = []
         for i in suspects:
             try:
-                x, y = decode_event(values[i], task)
+                x, y = decode_event(values[i], problem)
             except InvalidEvent as bad:
                 invalid.append((i, bad))
             else:  # not expected: the checks above mirror decode_event's

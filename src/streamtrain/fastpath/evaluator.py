@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from river import compose, linear_model, metrics, optim, preprocessing, stats
 
-from streamtrain.data.events import Task
 from streamtrain.fastpath import params as P
+from streamtrain.models.problem import Problem
 
 __all__ = ["FastEvaluator", "FastPathFallback", "fast_evaluator_for", "kernel_load_seconds"]
 
@@ -132,14 +132,14 @@ class _Plan:
         self,
         scaler: Any,
         estimator: Any,
-        task: Task,
+        problem: Problem,
         rocaucs: list[Any],
         accuracies: list[Any],
         means: list[tuple[int, Any]],
     ) -> None:
         self.scaler = scaler
         self.estimator = estimator
-        self.task = task
+        self.problem = problem
         self.rocaucs = rocaucs
         self.accuracies = accuracies
         self.means = means
@@ -158,14 +158,14 @@ def _plan_for(model: Any, metric_map: Mapping[str, Any]) -> _Plan | None:
         if scaler.with_std not in (True, False):
             return None
     if type(estimator) is linear_model.LogisticRegression:
-        task = Task.CLASSIFICATION
+        task = Problem.CLASSIFICATION
         loss = estimator.loss
         if type(loss) is not optim.losses.Log:
             return None
         if not all(_is_number(w) for w in (loss.weight_pos, loss.weight_neg)):
             return None
     elif type(estimator) is linear_model.LinearRegression:
-        task = Task.REGRESSION
+        task = Problem.REGRESSION
         if type(estimator.loss) is not optim.losses.Squared:
             return None
     else:
@@ -189,25 +189,25 @@ def _plan_for(model: Any, metric_map: Mapping[str, Any]) -> _Plan | None:
     means: list[tuple[int, Any]] = []
     for metric in metric_map.values():
         kind = type(metric)
-        if kind is metrics.ROCAUC and task is Task.CLASSIFICATION:
+        if kind is metrics.ROCAUC and task is Problem.CLASSIFICATION:
             if type(metric.pos_val) is not bool or len(metric.cms) != len(metric.thresholds):
                 return None
             if not all(type(cm) is metrics.ConfusionMatrix for cm in metric.cms):
                 return None
             rocaucs.append(metric)
-        elif kind is metrics.Accuracy and task is Task.CLASSIFICATION:
+        elif kind is metrics.Accuracy and task is Problem.CLASSIFICATION:
             if type(metric.cm) is not metrics.ConfusionMatrix:
                 return None
             accuracies.append(metric)
-        elif kind is metrics.LogLoss and task is Task.CLASSIFICATION:
+        elif kind is metrics.LogLoss and task is Problem.CLASSIFICATION:
             if type(metric._mean) is not stats.Mean:
                 return None
             means.append((P.MEAN_LOGLOSS, metric))
-        elif kind is metrics.MAE and task is Task.REGRESSION:
+        elif kind is metrics.MAE and task is Problem.REGRESSION:
             if type(metric._mean) is not stats.Mean:
                 return None
             means.append((P.MEAN_MAE, metric))
-        elif kind in (metrics.MSE, metrics.RMSE) and task is Task.REGRESSION:
+        elif kind in (metrics.MSE, metrics.RMSE) and task is Problem.REGRESSION:
             if type(metric._mean) is not stats.Mean:
                 return None
             means.append((P.MEAN_MSE, metric))
@@ -241,11 +241,11 @@ class FastEvaluator:
     ) -> None:
         self.model = model
         self.metrics = metrics
-        self.task: Task = plan.task
+        self.problem: Problem = plan.problem
         self._plan = plan
         self._kernel = _kernel
         self._wait = wait
-        self._is_classifier = plan.task is Task.CLASSIFICATION
+        self._is_classifier = plan.problem is Problem.CLASSIFICATION
         self._layout: list[str] | None = None
         self._loaded = False
         self._can_fail = any(kind == P.MEAN_MSE for kind, _ in plan.means)

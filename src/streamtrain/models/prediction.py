@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamtrain.data.events import Task
+from streamtrain.models.problem import Problem
 
 __all__ = ["answer_from_fast_path", "answer_from_proba", "label_key", "predict_answer"]
 
@@ -22,9 +22,9 @@ def label_key(label: Any) -> str:
     return str(label)
 
 
-def predict_answer(model: Any, task: Task, x: dict[str, float]) -> dict[str, Any]:
+def predict_answer(model: Any, problem: Problem, x: dict[str, float]) -> dict[str, Any]:
     """Predict ``x`` (already validated) with a River model; pure, the model is not changed."""
-    if task is Task.CLASSIFICATION:
+    if problem is Problem.CLASSIFICATION:
         return answer_from_proba(model.predict_proba_one(x))
     return {"prediction": model.predict_one(x)}
 
@@ -38,11 +38,11 @@ def answer_from_proba(proba: dict[Any, float]) -> dict[str, Any]:
     }
 
 
-def answer_from_fast_path(task: Task, value: float) -> dict[str, Any]:
+def answer_from_fast_path(problem: Problem, value: float) -> dict[str, Any]:
     """The answer for a fast-path prediction (:meth:`FastEvaluator.learn_many`): a binary
     classifier's probability of True, built as River's LogisticRegression builds its
     ``predict_proba_one``, or a regressor's value."""
-    if task is Task.CLASSIFICATION:
+    if problem is Problem.CLASSIFICATION:
         p = float(value)
         return answer_from_proba({False: 1.0 - p, True: p})
     return {"prediction": float(value)}

@@ -6,12 +6,12 @@ import dataclasses
 import time
 from typing import Any
 
-from streamtrain.data.events import Task, validate_features
+from streamtrain.data.events import validate_features
 from streamtrain.errors import StreamtrainError
 from streamtrain.models.prediction import answer_from_proba, predict_answer
+from streamtrain.models.problem import Problem, problem_of
 from streamtrain.state.envelope import CheckpointHeader, load_state, open_envelope
 from streamtrain.state.store import CheckpointStore
-from streamtrain.train.progressive import task_of
 
 
 class ModelNotFound(StreamtrainError):
@@ -39,8 +39,8 @@ class ModelSnapshot:
         return cls(opened.header, load_state(opened)["model"])
 
     @property
-    def task(self) -> Task:
-        return task_of(self.model)
+    def problem(self) -> Problem:
+        return problem_of(self.model)
 
     @property
     def version(self) -> str:
@@ -51,7 +51,7 @@ class ModelSnapshot:
 
     def predict(self, x: Any) -> dict[str, Any]:
         """Predict one features object (validated like a training event's ``x``)."""
-        answer = predict_answer(self.model, self.task, validate_features(x))
+        answer = predict_answer(self.model, self.problem, validate_features(x))
         answer["model_version"] = self.version
         answer["events_learned"] = self.header.events_learned
         return answer
@@ -93,8 +93,8 @@ class ReplicaSet:
     replicas: tuple[ModelSnapshot, ...]  # ordered by partition
 
     @property
-    def task(self) -> Task:
-        return self.replicas[0].task
+    def problem(self) -> Problem:
+        return self.replicas[0].problem
 
     @property
     def version(self) -> str:
@@ -110,7 +110,7 @@ class ReplicaSet:
     def predict(self, x: Any) -> dict[str, Any]:
         features = validate_features(x)
         answer: dict[str, Any]
-        if self.task is Task.CLASSIFICATION:
+        if self.problem is Problem.CLASSIFICATION:
             totals: dict[Any, float] = {}
             for replica in self.replicas:
                 for label, p in replica.model.predict_proba_one(features).items():

@@ -17,27 +17,10 @@ from typing import Any
 from river import base
 from river import metrics as river_metrics
 
-from streamtrain.data.events import Task
 from streamtrain.errors import ConfigError
+from streamtrain.models.problem import Problem, final_step, problem_of
 
-__all__ = ["ProgressiveEvaluator", "task_of"]
-
-
-def task_of(model: Any) -> Task:
-    """The task of a model, or of a pipeline's final step."""
-    final = _final_step(model)
-    if isinstance(final, base.Classifier):
-        return Task.CLASSIFICATION
-    if isinstance(final, base.Regressor):
-        return Task.REGRESSION
-    return Task.OTHER
-
-
-def _final_step(model: Any) -> Any:
-    steps = getattr(model, "steps", None)
-    if isinstance(steps, Mapping) and steps:
-        return list(steps.values())[-1]
-    return model
+__all__ = ["ProgressiveEvaluator", "build_metrics", "build_rolling"]
 
 
 class ProgressiveEvaluator:
@@ -53,11 +36,11 @@ class ProgressiveEvaluator:
         self.metrics = dict(metrics)
         # Windowed twins of the metrics (river.utils.Rolling), updated in the same step.
         self.rolling = dict(rolling or {})
-        self.task = task_of(model)
+        self.problem = problem_of(model)
         for name, metric in self.metrics.items():
             if not metric.works_with(model):
                 raise ConfigError(f"metric {name} does not work with {_describe(model)}")
-        is_classifier = self.task is Task.CLASSIFICATION
+        is_classifier = self.problem is Problem.CLASSIFICATION
 
         def wants_proba(metric: river_metrics.base.Metric) -> bool:
             return is_classifier and not getattr(metric, "requires_labels", True)
@@ -65,7 +48,7 @@ class ProgressiveEvaluator:
         every = [*self.metrics.values(), *self.rolling.values()]
         self._proba_metrics = [m.update for m in every if wants_proba(m)]
         self._label_metrics = [m.update for m in every if not wants_proba(m)]
-        final = _final_step(model)
+        final = final_step(model)
         self._derive_label = (
             is_classifier and type(final).predict_one is base.Classifier.predict_one
         )
@@ -119,7 +102,7 @@ def build_metrics(specs: Sequence[str], model: Any) -> dict[str, river_metrics.b
     from streamtrain.models.spec import metric_registry, parse_spec
 
     if not specs:
-        specs = ("ROCAUC",) if task_of(model) is Task.CLASSIFICATION else ("MAE",)
+        specs = ("ROCAUC",) if problem_of(model) is Problem.CLASSIFICATION else ("MAE",)
     built: dict[str, river_metrics.base.Metric] = {}
     for spec in specs:
         name = spec.strip()
@@ -133,5 +116,5 @@ def build_metrics(specs: Sequence[str], model: Any) -> dict[str, river_metrics.b
 
 
 def _describe(model: Any) -> str:
-    kind = task_of(model).value
-    return f"a {kind} model ({type(_final_step(model)).__name__})"
+    kind = problem_of(model).value
+    return f"a {kind} model ({type(final_step(model)).__name__})"

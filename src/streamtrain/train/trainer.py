@@ -452,7 +452,7 @@ class Trainer:
             group[1].append(msg)
         for task, msgs in groups.values():
             # All of a task's records decoded at once, with decode_event's verdicts.
-            batch = decode_batch([msg.value() for msg in msgs], task.evaluator.task)
+            batch = decode_batch([msg.value() for msg in msgs], task.evaluator.problem)
             for i, bad in batch.invalid:
                 _dead_letter(dead_letters, task, msgs[i], bad.reason.value, bad.message)
             xs, ys = batch.xs, batch.ys
@@ -487,7 +487,7 @@ class Trainer:
         predictions = _learn_fast(task, xs, ys)
         if predictions is None:
             return False
-        kind = task.evaluator.task
+        kind = task.evaluator.problem
         offsets = task.offsets
         for y, msg, value in zip(ys, msgs, predictions.tolist(), strict=True):
             if y is None:
@@ -529,7 +529,7 @@ class Trainer:
         """Predict an unlabelled event with the task's (synchronised) River model."""
         evaluator = task.evaluator
         try:
-            answer = predict_answer(evaluator.model, evaluator.task, x)
+            answer = predict_answer(evaluator.model, evaluator.problem, x)
         except Exception as err:  # a model must not take the trainer down
             _dead_letter(dead_letters, task, msg, MODEL_ERROR, f"{type(err).__name__}: {err}")
         else:
@@ -603,7 +603,7 @@ class Trainer:
                         # owner learns it; nothing of ours moved past it.
                         continue
                     learn = task.evaluator.learn
-                    kind = task.evaluator.task
+                    kind = task.evaluator.problem
                     offsets = task.offsets
                 elif task is None:
                     continue
