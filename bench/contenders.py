@@ -422,9 +422,12 @@ def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
 
     from streamtrain.config import KafkaSettings
     from streamtrain.kafka.clients import client_config, ensure_topic
+    from streamtrain.kafka.transactions import TransactionalProducer
     from streamtrain.state.keys import load_signing_key
+    from streamtrain.state.payload import TrainState, freeze
     from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
-    from streamtrain.train.checkpointing import Checkpointing, TrainState, _pickle
+    from streamtrain.stopping import StopFlag
+    from streamtrain.train.checkpointing import Checkpointing
 
     kafka = KafkaSettings(bootstrap_servers=args["bootstrap"])
     topic = f"bench-ckpt-{uuid.uuid4().hex[:8]}"
@@ -458,31 +461,32 @@ def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
         while not consumer.assignment() and time.time() < deadline:
             consumer.poll(0.2)
         key = load_signing_key()
-        producer = Producer(
-            client_config(
-                kafka,
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 20,
-                    "transactional.id": f"streamtrain.{name}",
-                    "transaction.timeout.ms": 60000,
-                    "message.max.bytes": 64 * 1024 * 1024,
-                    "compression.type": "zstd",
-                },
-            )
+        conf = client_config(
+            kafka,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "transactional.id": f"streamtrain.{name}",
+                "transaction.timeout.ms": 60000,
+                "message.max.bytes": 64 * 1024 * 1024,
+                "compression.type": "zstd",
+            },
+        )
+        txn = TransactionalProducer(
+            lambda on_error, conf=conf: Producer({**conf, "error_cb": on_error}),
+            label=name,
+            timeout=10.0,
+            should_stop=StopFlag(),
         )
         cp = Checkpointing(
             topic=topic,
             model_spec="StandardScaler | LogisticRegression",
-            producer=producer,
+            txn=txn,
             store=CheckpointStore(kafka, key, ckpt_topic),
             key=key,
             interval=1.0,
             every=10_000,
-            timeout=10.0,
-            should_stop=threading.Event(),
-            label=name,
         )
         cp.start()
         state = TrainState(model, {"ROCAUC": metric}, 20, {}, {0: 1}, {})
@@ -490,10 +494,15 @@ def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
         pickle_times = []
         for _ in range(args.get("reps", 7)):
             started = time.perf_counter()
-            payload = _pickle(state)
+            payload = freeze(state)
             pickle_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            cp.commit({name: state}, {name: {"ROCAUC": metric.get()}}, {0: 1}, consumer)
+            cp.commit(
+                {name: state},
+                {name: {"ROCAUC": metric.get()}},
+                (),
+                consumer.consumer_group_metadata(),
+            )
             times.append(time.perf_counter() - started)
         times.sort()
         pickle_times.sort()

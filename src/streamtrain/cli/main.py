@@ -116,7 +116,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def entry() -> NoReturn:
     """The ``streamtrain`` executable: :func:`main`, then exit with its code."""
     code = main()
-    from streamtrain.train.checkpointing import abandoned_producers
+    from streamtrain.kafka.transactions import abandoned_producers
 
     if abandoned_producers():
         # A producer given up on while a transactional call was stuck could hold up the

@@ -10,7 +10,8 @@ from streamtrain.data.events import validate_features
 from streamtrain.errors import StreamtrainError
 from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.models.problem import Problem, problem_of
-from streamtrain.state.envelope import CheckpointHeader, load_state, open_envelope
+from streamtrain.state.envelope import CheckpointHeader, open_envelope
+from streamtrain.state.payload import model_of
 from streamtrain.state.store import CheckpointStore
 
 
@@ -31,12 +32,12 @@ class ModelSnapshot:
                 f"no checkpoint of model {name!r} in {store.topic!r} "
                 f"(train one with `streamtrain train --name {name}`)"
             )
-        return cls(opened.header, load_state(opened)["model"])
+        return cls(opened.header, model_of(opened))
 
     @classmethod
     def from_bytes(cls, data: bytes, store: CheckpointStore, name: str) -> ModelSnapshot:
         opened = open_envelope(data, store.key, what=f"checkpoint of model {name!r}")
-        return cls(opened.header, load_state(opened)["model"])
+        return cls(opened.header, model_of(opened))
 
     @property
     def problem(self) -> Problem:
@@ -141,7 +142,7 @@ def load_model(store: CheckpointStore, name: str) -> ModelSnapshot | ReplicaSet:
     """A named model's latest committed state: one model, or a partitioned model's replicas."""
     opened = store.latest(name)
     if opened is not None:
-        return ModelSnapshot(opened.header, load_state(opened)["model"])
+        return ModelSnapshot(opened.header, model_of(opened))
     replicas = []
     for key, raw in store.all_latest().items():
         partition = replica_partition(key, name)

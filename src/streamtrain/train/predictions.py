@@ -26,49 +26,40 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
-from streamtrain.train.deadletter import OutputSink, origin_headers
+from streamtrain.state.envelope import model_version
+from streamtrain.train.deadletter import Headers, origin_headers
+from streamtrain.train.step import Prediction
 
-__all__ = ["FORMAT", "PredictionSink"]
+__all__ = ["FORMAT", "prediction_record"]
 
 FORMAT = 1
 
 
-class PredictionSink(OutputSink):
-    """Writes one prediction record per unlabelled event (see the module doc)."""
-
-    def __init__(
-        self, producer: Any, topic: str, model_name: str | None, *, deferred: bool = False
-    ) -> None:
-        super().__init__(producer, topic, deferred=deferred)
-        self.model_name = model_name
-
-    def send(
-        self,
-        msg: Message,
-        answer: dict[str, Any],
-        version: str,
-        events_learned: int,
-    ) -> None:
-        ts_type, ts = msg.timestamp()
-        record: dict[str, Any] = {
-            "format": FORMAT,
-            "model": self.model_name,
-            **answer,
-            "model_version": version,
-            "events_learned": events_learned,
-        }
-        event_id = _event_id(msg.value())
-        if event_id is not None:
-            record["id"] = event_id
-        record["source"] = {
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-            "timestamp": ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
-        }
-        self._produce(orjson.dumps(record), msg.key(), origin_headers(msg))
+def prediction_record(
+    item: Prediction, model_name: str | None, topic: str
+) -> tuple[bytes, Any, Headers]:
+    """``(value, key, headers)`` of the record for one prediction (see the module doc)."""
+    msg = item.record
+    ts_type, ts = msg.timestamp()
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "model": model_name,
+        **item.answer,
+        "model_version": model_version(topic, item.positions),
+        "events_learned": item.events_learned,
+    }
+    event_id = _event_id(msg.value())
+    if event_id is not None:
+        record["id"] = event_id
+    record["source"] = {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp": ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None,
+    }
+    return orjson.dumps(record), msg.key(), origin_headers(msg)
 
 
 def _event_id(value: bytes | None) -> Any:

@@ -76,7 +76,8 @@ class Summary:
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     learned_this_run: int = 0  # events_learned counts what restored checkpoints had learned too
     events_predicted: int = 0  # unlabelled events answered (predictions topic)
-    producer_replacements: int = 0  # stuck transactional producers replaced (named models)
+    producer_replacements: int = 0  # transactional producers replaced (failed or stuck)
+    fast_path_disabled: str | None = None  # why the compiled path was given up on, if it was
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

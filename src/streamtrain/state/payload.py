@@ -1,0 +1,80 @@
+"""The checkpoint payload: what a model replica's progress consists of, and its pickled form.
+
+The payload is the part of a checkpoint after the signed header (:mod:`.envelope`): a plain
+dict, so the format does not depend on streamtrain's class layout. Format (every key but
+``model`` and ``metrics`` optional, for checkpoints written by older versions)::
+
+    {"model": <River estimator>, "metrics": {name: <River metric>},
+     "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
+     "events_predicted": int}
+
+The counters that the header already carries (``events_learned``, the input offsets) are taken
+from the header, which was verified with the payload. Only :func:`thaw` unpickles, and only
+bytes that came out of a verified envelope or out of :func:`freeze` in this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+from streamtrain.state.envelope import OpenedCheckpoint, load_state
+
+__all__ = ["TrainState", "freeze", "model_of", "state_of", "thaw"]
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Everything a model replica's progress consists of."""
+
+    model: Any
+    metrics: dict[str, Any]
+    events_learned: int
+    dead_letter_reasons: dict[str, int]
+    offsets: dict[int, int]  # partition -> next offset to learn, of the input topic
+    rolling: dict[str, Any] = dataclasses.field(default_factory=dict)  # windowed metrics
+    events_predicted: int = 0  # unlabelled events answered
+
+
+def freeze(state: TrainState) -> bytes:
+    """The payload bytes of ``state`` (its counters in the header are the caller's)."""
+    payload = {
+        "model": state.model,
+        "metrics": state.metrics,
+        "rolling": state.rolling,
+        "dead_letter_reasons": dict(state.dead_letter_reasons),
+        "events_predicted": state.events_predicted,
+    }
+    return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def thaw(payload: bytes, events_learned: int, offsets: Mapping[int, int]) -> TrainState:
+    """A state from payload bytes this process made with :func:`freeze` (never foreign bytes)."""
+    return _from_dict(pickle.loads(payload), events_learned, offsets)
+
+
+def state_of(opened: OpenedCheckpoint, topic: str) -> TrainState:
+    """The state in a verified checkpoint, positioned on ``topic``."""
+    header = opened.header
+    return _from_dict(load_state(opened), header.events_learned, header.offsets.get(topic, {}))
+
+
+def model_of(opened: OpenedCheckpoint) -> Any:
+    """Just the model of a verified checkpoint (what serving needs)."""
+    return load_state(opened)["model"]
+
+
+def _from_dict(
+    payload: Mapping[str, Any], events_learned: int, offsets: Mapping[int, int]
+) -> TrainState:
+    return TrainState(
+        model=payload["model"],
+        metrics=payload["metrics"],
+        events_learned=events_learned,
+        dead_letter_reasons=dict(payload.get("dead_letter_reasons", {})),
+        offsets=dict(offsets),
+        rolling=payload.get("rolling", {}),
+        events_predicted=int(payload.get("events_predicted", 0)),
+    )

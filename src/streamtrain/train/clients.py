@@ -1,0 +1,89 @@
+"""How a trainer reaches Kafka: topic set-up, client configuration, clients, checkpoint store.
+
+The :class:`~streamtrain.train.trainer.Trainer` gets everything Kafka through a
+:class:`KafkaClients`, so unit tests can hand it fakes with the same methods and drive its
+control paths (aborts, fencing, lost partitions, stuck commits) without a broker.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from streamtrain.config import KafkaSettings
+from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
+from streamtrain.train.settings import TrainSettings
+
+__all__ = ["KafkaClients", "consumer_config", "producer_config", "transactional_id"]
+
+ErrorCallback = Callable[[KafkaError], None]
+
+
+class KafkaClients:
+    """The real thing: confluent-kafka clients for ``kafka``."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+
+    def prepare_topics(self, settings: TrainSettings) -> None:
+        """The input topic must exist; outputs (and the checkpoint topic) are made if needed."""
+        partitions = require_topic(self.kafka, settings.topic)
+        ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
+        ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
+        if settings.name:
+            ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+
+    def consumer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Consumer:
+        return Consumer(client_config(self.kafka, **conf, error_cb=on_error))
+
+    def producer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Producer:
+        return Producer(client_config(self.kafka, **conf, error_cb=on_error))
+
+    def checkpoint_store(self, key: SigningKey, topic: str, patience: float) -> CheckpointStore:
+        return CheckpointStore(self.kafka, key, topic, patience=patience)
+
+
+def transactional_id(settings: TrainSettings) -> str | None:
+    """One writer per model (a second trainer with the name fences the first), or for a
+    partitioned model one per process (the group generation fences zombies, KIP-447)."""
+    if not settings.name:
+        return None
+    if settings.partitioned:
+        return f"streamtrain.{settings.name}.{uuid.uuid4().hex[:12]}"
+    return f"streamtrain.{settings.name}"
+
+
+def producer_config(settings: TrainSettings, txn_id: str | None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "linger.ms": 20}
+    if txn_id is not None:
+        conf["transactional.id"] = txn_id
+        conf["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
+        conf["message.max.bytes"] = 64 * 1024 * 1024
+        conf["compression.type"] = "zstd"
+    return conf
+
+
+def consumer_config(settings: TrainSettings, group: str) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": settings.start,
+        # Never learn from records of aborted transactions.
+        "isolation.level": "read_committed",
+    }
+    if settings.name and not settings.partitioned:
+        # Static membership (KIP-345): a restarted trainer takes over its predecessor's
+        # place in the group at once, instead of waiting out a killed member's session.
+        conf["group.instance.id"] = f"streamtrain.{settings.name}"
+    if settings.partitioned:
+        # A dead process's tasks move after this long; shorter than the 45 s default so
+        # that losing a trainer pauses its partitions for seconds, not most of a minute.
+        conf["session.timeout.ms"] = int(settings.session_timeout * 1000)
+        conf["heartbeat.interval.ms"] = max(int(settings.session_timeout * 1000) // 5, 500)
+    # Raw -X options are applied after these by client_config, so users can override.
+    return conf

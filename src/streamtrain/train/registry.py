@@ -1,0 +1,260 @@
+"""The task registry: which tasks this process holds, for which partitions, and how they move.
+
+It owns the consumer's rebalance callbacks (the trainer only hands them over): an assigned
+partition's task is restored from its checkpoint and the consumer is positioned at the task's
+offset; a revoked task is checkpointed first, then dropped; a lost one (the group already gave
+it away) is dropped with its uncommitted work. It also rolls every task back to the last
+committed state after an aborted transaction, and seeks the consumer back to match.
+
+* **Unnamed** or **named**: one task, keyed ``""`` or the name, learning every partition.
+* **Partitioned**: a task per assigned partition, keyed ``NAME/p<partition>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, Consumer, KafkaException
+from confluent_kafka import TopicPartition as TP
+
+from streamtrain.state.envelope import CheckpointHeader
+from streamtrain.state.payload import TrainState
+from streamtrain.train.checkpointing import Checkpointing
+from streamtrain.train.tasks import Output, Task
+
+__all__ = ["TaskRegistry", "partition_task_key"]
+
+log = logging.getLogger(__name__)
+
+
+def partition_task_key(name: str, partition: int) -> str:
+    return f"{name}/p{partition}"
+
+
+class TaskRegistry:
+    """Tasks by key and by partition; see the module doc.
+
+    ``fresh(key)`` makes the state of a task that has no checkpoint. ``checkpoint(consumer)`` is
+    called before partitions are revoked (a named model's trainer commits there).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str | None,
+        partitioned: bool,
+        fast: bool,
+        start: str,
+        fresh: Callable[[str], TrainState],
+        checkpointing: Checkpointing | None = None,
+        checkpoint: Callable[[Consumer], None] = lambda _c: None,
+        offsets_for_times: Callable[[Consumer, list[TP]], list[TP]] | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.partitioned = partitioned
+        self.fast = fast
+        self.start = start
+        self.fresh = fresh
+        self.checkpointing = checkpointing
+        self.checkpoint = checkpoint
+        self.offsets_for_times = offsets_for_times
+        self.clock = clock
+        self.tasks: dict[str, Task] = {}
+        self.assignment: list[TP] = []
+        self.by_partition: dict[int, Task] = {}
+        self.restored_from: dict[str, CheckpointHeader] = {}
+        self.learned_by_departed = 0  # by tasks that moved to other processes
+        self.assigned_at = float("inf")  # when the last assignment came
+        self.stopping = False  # leaving the group: revocations commit nothing more
+        if not partitioned:
+            key = name or ""
+            if checkpointing is not None:
+                self._restore([key])
+            else:
+                self.tasks[key] = Task.from_state(key, fresh(key), fast=fast)
+
+    # -- rebalance callbacks -----------------------------------------------------------------
+
+    def on_assign(self, consumer: Consumer, partitions: list[TP]) -> None:
+        self.assignment = [TP(tp.topic, tp.partition) for tp in partitions]
+        if self.partitioned and self.checkpointing is not None:
+            assert self.name is not None
+            missing = [
+                partition_task_key(self.name, tp.partition)
+                for tp in partitions
+                if partition_task_key(self.name, tp.partition) not in self.tasks
+            ]
+            if missing:
+                self._restore(missing)
+        self._index()
+        log.info(
+            "assigned partitions %s at offsets %s",
+            [tp.partition for tp in partitions],
+            {tp.partition: self.offset_of(tp.partition) for tp in partitions},
+        )
+        explicit = self.checkpointing is not None
+        by_time: dict[int, int] = {}
+        if self.offsets_for_times is not None:
+            fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
+            if fresh:
+                found = self.offsets_for_times(consumer, fresh)
+                by_time = {tp.partition: tp.offset for tp in found}
+                explicit = True
+        if explicit:
+            # Resume exactly at the checkpoint; the group's own offsets are informational.
+            consumer.assign(
+                [
+                    TP(
+                        tp.topic,
+                        tp.partition,
+                        by_time.get(tp.partition, self.offset_of(tp.partition)),
+                    )
+                    for tp in partitions
+                ]
+            )
+        self.assigned_at = self.clock()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TP]) -> None:
+        log.info("partitions %s revoked", [tp.partition for tp in partitions])
+        if self.checkpointing is not None and not self.stopping:
+            self.checkpoint(consumer)  # losing partitions: make what was learned durable first
+        self._drop(partitions)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TP]) -> None:
+        # The group already gave these away: committing now would be a zombie's commit.
+        log.warning(
+            "partitions %s were lost to the group (this process was presumed dead); their "
+            "uncommitted work is dropped and nothing is committed for them",
+            [tp.partition for tp in partitions],
+        )
+        if self.checkpointing is not None:
+            self.roll_back(consumer)
+        self._drop(partitions)
+
+    # -- the loop's side ---------------------------------------------------------------------
+
+    def route(
+        self, messages: list[Any], on_error: Callable[[Any], None]
+    ) -> Iterator[tuple[Task, list[Any]]]:
+        """The messages of each task, in consume order; errors go to ``on_error``.
+
+        A record whose partition has no task was fetched just before the partition was
+        revoked: its new owner learns it, and nothing of ours moved past it.
+        """
+        by_partition = self.by_partition
+        groups: dict[str, tuple[Task, list[Any]]] = {}
+        for msg in messages:
+            if msg.error() is not None:
+                on_error(msg.error())
+                continue
+            task = by_partition.get(msg.partition())
+            if task is None:
+                continue
+            group = groups.get(task.key)
+            if group is None:
+                group = groups[task.key] = (task, [])
+            group[1].append(msg)
+        yield from groups.values()
+
+    def take_outputs(self) -> list[Output]:
+        return [item for task in self.tasks.values() for item in task.take_outputs()]
+
+    @property
+    def pending_outputs(self) -> int:
+        return sum(len(task.pending) for task in self.tasks.values())
+
+    def roll_back(self, consumer: Consumer) -> None:
+        """Every task back to its last committed state (or a fresh one), the consumer too."""
+        assert self.checkpointing is not None
+        committed = self.checkpointing.committed
+        for key in list(self.tasks):
+            state = committed[key].thaw() if key in committed else self.fresh(key)
+            self.tasks[key] = Task.from_state(key, state, fast=self.fast)
+        self._index()
+        self._seek(consumer)
+
+    def record_positions(self, consumer: Consumer) -> None:
+        """Move tasks up to the consumer's positions (past markers that are not events)."""
+        for partition, offset in self.positions(consumer).items():
+            task = self.by_partition.get(partition)
+            if task is not None:
+                task.advance_to(partition, offset)
+
+    def positions(self, consumer: Consumer) -> dict[int, int]:
+        if not self.assignment:
+            return {}
+        try:
+            positions = consumer.position(self.assignment)
+        except KafkaException:  # the consumer may already be unusable on a fatal error
+            return {}
+        return {tp.partition: tp.offset for tp in positions if tp.offset != OFFSET_INVALID}
+
+    def offset_of(self, partition: int) -> int:
+        task = self.by_partition.get(partition)
+        if task is not None and partition in task.offsets:
+            return task.offsets[partition]
+        return OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+
+    def learned_this_run(self) -> int:
+        return self.learned_by_departed + sum(
+            t.events_learned - self._learned_at_restore(k) for k, t in self.tasks.items()
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _restore(self, keys: list[str]) -> None:
+        assert self.checkpointing is not None
+        for key, (state, header) in self.checkpointing.restore(keys, self.fresh).items():
+            self.tasks[key] = Task.from_state(key, state, fast=self.fast)
+            if header is not None:
+                self.restored_from[key] = header
+        self._index()
+
+    def _learned_at_restore(self, key: str) -> int:
+        header = self.restored_from.get(key)
+        return header.events_learned if header is not None else 0
+
+    def _has_offset(self, partition: int) -> bool:
+        task = self.by_partition.get(partition)
+        return task is not None and partition in task.offsets
+
+    def _index(self) -> None:
+        if self.partitioned:
+            name = self.name or ""
+            self.by_partition = {
+                tp.partition: self.tasks[partition_task_key(name, tp.partition)]
+                for tp in self.assignment
+                if partition_task_key(name, tp.partition) in self.tasks
+            }
+        else:
+            (task,) = self.tasks.values()
+            self.by_partition = {tp.partition: task for tp in self.assignment}
+
+    def _drop(self, partitions: list[TP]) -> None:
+        gone = {tp.partition for tp in partitions}
+        self.assignment = [tp for tp in self.assignment if tp.partition not in gone]
+        if self.partitioned and self.name:
+            for partition in gone:
+                key = partition_task_key(self.name, partition)
+                task = self.tasks.pop(key, None)
+                if task is not None:
+                    self.learned_by_departed += task.events_learned - self._learned_at_restore(key)
+                    self.restored_from.pop(key, None)
+                if self.checkpointing is not None:
+                    self.checkpointing.forget(key)
+        self._index()
+
+    def _seek(self, consumer: Consumer) -> None:
+        """Rewind every assigned partition to its task's offset."""
+        for tp in self.assignment:
+            try:
+                consumer.seek(TP(tp.topic, tp.partition, self.offset_of(tp.partition)))
+            except KafkaException:
+                # Not fetching yet: re-assigning with explicit offsets does the same.
+                consumer.assign(
+                    [TP(t.topic, t.partition, self.offset_of(t.partition)) for t in self.assignment]
+                )
+                return

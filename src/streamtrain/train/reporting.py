@@ -1,0 +1,146 @@
+"""What a trainer says about itself: lag, combined metrics, progress records and the summary."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException
+
+from streamtrain.train.progress import Progress, Summary
+from streamtrain.train.registry import TaskRegistry
+
+__all__ = ["ThrottledLog", "combined_metrics", "lag", "progress", "summary"]
+
+
+def lag(
+    consumer: Consumer, registry: TaskRegistry, timeout: float, *, cached: bool
+) -> dict[int, int] | None:
+    """Records left per assigned partition; ``None`` when the broker could not be asked."""
+    out: dict[int, int] = {}
+    positions = consumer.position(registry.assignment) if registry.assignment else []
+    for tp in positions:
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=cached)
+        except KafkaException:
+            return None
+        if high < 0:
+            return None
+        if tp.offset >= 0:
+            position = tp.offset
+        else:
+            task = registry.by_partition.get(tp.partition)
+            position = task.offsets.get(tp.partition, high) if task else high
+        out[tp.partition] = max(high - position, 0)
+    return out
+
+
+def combined_metrics(registry: TaskRegistry) -> tuple[dict[str, float], dict[str, float]]:
+    """Metrics of the single task, or the event-weighted mean over a partitioned model's
+    replicas (documented as an approximation: each replica is scored on its own stream)."""
+    tasks = list(registry.tasks.values())
+    if len(tasks) == 1:
+        ev = tasks[0].sync()
+        return ev.values(), ev.rolling_values()
+    total = sum(t.events_learned for t in tasks)
+    if not tasks or total == 0:
+        return {}, {}
+    metrics: dict[str, float] = {}
+    rolling: dict[str, float] = {}
+    for t in tasks:
+        weight = t.events_learned / total
+        for name, value in t.sync().values().items():
+            metrics[name] = metrics.get(name, 0.0) + weight * value
+        for name, value in t.evaluator.rolling_values().items():
+            rolling[name] = rolling.get(name, 0.0) + weight * value
+    return metrics, rolling
+
+
+def _reasons(registry: TaskRegistry) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for task in registry.tasks.values():
+        for reason, n in task.dead_letter_reasons.items():
+            total[reason] = total.get(reason, 0) + n
+    return total
+
+
+def _task_summaries(registry: TaskRegistry) -> dict[str, dict[str, Any]]:
+    if not registry.partitioned:
+        return {}
+    return {k: t.summary() for k, t in registry.tasks.items()}
+
+
+def _offsets(registry: TaskRegistry) -> dict[int, int]:
+    return {p: o for t in registry.tasks.values() for p, o in t.offsets.items()}
+
+
+def progress(
+    registry: TaskRegistry,
+    consumer: Consumer,
+    *,
+    common: dict[str, Any],
+    elapsed: float,
+    rate: float,
+    timeout: float,
+) -> Progress:
+    metrics, rolling = combined_metrics(registry)
+    reasons = _reasons(registry)
+    positions = _offsets(registry)
+    positions.update(registry.positions(consumer))
+    return Progress(
+        **common,
+        events_learned=sum(t.events_learned for t in registry.tasks.values()),
+        dead_lettered=sum(reasons.values()),
+        events_per_second=rate,
+        elapsed_seconds=elapsed,
+        metrics=metrics,
+        lag=lag(consumer, registry, timeout, cached=True) or {},
+        dead_letter_reasons=reasons,
+        rolling_metrics=rolling,
+        positions=positions,
+        tasks=_task_summaries(registry),
+        events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
+    )
+
+
+def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -> Summary:
+    metrics, _rolling = combined_metrics(registry)
+    reasons = _reasons(registry)
+    learned_here = registry.learned_this_run()
+    restored = sorted(h.model_version for h in registry.restored_from.values())
+    disabled = [t.fast_disabled for t in registry.tasks.values() if t.fast_disabled]
+    return Summary(
+        **common,
+        events_learned=sum(t.events_learned for t in registry.tasks.values()),
+        dead_lettered=sum(reasons.values()),
+        dead_letter_reasons=reasons,
+        metrics=metrics,
+        positions=_offsets(registry),
+        elapsed_seconds=elapsed,
+        events_per_second=learned_here / elapsed if elapsed > 0 else 0.0,
+        restored_from=",".join(restored) if restored else None,
+        tasks=_task_summaries(registry),
+        learned_this_run=learned_here,
+        events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
+        fast_path_disabled=disabled[0] if disabled else None,
+    )
+
+
+class ThrottledLog:
+    """Warns once per distinct message per ``every`` seconds, then says how many it held back."""
+
+    def __init__(self, logger: logging.Logger, every: float) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, tuple[float, int]] = {}  # message -> (last logged, held back)
+
+    def warn(self, template: str, text: str) -> None:
+        now = time.monotonic()
+        logged_at, held = self._last.get(text, (-float("inf"), 0))
+        if now - logged_at < self.every:
+            self._last[text] = (logged_at, held + 1)
+            return
+        suffix = f" ({held} more like it in the last {self.every:g}s)" if held else ""
+        self.logger.warning(template + "%s", text, suffix)
+        self._last[text] = (now, 0)

@@ -1,0 +1,252 @@
+"""The learn step: one batch of one task's records in, an :class:`Outcome` out — no Kafka.
+
+A step predicts then learns each labelled record (progressive validation, River's protocol),
+predicts each unlabelled one with the model as it stands there, and refuses the rest with a
+dead-letter reason. Every record it is given is accounted for in the outcome: learned,
+predicted or dead-lettered, and its partition's next offset moves past it. The model and its
+metrics (the task's evaluator) are updated in place; the outcome carries everything else, and
+the task applies it (:meth:`streamtrain.train.tasks.Task.apply`).
+
+Two implementations give the same outcome and the same model state:
+
+* :class:`RiverStep` — River's own ``predict_proba_one`` / ``learn_one``, event by event;
+* :class:`FastStep` — the compiled batch path (:mod:`streamtrain.fastpath`) for the models it
+  takes, which falls back to River for any batch it cannot take, with nothing of it applied.
+
+>>> from river import linear_model
+>>> from streamtrain.data.events import encode_event
+>>> from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
+>>> model = linear_model.LogisticRegression()
+>>> step = RiverStep(ProgressiveEvaluator(model, build_metrics([], model)))
+>>> records = [SimpleRecord(encode_event({"a": 1.0}, True), 0, 10),
+...            SimpleRecord(b"not json", 0, 11),
+...            SimpleRecord(encode_event({"a": 2.0}, None), 0, 12)]
+>>> outcome = step.run(records, offsets={}, learned=0)
+>>> outcome.learned, outcome.offsets, [d.reason for d in outcome.dead_letters]
+(1, {0: 13}, ['undecodable'])
+>>> outcome.predictions[0].positions, outcome.predictions[0].answer["prediction"]
+({0: 12}, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from streamtrain.data.events import InvalidEvent, decode_event
+from streamtrain.fastpath import FastEvaluator, FastPathFallback
+from streamtrain.fastpath.decode import decode_batch
+from streamtrain.models.prediction import answer_from_fast_path, predict_answer
+from streamtrain.train.progressive import ProgressiveEvaluator
+
+__all__ = [
+    "MODEL_ERROR",
+    "DeadLetter",
+    "FastStep",
+    "Outcome",
+    "Prediction",
+    "Record",
+    "RiverStep",
+    "SimpleRecord",
+    "Step",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_ERROR = "model-error"  # the model raised on the record (the other reasons: data.events)
+
+
+class Record(Protocol):
+    """What a step reads of a record: a consumed ``confluent_kafka.Message`` is one."""
+
+    def value(self) -> bytes | None: ...
+
+    def partition(self) -> int: ...
+
+    def offset(self) -> int: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimpleRecord:
+    """A record outside Kafka (tests, examples)."""
+
+    data: bytes | None
+    part: int
+    at: int
+
+    def value(self) -> bytes | None:
+        return self.data
+
+    def partition(self) -> int:
+        return self.part
+
+    def offset(self) -> int:
+        return self.at
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record refused, with a stable ``reason`` code and a human ``message``."""
+
+    record: Any
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prediction:
+    """The answer for an unlabelled record, named by the state that gave it: ``positions``,
+    the next offset per partition with everything before this record in its partition, and
+    ``events_learned`` by then."""
+
+    record: Any
+    answer: dict[str, Any]
+    positions: dict[int, int]
+    events_learned: int
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """What a step did with one batch, besides updating the model and metrics in place."""
+
+    learned: int = 0
+    offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # next offset per partition
+    dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
+    predictions: list[Prediction] = dataclasses.field(default_factory=list)
+
+
+class Step(Protocol):
+    """``run(records, offsets, learned)``: ``offsets`` and ``learned`` are the task's position
+    before the batch (read, never written: the task applies the outcome)."""
+
+    def run(
+        self, records: Sequence[Record], offsets: Mapping[int, int], learned: int
+    ) -> Outcome: ...
+
+
+class RiverStep:
+    """River's per-event path."""
+
+    def __init__(self, evaluator: ProgressiveEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def run(self, records: Sequence[Record], offsets: Mapping[int, int], learned: int) -> Outcome:
+        evaluator = self.evaluator
+        learn = evaluator.learn
+        problem = evaluator.problem
+        decode = decode_event
+        out = Outcome()
+        ends = out.offsets
+        n = 0
+        for record in records:
+            partition = record.partition()
+            offset = record.offset()
+            try:
+                x, y = decode(record.value(), problem)
+            except InvalidEvent as bad:
+                out.dead_letters.append(DeadLetter(record, bad.reason.value, bad.message))
+            else:
+                if y is None:
+                    positions = {**offsets, **ends, partition: offset}
+                    _predict(evaluator, record, x, positions, learned + n, out)
+                else:
+                    try:
+                        learn(x, y)
+                    except Exception as err:  # a model must not take the trainer down
+                        out.dead_letters.append(_model_error(record, err))
+                    else:
+                        n += 1
+            ends[partition] = offset + 1
+        out.learned = n
+        return out
+
+
+class FastStep:
+    """The compiled batch path; a batch it cannot take is learned by :class:`RiverStep`.
+
+    ``disabled`` says why the compiled path was given up on for good (an unexpected error in
+    it: a bug, or a River it does not know), after which every batch goes to River.
+    """
+
+    def __init__(self, evaluator: ProgressiveEvaluator, fast: FastEvaluator) -> None:
+        self.evaluator = evaluator
+        self.fast: FastEvaluator | None = fast
+        self.river = RiverStep(evaluator)
+        self.disabled: str | None = None
+
+    def sync(self) -> None:
+        """Hand the state back to the River objects (see :class:`FastEvaluator`)."""
+        if self.fast is not None:
+            self.fast.sync()
+
+    def run(self, records: Sequence[Record], offsets: Mapping[int, int], learned: int) -> Outcome:
+        fast = self.fast
+        if fast is None:
+            return self.river.run(records, offsets, learned)
+        problem = self.evaluator.problem
+        batch = decode_batch([r.value() for r in records], problem)
+        xs, ys = batch.xs, batch.ys
+        values = None
+        if xs:
+            try:
+                values = fast.learn_many(xs, ys)
+            except FastPathFallback:
+                pass
+            except Exception as err:  # a bug: never lose a batch to it, stay on River
+                log.exception("the fast path failed; River's per-event path takes over")
+                self.disabled = f"{type(err).__name__}: {err}"
+                self.fast = None
+            if values is None:
+                # Nothing of the batch was applied: River learns all of it, with the same verdicts.
+                fast.sync()
+                return self.river.run(records, offsets, learned)
+        out = Outcome()
+        ends = out.offsets
+        if not batch.invalid and None not in ys:
+            out.learned = len(xs)
+            for record in records:
+                ends[record.partition()] = record.offset() + 1
+            return out
+        invalid = dict(batch.invalid)
+        answers = values.tolist() if values is not None else []
+        j = 0  # index of the next valid record in xs/ys
+        n = 0
+        for i, record in enumerate(records):
+            partition = record.partition()
+            offset = record.offset()
+            bad = invalid.get(i)
+            if bad is not None:
+                out.dead_letters.append(DeadLetter(record, bad.reason.value, bad.message))
+            else:
+                if ys[j] is None:
+                    positions = {**offsets, **ends, partition: offset}
+                    answer = answer_from_fast_path(problem, answers[j])
+                    out.predictions.append(Prediction(record, answer, positions, learned + n))
+                else:
+                    n += 1
+                j += 1
+            ends[partition] = offset + 1
+        out.learned = n
+        return out
+
+
+def _predict(
+    evaluator: ProgressiveEvaluator,
+    record: Record,
+    x: dict[str, Any],
+    positions: dict[int, int],
+    learned: int,
+    out: Outcome,
+) -> None:
+    try:
+        answer = predict_answer(evaluator.model, evaluator.problem, x)
+    except Exception as err:  # a model must not take the trainer down
+        out.dead_letters.append(_model_error(record, err))
+    else:
+        out.predictions.append(Prediction(record, answer, positions, learned))
+
+
+def _model_error(record: Record, err: Exception) -> DeadLetter:
+    return DeadLetter(record, MODEL_ERROR, f"{type(err).__name__}: {err}")
