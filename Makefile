@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 unit: install
-	$(BIN)/pytest tests/unit tests/pipeline
+	$(BIN)/pytest tests/unit tests/pipeline src/streamtrain
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

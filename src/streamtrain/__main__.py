@@ -1,3 +1,4 @@
 from streamtrain.cli.main import entry
 
-entry()
+if __name__ == "__main__":
+    entry()

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -28,7 +27,7 @@ from streamtrain.produce import ProduceSettings, Replayer
 from streamtrain.serving.app import BackgroundServer, create_kafka_app
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import ensure_checkpoint_topic
-from streamtrain.stopping import StopFlag
+from streamtrain.stopping import StopFlag, stop_on_signals
 from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
@@ -64,8 +63,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamtrain.cli.main import take_early_signals
-
     if args.rate < 0:
         raise ConfigError("--rate must be >= 0")
     console = Console(stderr=True)
@@ -82,82 +79,78 @@ def run(args: argparse.Namespace) -> int:
     replayer = Replayer(kafka, ProduceSettings(topic=topic, dataset="Phishing", rate=args.rate))
     trainer: Trainer | None = None
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(sig: signal.Signals) -> None:
         stop.set()
         replayer.stop()
         if trainer is not None:
-            trainer.stop(signal.Signals(signum).name)
+            trainer.stop(sig.name)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for signum in take_early_signals():
-        on_signal(signum, None)
-    producer_error: list[BaseException] = []
-    thread: threading.Thread | None = None
-    try:
-        # Topics first: the trainer subscribes to the input, the server follows the others.
-        ensure_topic(kafka, topic)
-        ensure_checkpoint_topic(kafka)
-        server = BackgroundServer(
-            create_kafka_app(kafka, load_signing_key(), name), port=args.http_port
-        ).start()
-        console.print(
-            f"dashboard and API of model [bold]{name}[/]: [bold cyan]{server.url}/[/]  "
-            f"(POST {server.url}/predict)"
-        )
-        console.print(
-            f"replaying Phishing into [bold]{topic}[/] at {args.rate:g} events/s; "
-            f"training {DEFAULT_MODEL} on it"
-        )
-
-        def produce() -> None:
-            try:
-                replayer.run()
-            except BaseException as err:  # surfaced after the trainer stops
-                producer_error.append(err)
-
-        thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
-        thread.start()
-        view = choose_view("auto", f"streamtrain demo · {topic} → {name}")
-        trainer = Trainer(
-            kafka,
-            TrainSettings(
-                topic=topic,
-                name=name,
-                exit_when_idle=3.0,
-                metrics=("ROCAUC", "Accuracy", "LogLoss"),
-                rolling_window=250,
-                checkpoint_interval=1.0,
-            ),
-            listeners=[view] if view else [],
-        )
-        trainer.listeners.append(MetricsPublisher(kafka, DEFAULT_METRICS_TOPIC))
-        if stop.is_set():
-            trainer.stop("SIGINT")
-        summary = trainer.run()
-        if producer_error:
-            raise producer_error[0]
-        code = _compare_with_river(console, summary.events_learned, summary.metrics)
-        linger = args.serve_for
-        if linger is None:
-            linger = float("inf") if sys.stdin.isatty() and sys.stderr.isatty() else 0.0
-        if linger > 0 and not stop.is_set():
+    with stop_on_signals(on_signal) as caught:
+        producer_error: list[BaseException] = []
+        thread: threading.Thread | None = None
+        try:
+            # Topics first: the trainer subscribes to the input, the server follows the others.
+            ensure_topic(kafka, topic)
+            ensure_checkpoint_topic(kafka)
+            server = BackgroundServer(
+                create_kafka_app(kafka, load_signing_key(), name), port=args.http_port
+            ).start()
             console.print(
-                f"the dashboard stays at {server.url}/ "
-                + ("until Ctrl-C" if linger == float("inf") else f"for {linger:g}s")
+                f"dashboard and API of model [bold]{name}[/]: [bold cyan]{server.url}/[/]  "
+                f"(POST {server.url}/predict)"
             )
-            stop.wait(None if linger == float("inf") else linger)
-        return code
-    finally:
-        replayer.stop()
-        if thread is not None:
-            thread.join(timeout=30)
-        if server is not None:
-            server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if started_broker and not args.keep_broker:
-            broker.down()
-            console.print("stopped the local Kafka this demo started")
+            console.print(
+                f"replaying Phishing into [bold]{topic}[/] at {args.rate:g} events/s; "
+                f"training {DEFAULT_MODEL} on it"
+            )
+
+            def produce() -> None:
+                try:
+                    replayer.run()
+                except BaseException as err:  # surfaced after the trainer stops
+                    producer_error.append(err)
+
+            thread = threading.Thread(target=produce, name="demo-producer", daemon=True)
+            thread.start()
+            view = choose_view("auto", f"streamtrain demo · {topic} → {name}")
+            trainer = Trainer(
+                kafka,
+                TrainSettings(
+                    topic=topic,
+                    name=name,
+                    exit_when_idle=3.0,
+                    metrics=("ROCAUC", "Accuracy", "LogLoss"),
+                    rolling_window=250,
+                    checkpoint_interval=1.0,
+                ),
+                listeners=[view] if view else [],
+            )
+            trainer.listeners.append(MetricsPublisher(kafka, DEFAULT_METRICS_TOPIC))
+            if caught:  # a signal came before the trainer existed
+                trainer.stop(caught[0].name)
+            summary = trainer.run()
+            if producer_error:
+                raise producer_error[0]
+            code = _compare_with_river(console, summary.events_learned, summary.metrics)
+            linger = args.serve_for
+            if linger is None:
+                linger = float("inf") if sys.stdin.isatty() and sys.stderr.isatty() else 0.0
+            if linger > 0 and not stop.is_set():
+                console.print(
+                    f"the dashboard stays at {server.url}/ "
+                    + ("until Ctrl-C" if linger == float("inf") else f"for {linger:g}s")
+                )
+                stop.wait(None if linger == float("inf") else linger)
+            return code
+        finally:
+            replayer.stop()
+            if thread is not None:
+                thread.join(timeout=30)
+            if server is not None:
+                server.stop()
+            if started_broker and not args.keep_broker:
+                broker.down()
+                console.print("stopped the local Kafka this demo started")
 
 
 def _compare_with_river(console: Console, learned: int, values: Mapping[str, float]) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from streamtrain.errors import StreamtrainError
+from streamtrain.stopping import catch_early_signals, early_signals, release_early_signals
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -50,55 +51,23 @@ def _version() -> str:
         return "streamtrain (not installed)"
 
 
-# Signals that arrived while the CLI was still starting (importing River takes a while): a
-# long-running command replays them once its own handlers are in place, so a SIGTERM sent
-# right after spawning still means "stop cleanly", not "die with nothing saved".
-EARLY_SIGNALS: list[int] = []
-
-
-def take_early_signals() -> list[int]:
-    """The signals caught before the command installed its handlers (and forget them)."""
-    caught = list(EARLY_SIGNALS)
-    EARLY_SIGNALS.clear()
-    return caught
-
-
-def _remember(signum: int, _frame: object) -> None:
-    EARLY_SIGNALS.append(signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    in_main_thread = _install_early_handlers()
+    catch_early_signals()  # before the slow imports: see streamtrain.stopping
     try:
         return _main(argv)
     finally:
-        if in_main_thread:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                if signal.getsignal(sig) is _remember:
-                    signal.signal(
-                        sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-                    )
-
-
-def _install_early_handlers() -> bool:
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _remember)
-    except ValueError:  # not the main thread (main() called from a library thread)
-        return False
-    return True
+        release_early_signals()
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
-    early = take_early_signals()
+    early = early_signals()
     if early and not getattr(args, "replays_signals", False):
-        # A short command interrupted while starting: behave as the default handlers would.
+        # A command interrupted while starting that does not replay the signal (it would
+        # start only to stop): behave as the default handlers would.
         return 130 if signal.SIGINT in early else 143
-    if early:
-        EARLY_SIGNALS.extend(early)
     if handler is None:
         parser.print_usage(sys.stderr)
         print("streamtrain: error: a command is required (see --help)", file=sys.stderr)

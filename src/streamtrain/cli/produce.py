@@ -7,10 +7,8 @@ import contextlib
 import dataclasses
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from streamtrain.cli.common import (
@@ -22,6 +20,7 @@ from streamtrain.cli.common import (
 )
 from streamtrain.config import resolve
 from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.stopping import stop_on_signals
 
 if TYPE_CHECKING:
     from streamtrain.data.sources import Source
@@ -124,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     )
     with _progress(source, enabled=not args.quiet) as on_progress:
         replayer = Replayer(kafka, settings, on_progress=on_progress)
-        with _stop_on_signals(replayer.stop) as caught:
+        # A second SIGINT interrupts, for when the final flush itself hangs.
+        with stop_on_signals(lambda _sig: replayer.stop(), second_sigint_interrupts=True) as caught:
             report = replayer.run(source)
     print(_summary(report, caught), flush=True)
     if report.failed:
@@ -142,32 +142,6 @@ def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:
         f"{report.elapsed_seconds:.1f}s ({report.events_per_second:.0f} ev/s)"
     )
     return f"stopped by {caught[0].name}: {line}" if caught else line
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None]) -> Iterator[list[signal.Signals]]:
-    """Turn SIGINT/SIGTERM into ``stop()``; the list receives the signals caught.
-
-    A second SIGINT raises KeyboardInterrupt, for when the final flush itself hangs.
-    """
-    caught: list[signal.Signals] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught  # signal handlers can only be installed from the main thread
-        return
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        sig = signal.Signals(signum)
-        if sig is signal.SIGINT and signal.SIGINT in caught:
-            raise KeyboardInterrupt
-        caught.append(sig)
-        stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield caught
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args, positive_int
 from streamtrain.errors import ConfigError, StreamtrainError
 from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC
+from streamtrain.stopping import stop_on_signals
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def register(subparsers: Any) -> None:
@@ -111,9 +117,27 @@ def run_serve(args: argparse.Namespace) -> int:
         "POST /predict",
         file=sys.stderr,
     )
-    with sock:
-        uvicorn.Server(config).run(sockets=[sock])
+    server = _server_without_signal_handlers(config)
+    # uvicorn's own answer to a signal: the first stops gracefully, a second SIGINT at once.
+    with sock, stop_on_signals(lambda sig: server.handle_exit(sig, None)):
+        server.run(sockets=[sock])
     return 0
+
+
+def _server_without_signal_handlers(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that leaves SIGINT and SIGTERM to :func:`stop_on_signals`.
+
+    Its own handlers would raise the signal again once it stopped, and replay none caught
+    while the app was being built.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return Server(config)
 
 
 def run_report(args: argparse.Namespace) -> int:

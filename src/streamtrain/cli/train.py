@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import signal
-from types import FrameType
 from typing import Any
 
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
-from streamtrain.cli.main import take_early_signals
 from streamtrain.config import resolve
+from streamtrain.stopping import stop_on_signals
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
@@ -199,16 +197,6 @@ def run(args: argparse.Namespace) -> int:
     metrics_topic = DEFAULT_METRICS_TOPIC if args.metrics_topic is None else args.metrics_topic
     if metrics_topic:
         trainer.listeners.append(MetricsPublisher(kafka, metrics_topic))
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        trainer.stop(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for signum in take_early_signals():
-        on_signal(signum, None)
-    try:
+    with stop_on_signals(lambda sig: trainer.stop(sig.name)):
         trainer.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0

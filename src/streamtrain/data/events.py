@@ -67,6 +67,17 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
     """Decode and validate one event's bytes; return ``(x, y)`` or raise :class:`InvalidEvent`.
 
     ``y`` is None for an unlabelled event.
+
+    >>> from streamtrain.models.problem import Problem
+    >>> decode_event(b'{"x": {"a": 1.5, "b": 2}, "y": true}', Problem.CLASSIFICATION)
+    ({'a': 1.5, 'b': 2}, True)
+    >>> decode_event(b'{"x": {"a": 1.5}}', Problem.CLASSIFICATION)
+    ({'a': 1.5}, None)
+    >>> try:
+    ...     decode_event(b'{"x": {"a": "high"}, "y": 1.0}', Problem.REGRESSION)
+    ... except InvalidEvent as err:
+    ...     print(f"{err.reason}: {err}")
+    bad-features: feature 'a' must be a number, got string
     """
     if value is None:
         raise InvalidEvent(Reason.UNDECODABLE, "message has no value (tombstone)")
@@ -133,7 +144,14 @@ def _check_features(x: dict[str, Any]) -> None:
 
 
 def encode_event(x: dict[str, Any], y: Any) -> bytes:
-    """Encode one event in the wire format (numpy scalars are turned into JSON numbers)."""
+    """Encode one event in the wire format (numpy scalars are turned into JSON numbers).
+
+    >>> from streamtrain.models.problem import Problem
+    >>> encode_event({"a": 1.5}, 3.2)
+    b'{"x":{"a":1.5},"y":3.2}'
+    >>> decode_event(encode_event({"a": 1.5}, 3.2), Problem.REGRESSION)
+    ({'a': 1.5}, 3.2)
+    """
     return orjson.dumps(
         {"x": x, "y": y}, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
     )

@@ -154,7 +154,20 @@ def dataset_registry() -> Registry:
 
 
 def parse_spec(spec: str, registry: Registry) -> Any:
-    """Build the object a spec describes, using only ``registry`` classes and literals."""
+    """Build the object a spec describes, using only ``registry`` classes and literals.
+
+    >>> model = parse_spec("StandardScaler | LogisticRegression(l2=0.01)", estimator_registry())
+    >>> list(model.steps), model["LogisticRegression"].l2
+    (['StandardScaler', 'LogisticRegression'], 0.01)
+    >>> parse_spec("F1(pos_val=False)", metric_registry())
+    F1: 0.00%
+
+    Names outside the registry are refused, not looked up:
+
+    >>> parse_spec("os.system('reboot')", estimator_registry())
+    Traceback (most recent call last):
+    streamtrain.errors.ConfigError: unknown model 'os.system' (see `streamtrain list models`)
+    """
     text = spec.strip()
     if not text:
         raise ConfigError(f"empty {registry.kind} spec")

@@ -17,6 +17,16 @@ class ThinnedHistory(Generic[T]):
     the stride doubles and every other kept item goes, so the older points stay evenly spaced
     over the run however long it gets, and the first item is never dropped. Appending is
     amortised O(1). ``dashboard.js`` keeps its copy by the same rule.
+
+    >>> history = ThinnedHistory(capacity=8)
+    >>> for step in range(20):
+    ...     history.append(step)
+    >>> list(history)
+    [0, 4, 8, 12, 16, 17, 18, 19]
+    >>> for step in range(20, 100):
+    ...     history.append(step)
+    >>> list(history), history.last()
+    ([0, 32, 64, 96, 97, 98, 99], 99)
     """
 
     def __init__(self, capacity: int) -> None:

@@ -42,6 +42,9 @@ def model_version(topic: str, offsets: Mapping[int, int]) -> str:
 
     This names a model state wherever one is shown: checkpoints, HTTP answers, predictions
     of unlabelled events, metrics records.
+
+    >>> model_version("ml_training_data", {1: 640, 0: 1250})
+    'ml_training_data:0@1250,ml_training_data:1@640'
     """
     return ",".join(f"{topic}:{p}@{o}" for p, o in sorted(offsets.items()))
 

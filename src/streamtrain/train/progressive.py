@@ -24,7 +24,29 @@ __all__ = ["ProgressiveEvaluator", "build_metrics", "build_rolling"]
 
 
 class ProgressiveEvaluator:
-    """Owns a model and its progressive metrics; :meth:`learn` is the per-event step."""
+    """Owns a model and its progressive metrics; :meth:`learn` is the per-event step.
+
+    The metrics end where River's own ``progressive_val_score`` does on the same stream:
+
+    >>> from itertools import islice
+    >>> from river import datasets, evaluate, linear_model, metrics, preprocessing
+    >>> stream = list(islice(datasets.Phishing(), 300))
+    >>> evaluator = ProgressiveEvaluator(
+    ...     preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+    ...     {"ROCAUC": metrics.ROCAUC()},
+    ... )
+    >>> for x, y in stream:
+    ...     evaluator.learn(x, y)
+    >>> round(evaluator.values()["ROCAUC"], 4)
+    0.9062
+    >>> river_score = evaluate.progressive_val_score(
+    ...     stream,
+    ...     preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+    ...     metrics.ROCAUC(),
+    ... )
+    >>> evaluator.values() == {"ROCAUC": river_score.get()}
+    True
+    """
 
     def __init__(
         self,
