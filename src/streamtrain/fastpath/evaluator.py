@@ -20,6 +20,13 @@ does this evaluator, since features outside the layout are neither read nor writ
 mixes layouts, or has labels or values the kernel does not take (a class label other than a
 boolean or 0/1, a non-numeric feature), raises :class:`FastPathFallback` with nothing applied:
 the caller then calls ``sync()`` and lets River learn that batch event by event.
+
+Failing closed. River's internals are read and written only through
+:mod:`streamtrain.fastpath.river_adapter`, which checks them first. When River is not as verified,
+the model is not eligible. When that only shows later, as the evaluator takes the state from River
+again after a ``sync()`` (or the model no longer qualifies), it raises :class:`FastPathDisabled`
+before taking anything and stays off for good: River learns the model event by event from then
+on, from state the fast path has fully written back.
 """
 
 from __future__ import annotations
@@ -34,12 +41,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from river import compose, linear_model, metrics, optim, preprocessing, stats
 
 from streamtrain.fastpath import params as P
+from streamtrain.fastpath.eligibility import Ineligible, Plan, eligible_plan, plan_for
+from streamtrain.fastpath.fallback import FastPathDisabled, FastPathFallback, record_disabled
+from streamtrain.fastpath.river_adapter import UnsupportedRiver, learning_during_predict
 from streamtrain.models.problem import Problem
 
-__all__ = ["FastEvaluator", "FastPathFallback", "fast_evaluator_for", "kernel_load_seconds"]
+__all__ = ["FastEvaluator", "fast_evaluator_for", "kernel_load_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +56,19 @@ _chain = itertools.chain.from_iterable
 _float64 = np.float64
 
 
-class FastPathFallback(Exception):
-    """``learn_many`` could not take this batch; nothing of it was applied.
-
-    The caller calls :meth:`FastEvaluator.sync` and learns the batch with River, event by event
-    (which reproduces River's behaviour exactly, including an event on which River raises).
-    """
-
-
 def fast_evaluator_for(
     model: Any, metrics: Mapping[str, Any], *, wait: bool = True
 ) -> FastEvaluator | None:
     """A :class:`FastEvaluator` for ``model`` and ``metrics``, or ``None`` when not eligible.
 
-    ``None`` also when numba is not installed: the caller keeps River's per-event path. The
-    compiled kernel is loaded once per process (from numba's on-disk cache, or compiled into
+    ``None`` also when numba is not installed, or River is not as the fast path was verified
+    with (recorded in :func:`fallback.disabled_counts`): the caller keeps River's per-event path.
+    The compiled kernel is loaded once per process (from numba's on-disk cache, or compiled into
     it), in a background thread. With ``wait=False`` this call does not wait for it, and
     ``learn_many`` raises :class:`FastPathFallback` until it is ready: a trainer starts at once
     and learns its first batches with River, which gives the same results.
     """
-    plan = _plan_for(model, metrics)
+    plan = eligible_plan(model, metrics)
     if plan is None or not _start_loading():
         return None
     if wait:
@@ -125,117 +127,19 @@ def kernel_load_seconds() -> float | None:
     return _kernel_seconds
 
 
-class _Plan:
-    """What the eligibility check found: the steps and the metric kinds."""
-
-    def __init__(
-        self,
-        scaler: Any,
-        estimator: Any,
-        problem: Problem,
-        rocaucs: list[Any],
-        accuracies: list[Any],
-        means: list[tuple[int, Any]],
-    ) -> None:
-        self.scaler = scaler
-        self.estimator = estimator
-        self.problem = problem
-        self.rocaucs = rocaucs
-        self.accuracies = accuracies
-        self.means = means
-
-
-def _plan_for(model: Any, metric_map: Mapping[str, Any]) -> _Plan | None:
-    scaler = None
-    estimator = model
-    if type(model) is compose.Pipeline:
-        steps = list(model.steps.values())
-        if len(steps) != 2:
-            return None
-        scaler, estimator = steps
-        if type(scaler) is not preprocessing.StandardScaler or scaler.window_size is not None:
-            return None
-        if scaler.with_std not in (True, False):
-            return None
-    if type(estimator) is linear_model.LogisticRegression:
-        task = Problem.CLASSIFICATION
-        loss = estimator.loss
-        if type(loss) is not optim.losses.Log:
-            return None
-        if not all(_is_number(w) for w in (loss.weight_pos, loss.weight_neg)):
-            return None
-    elif type(estimator) is linear_model.LinearRegression:
-        task = Problem.REGRESSION
-        if type(estimator.loss) is not optim.losses.Squared:
-            return None
-    else:
-        return None
-    optimizer = estimator.optimizer
-    if type(optimizer) is not optim.SGD or not _is_constant(optimizer.lr):
-        return None
-    if not _is_constant(estimator.intercept_lr):
-        return None
-    if type(estimator.initializer) is not optim.initializers.Zeros:
-        return None
-    if estimator.l1 != 0 or not _is_number(estimator.l2):
-        return None
-    if not _is_number(estimator.clip_gradient) or not _is_number(estimator.intercept):
-        return None
-    if type(estimator._weights).__name__ != "VectorDict":
-        return None
-
-    rocaucs: list[Any] = []
-    accuracies: list[Any] = []
-    means: list[tuple[int, Any]] = []
-    for metric in metric_map.values():
-        kind = type(metric)
-        if kind is metrics.ROCAUC and task is Problem.CLASSIFICATION:
-            if type(metric.pos_val) is not bool or len(metric.cms) != len(metric.thresholds):
-                return None
-            if not all(type(cm) is metrics.ConfusionMatrix for cm in metric.cms):
-                return None
-            rocaucs.append(metric)
-        elif kind is metrics.Accuracy and task is Problem.CLASSIFICATION:
-            if type(metric.cm) is not metrics.ConfusionMatrix:
-                return None
-            accuracies.append(metric)
-        elif kind is metrics.LogLoss and task is Problem.CLASSIFICATION:
-            if type(metric._mean) is not stats.Mean:
-                return None
-            means.append((P.MEAN_LOGLOSS, metric))
-        elif kind is metrics.MAE and task is Problem.REGRESSION:
-            if type(metric._mean) is not stats.Mean:
-                return None
-            means.append((P.MEAN_MAE, metric))
-        elif kind in (metrics.MSE, metrics.RMSE) and task is Problem.REGRESSION:
-            if type(metric._mean) is not stats.Mean:
-                return None
-            means.append((P.MEAN_MSE, metric))
-        else:
-            return None
-    # ROCAUC's confusion matrices must be its own: a shared one would be updated twice per event.
-    cm_ids = [id(cm) for m in rocaucs for cm in m.cms]
-    if len(set(cm_ids)) != len(cm_ids) or set(cm_ids) & {id(m.cm) for m in accuracies}:
-        return None
-    return _Plan(scaler, estimator, task, rocaucs, accuracies, means)
-
-
-def _is_number(value: Any) -> bool:
-    return type(value) in (int, float)
-
-
-def _is_constant(scheduler: Any) -> bool:
-    return type(scheduler) is optim.schedulers.Constant and _is_number(scheduler.learning_rate)
-
-
 class FastEvaluator:
-    """Progressive validation of one eligible model, a batch per call (see the module doc)."""
+    """Progressive validation of one eligible model, a batch per call (see the module doc).
+
+    Counters: ``batches`` learned here, ``events`` learned here, ``fallbacks`` (batches refused
+    with :class:`FastPathFallback`, which River then learned). ``disabled_because`` is ``None``,
+    or why the evaluator is off for good (every ``learn_many`` raises :class:`FastPathDisabled`).
+    """
 
     def __init__(
         self,
         model: Any,
         metrics: dict[str, Any],
-        plan: _Plan,
+        plan: Plan,
         *,
         wait: bool = True,
     ) -> None:
@@ -248,16 +152,11 @@ class FastEvaluator:
         self._is_classifier = plan.problem is Problem.CLASSIFICATION
         self._layout: list[str] | None = None
         self._loaded = False
-        self._can_fail = any(kind == P.MEAN_MSE for kind, _ in plan.means)
-        # Statistics of this evaluator's own work (for benchmarks and logs).
+        # Statistics of this evaluator's own work (for benchmarks, logs and the trainer).
         self.batches = 0
         self.fallbacks = 0
         self.events = 0
-        # Thresholds of every ROCAUC, concatenated, with their metric's positive value.
-        self._thresholds = np.zeros(0, dtype=_float64)
-        self._positive = np.zeros(0, dtype=np.int64)
-        self._rebuild_threshold_arrays()
-        self._mean_kinds = np.array([kind for kind, _ in plan.means], dtype=np.int64)
+        self.disabled_because: str | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -268,9 +167,12 @@ class FastEvaluator:
         there, not learned, not scored. Returns every event's prediction — a classifier's
         probability of ``True`` (River's ``predict_proba_one`` is ``{False: 1 - p, True: p}``),
         a regressor's value. Raises :class:`FastPathFallback` (with nothing applied) for a
-        batch it cannot take.
+        batch it cannot take, :class:`FastPathDisabled` (a subclass, nothing applied either)
+        once the fast path is off for good for this model.
         """
         try:
+            if self.disabled_because is not None:
+                raise FastPathDisabled(self.disabled_because)
             return self._learn_many(xs, ys)
         except FastPathFallback:
             self.fallbacks += 1
@@ -289,7 +191,11 @@ class FastEvaluator:
             kernel = self._kernel = _kernel
             if kernel is None:
                 raise FastPathFallback("the compiled kernel is not loaded (yet)")
-        if compose.Pipeline._LEARN_UNSUPERVISED_DURING_PREDICT:
+        try:
+            during_predict = learning_during_predict()
+        except UnsupportedRiver as exc:
+            raise self._disable(str(exc)) from exc
+        if during_predict:
             raise FastPathFallback("compose.learn_during_predict() is active")
         # Labels first: the cheapest check, and the one a whole stream fails if it fails.
         y_types = set(map(type, ys))
@@ -328,16 +234,17 @@ class FastEvaluator:
         mutable = self._mutable
         saved = [a.copy() for a in mutable] if self._can_fail else None
         preds = np.empty(n, dtype=_float64)
+        state = self._state
         failed = kernel(
             x_arr.reshape(n, d),
             y_arr,
             self._flags,
             self._params,
-            self._intercept,
-            self._counts,
-            self._means,
-            self._variances,
-            self._weights,
+            state.intercept,
+            state.counts,
+            state.means,
+            state.variances,
+            state.weights,
             self._thresholds,
             self._positive,
             self._cm_counts,
@@ -373,7 +280,7 @@ class FastEvaluator:
         """
         return (
             y_types <= {bool, int}
-            and not self._plan.accuracies
+            and not self._plan.has_accuracy
             and set(ys) - {None} <= {0, 1}  # True == 1 and False == 0 too
         )
 
@@ -386,92 +293,89 @@ class FastEvaluator:
         """Write the state into the River model and metrics and return them.
 
         The River objects are then exactly as River's per-event path would have left them, and
-        they own the state until the next :meth:`learn_many`, which reads it back.
+        they own the state until the next :meth:`learn_many`, which reads it back. The writes go
+        only to attributes the adapter checked when it read the state, so this raises only on a
+        bug; the evaluator is then disabled, since the River objects may be partly written.
         """
         if self._loaded:
+            self._loaded = False  # first: a failed write is not to be repeated
             if self._learned:
-                self._write_model()
-                self._write_metrics()
-            self._loaded = False
+                try:
+                    self._write()
+                except Exception as exc:
+                    self._disable(f"writing the state into River failed: {_describe(exc)}", exc)
+                    raise
         return self.model, self.metrics
 
     # -- state --------------------------------------------------------------------------------
+
+    def _disable(self, reason: str, exc: BaseException | None = None) -> FastPathDisabled:
+        """Turn the fast path off for good for this model; the exception to raise."""
+        if self.disabled_because is None:
+            self.disabled_because = reason
+            record_disabled(reason, exc_info=exc)
+        return FastPathDisabled(reason)
 
     def _switch_layout(self, layout: list[str]) -> None:
         self.sync()
         self._layout = layout
         self._load()
 
-    def _rebuild_threshold_arrays(self) -> None:
-        thresholds: list[float] = []
-        positive: list[int] = []
-        for metric in self._plan.rocaucs:
-            thresholds.extend(float(t) for t in metric.thresholds)
-            positive.extend([int(metric.pos_val)] * len(metric.thresholds))
-        self._thresholds = np.array(thresholds, dtype=_float64)
-        self._positive = np.array(positive, dtype=np.int64)
-
     def _load(self) -> None:
-        """Read the River objects' state for the current layout into arrays."""
-        plan = self._plan
+        """Take the state from the River objects for the current layout, into arrays.
+
+        The model and metrics are checked again (they are the caller's between a ``sync()`` and
+        this): if they no longer qualify, or River's objects are not as the adapter expects,
+        nothing is taken and the fast path is off for good (:class:`FastPathDisabled`).
+        """
         layout = self._layout
         assert layout is not None
-        d = len(layout)
-        estimator = plan.estimator
-        scaler = plan.scaler
-        counts = np.zeros(d, dtype=np.int64)
-        means = np.zeros(d, dtype=_float64)
-        variances = np.zeros(d, dtype=_float64)
-        if scaler is not None:
-            s_counts, s_means, s_vars = scaler.counts, scaler.means, scaler.vars
-            for i, key in enumerate(layout):
-                counts[i] = s_counts.get(key, 0)
-                means[i] = s_means.get(key, 0.0)
-                variances[i] = s_vars.get(key, 0.0)
-        weights_now = estimator._weights.to_dict()
-        weights = np.array([weights_now.get(key, 0.0) for key in layout], dtype=_float64)
+        try:
+            plan = plan_for(self.model, self.metrics)
+            if plan.problem is not self.problem:
+                raise Ineligible("the model's problem changed")
+            state = plan.model.read(layout)
+            mean_n, mean_values = plan.metrics.read_means()
+        except Ineligible as exc:
+            raise self._disable(f"the model no longer qualifies: {exc}") from exc
+        except UnsupportedRiver as exc:
+            raise self._disable(str(exc)) from exc
+        except Exception as exc:  # River's objects hold values the adapter cannot read
+            raise self._disable(f"reading River's state failed: {_describe(exc)}", exc) from exc
+        self._plan = plan
         self._flags = np.array(
-            [
-                int(self._is_classifier),
-                int(scaler is not None),
-                int(scaler is not None and bool(scaler.with_std)),
-            ],
-            dtype=np.int64,
+            [int(self._is_classifier), int(plan.scaled), int(plan.with_std)], dtype=np.int64
         )
-        loss = estimator.loss
         params = np.zeros(P.N_PARAMS, dtype=_float64)
-        params[P.P_LR] = estimator.optimizer.lr.learning_rate
-        params[P.P_ILR] = estimator.intercept_lr.learning_rate
-        params[P.P_L2] = estimator.l2
-        params[P.P_CLIP] = estimator.clip_gradient
-        if self._is_classifier:
-            params[P.P_WEIGHT_POS] = loss.weight_pos
-            params[P.P_WEIGHT_NEG] = loss.weight_neg
+        params[P.P_LR] = plan.lr
+        params[P.P_ILR] = plan.intercept_lr
+        params[P.P_L2] = plan.l2
+        params[P.P_CLIP] = plan.clip_gradient
+        params[P.P_WEIGHT_POS] = plan.weight_pos
+        params[P.P_WEIGHT_NEG] = plan.weight_neg
         params[P.P_HALF] = 0.5
         params[P.P_TWO] = 2.0
         self._params = params
-        self._rebuild_threshold_arrays()
+        self._thresholds = plan.metrics.thresholds
+        self._positive = plan.metrics.positive
         t = len(self._thresholds)
-        mean_stats = [metric._mean for _, metric in plan.means]
-        self._intercept = np.array([float(estimator.intercept)], dtype=_float64)
-        self._counts = counts
-        self._means = means
-        self._variances = variances
-        self._weights = weights
+        self._state = state
         self._cm_counts = np.zeros((t, 2, 2), dtype=np.int64)
         self._cm_first = np.full((t, 2, 2), -1, dtype=np.int64)
-        self._acc_on = int(bool(plan.accuracies))
+        self._acc_on = int(plan.has_accuracy)
         self._acc_counts = np.zeros((2, 2), dtype=np.int64)
         self._acc_first = np.full((2, 2), -1, dtype=np.int64)
-        self._mean_n = np.array([float(m.n) for m in mean_stats], dtype=_float64)
-        self._mean_values = np.array([float(m._mean) for m in mean_stats], dtype=_float64)
+        self._mean_kinds = np.array(plan.mean_kinds, dtype=np.int64)
+        self._can_fail = P.MEAN_MSE in plan.mean_kinds  # MSE's square can overflow
+        self._mean_n = mean_n
+        self._mean_values = mean_values
         # What a batch changes, saved and restored around a call that may fail.
         self._mutable = [
-            self._intercept,
-            self._counts,
-            self._means,
-            self._variances,
-            self._weights,
+            state.intercept,
+            state.counts,
+            state.means,
+            state.variances,
+            state.weights,
             self._cm_counts,
             self._cm_first,
             self._acc_counts,
@@ -479,79 +383,28 @@ class FastEvaluator:
             self._mean_n,
             self._mean_values,
         ]
-        self._scratch = np.zeros(d, dtype=_float64)
+        self._scratch = np.zeros(len(layout), dtype=_float64)
         self._seq = 0
         self._learned = 0
-        self._iterations_at_load = estimator.optimizer.n_iterations
+        self._iterations_at_load = state.n_iterations
         self._loaded = True
 
-    def _write_model(self) -> None:
-        plan = self._plan
+    def _write(self) -> None:
         layout = self._layout
         assert layout is not None
-        counts, means, variances, weights = (
-            self._counts,
-            self._means,
-            self._variances,
-            self._weights,
-        )
-        scaler = plan.scaler
-        if scaler is not None:
-            s_counts, s_means, s_vars = scaler.counts, scaler.means, scaler.vars
-            with_std = bool(scaler.with_std)
-            for i, key in enumerate(layout):
-                # Same insertion order as River's transform_one (vars, then means) and learn_one.
-                if with_std:
-                    s_vars[key] = float(variances[i])
-                s_means[key] = float(means[i])
-                s_counts[key] = int(counts[i])
-        estimator = plan.estimator
-        w = estimator._weights
-        for i, key in enumerate(layout):
-            w[key] = float(weights[i])
-        estimator.intercept = float(self._intercept[0])
-        estimator.optimizer.n_iterations = self._iterations_at_load + self._learned
-        model = self.model
-        if model is not estimator and getattr(model, "_plan", False) is None:
-            # River builds a pipeline's call plan (a cache) at its first predict or learn.
-            model._build_plan()
-
-    def _write_metrics(self) -> None:
+        state = self._state
+        state.n_iterations = self._iterations_at_load + self._learned
         plan = self._plan
-        row = 0
-        for metric in plan.rocaucs:
-            for cm in metric.cms:
-                _apply_cells(cm, self._cm_counts[row], self._cm_first[row])
-                row += 1
-        for metric in plan.accuracies:
-            _apply_cells(metric.cm, self._acc_counts, self._acc_first)
-        for k, (_, metric) in enumerate(plan.means):
-            metric._mean.n = float(self._mean_n[k])
-            metric._mean._mean = float(self._mean_values[k])
+        plan.model.write(layout, state)
+        plan.metrics.write(
+            self._cm_counts,
+            self._cm_first,
+            self._acc_counts,
+            self._acc_first,
+            self._mean_n,
+            self._mean_values,
+        )
 
 
-def _apply_cells(cm: Any, counts: np.ndarray, first: np.ndarray) -> None:
-    """Add counted updates to a River ConfusionMatrix, as River would have made them.
-
-    ``counts[a, b]`` updates had ``y_true = bool(a)`` (a ROCAUC's ``y == pos_val``, or an
-    Accuracy's label) and ``y_pred = bool(b)``. Each River update adds ``w = 1.0``, and sums of
-    ones are exact, so adding a count at once gives the same floats; applying the cells in the
-    order they first occurred gives River's dictionary insertion order too.
-    """
-    cells = sorted(
-        (int(first[a, b]), a, b, int(counts[a, b]))
-        for a in (0, 1)
-        for b in (0, 1)
-        if counts[a, b] > 0
-    )
-    for _, a, b, k in cells:
-        y_true = bool(a)
-        y_pred = bool(b)
-        fk = float(k)
-        cm.n_samples += k
-        cm.data[y_true][y_pred] += fk
-        cm.total_weight += fk
-        cm.sum_row[y_true] += fk
-        cm.sum_col[y_pred] += fk
-        if y_true == y_pred:
-            cm._total_true_positives += fk
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
