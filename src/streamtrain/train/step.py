@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from streamtrain.data.events import InvalidEvent, decode_event
-from streamtrain.fastpath import FastEvaluator, FastPathFallback
+from streamtrain.fastpath import FastEvaluator, FastPathDisabled, FastPathFallback
 from streamtrain.fastpath.decode import decode_batch
 from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.train.progressive import ProgressiveEvaluator
@@ -166,8 +166,9 @@ class RiverStep:
 class FastStep:
     """The compiled batch path; a batch it cannot take is learned by :class:`RiverStep`.
 
-    ``disabled`` says why the compiled path was given up on for good (an unexpected error in
-    it: a bug, or a River it does not know), after which every batch goes to River.
+    ``disabled`` says why the compiled path was given up on for good (River's objects are not
+    what :mod:`streamtrain.fastpath.river_adapter` verified, or a bug), after which every batch
+    goes to River. Either way it is logged once.
     """
 
     def __init__(self, evaluator: ProgressiveEvaluator, fast: FastEvaluator) -> None:
@@ -192,6 +193,9 @@ class FastStep:
         if xs:
             try:
                 values = fast.learn_many(xs, ys)
+            except FastPathDisabled as off:  # River is not what the compiled path knows
+                self.disabled = str(off)
+                self.fast = None
             except FastPathFallback:
                 pass
             except Exception as err:  # a bug: never lose a batch to it, stay on River
