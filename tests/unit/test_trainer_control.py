@@ -526,14 +526,9 @@ def test_fenced_while_checkpointing_at_revocation(clients: FakeClients):
     assert clients.consumers[0].closed
 
 
-# -- product bugs (strict xfail: they flip when fixed) -----------------------------------------
+# -- bugs these tests found in the reshaped trainer, fixed ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG-1: an aborted final checkpoint is not retried: run() returns normally (exit 0, "
-    "stopped_because='idle') with the events since the previous checkpoint uncommitted",
-)
 def test_an_aborted_final_checkpoint_is_retried(clients: FakeClients):
     final = baseline()[1]  # the last commit of an uninterrupted run is the final checkpoint
     clients.fail("commit_transaction", final, ABORTABLE)
@@ -543,26 +538,18 @@ def test_an_aborted_final_checkpoint_is_retried(clients: FakeClients):
     check_end(trainer, summary)
 
 
-BUG_2 = pytest.mark.xfail(
-    strict=True,
-    reason="BUG-2: a rollback to a fresh state seeks to OFFSET_BEGINNING/OFFSET_END, not where "
-    "the run started: --from-timestamp relearns records before the timestamp, --from-end skips "
-    "every record that arrived since the start",
-)
-
-
 @pytest.mark.parametrize(
     ("start", "fail"),
     [
         ("timestamp", False),
-        pytest.param("timestamp", True, marks=BUG_2),
+        ("timestamp", True),
         ("latest", False),
-        pytest.param("latest", True, marks=BUG_2),
+        ("latest", True),
     ],
     ids=["from-timestamp", "from-timestamp, rolled back", "latest", "latest, rolled back"],
 )
 def test_a_rollback_to_a_fresh_model_resumes_where_the_run_started(start: str, fail: bool):
-    """BUG-2: rolling back before the first checkpoint seeks to ``offset_of()``, which for a
+    """Rolling back before the first checkpoint once sought to ``offset_of()``, which for a
     partition without a committed offset is OFFSET_BEGINNING/OFFSET_END, not where this run
     started (--from-timestamp: learns records before the timestamp; --from-end: skips all
     records that arrived since the start)."""
@@ -587,11 +574,6 @@ def test_a_rollback_to_a_fresh_model_resumes_where_the_run_started(start: str, f
     assert summary.metrics == {"ROCAUC": auc}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG-3: a commit that landed but reported failure (fatal after commit, stuck "
-    "commit, begin after commit) is not counted in summary.checkpoints",
-)
 def test_a_commit_that_landed_is_counted(clients: FakeClients):
     clients.fail("commit_transaction", 2, FATAL, landed=True)
     _trainer, summary = train(clients)

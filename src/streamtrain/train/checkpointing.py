@@ -133,6 +133,7 @@ class Checkpointing:
         Raises :class:`TransactionAborted` once :attr:`committed` holds what the broker has.
         """
         txn = self.txn
+        frozen: dict[str, CommittedState] = {}
         try:
             for out in outputs:
                 txn.produce(out.topic, out.value, out.key, headers=out.headers)
@@ -148,8 +149,13 @@ class Checkpointing:
         except TransactionAborted as aborted:
             if aborted.replaced:
                 self._read_back()
+                if frozen and all(self.committed[k].header == c.header for k, c in frozen.items()):
+                    self._committed(frozen)  # it landed before the producer failed
             raise
         self.committed.update(frozen)
+        self._committed(frozen)
+
+    def _committed(self, frozen: Mapping[str, CommittedState]) -> None:
         log.debug(
             "committed %s", {k: (dict(c.offsets), c.events_learned) for k, c in frozen.items()}
         )

@@ -49,9 +49,10 @@ class TaskRegistry:
         start: str,
         fresh: Callable[[str], TrainState],
         checkpointing: Checkpointing | None = None,
-        checkpoint: Callable[[Consumer], None] = lambda _c: None,
+        checkpoint: Callable[[Consumer], object] = lambda _c: None,
         offsets_for_times: Callable[[Consumer, list[TP]], list[TP]] | None = None,
         clock: Callable[[], float],
+        timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.partitioned = partitioned
@@ -62,7 +63,11 @@ class TaskRegistry:
         self.checkpoint = checkpoint
         self.offsets_for_times = offsets_for_times
         self.clock = clock
+        self.timeout = timeout
         self.tasks: dict[str, Task] = {}
+        # Where this run started a partition that its task has no offset for yet: a rollback
+        # before the task learns from it must go back there, not to OFFSET_BEGINNING/END.
+        self.start_offsets: dict[int, int] = {}
         self.assignment: list[TP] = []
         self.by_partition: dict[int, Task] = {}
         self.restored_from: dict[str, CheckpointHeader] = {}
@@ -96,24 +101,17 @@ class TaskRegistry:
             {tp.partition: self.offset_of(tp.partition) for tp in partitions},
         )
         explicit = self.checkpointing is not None
+        fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
         by_time: dict[int, int] = {}
-        if self.offsets_for_times is not None:
-            fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
-            if fresh:
-                found = self.offsets_for_times(consumer, fresh)
-                by_time = {tp.partition: tp.offset for tp in found}
-                explicit = True
+        if self.offsets_for_times is not None and fresh:
+            found = self.offsets_for_times(consumer, fresh)
+            by_time = {tp.partition: tp.offset for tp in found}
+            explicit = True
         if explicit:
+            self._pin_starts(consumer, fresh, by_time)
             # Resume exactly at the checkpoint; the group's own offsets are informational.
             consumer.assign(
-                [
-                    TP(
-                        tp.topic,
-                        tp.partition,
-                        by_time.get(tp.partition, self.offset_of(tp.partition)),
-                    )
-                    for tp in partitions
-                ]
+                [TP(tp.topic, tp.partition, self.offset_of(tp.partition)) for tp in partitions]
             )
         self.assigned_at = self.clock()
 
@@ -196,7 +194,25 @@ class TaskRegistry:
         task = self.by_partition.get(partition)
         if task is not None and partition in task.offsets:
             return task.offsets[partition]
+        if partition in self.start_offsets:
+            return self.start_offsets[partition]
         return OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+
+    def _pin_starts(self, consumer: Consumer, fresh: list[TP], by_time: dict[int, int]) -> None:
+        """Remember the offset each fresh partition starts at: found by time, or the log end
+        as of now for ``latest`` (records that arrive later are this run's to learn)."""
+        for tp in fresh:
+            offset = by_time.get(tp.partition, -1)
+            # No record at or after the time, or starting at the end: the end, as of now.
+            if offset < 0 and (self.start != "earliest" or tp.partition in by_time):
+                try:
+                    _low, offset = consumer.get_watermark_offsets(
+                        TP(tp.topic, tp.partition), timeout=self.timeout
+                    )
+                except KafkaException:
+                    continue  # unknown: the consumer's own reset applies, as before
+            if offset >= 0:
+                self.start_offsets[tp.partition] = offset
 
     def learned_this_run(self) -> int:
         return self.learned_by_departed + sum(
@@ -236,6 +252,8 @@ class TaskRegistry:
     def _drop(self, partitions: list[TP]) -> None:
         gone = {tp.partition for tp in partitions}
         self.assignment = [tp for tp in self.assignment if tp.partition not in gone]
+        for partition in gone:
+            self.start_offsets.pop(partition, None)
         if self.partitioned and self.name:
             for partition in gone:
                 key = partition_task_key(self.name, partition)

@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 _FLUSH_TIMEOUT = 30.0
 # Deferred dead letters and predictions beyond this many bring the next checkpoint forward.
 _MAX_PENDING_OUTPUTS = 50_000
+# Stops after which a rolled-back final checkpoint is earned again: they recur once the
+# rolled-back events are learned again. After a signal or an error the run just ends.
+_LEARN_AGAIN = ("idle", "max-events")
 
 
 class Trainer:
@@ -172,8 +175,15 @@ class Trainer:
                 on_lost=registry.on_lost,
             )
             self._loop(consumer, started)
-            if self._checkpointing is not None and registry.tasks:
-                self._checkpoint(consumer)  # the final checkpoint of a clean stop
+            while self._checkpointing is not None and registry.tasks:
+                if self._checkpoint(consumer):  # the final checkpoint of a clean stop
+                    break
+                if self._stopped_because not in _LEARN_AGAIN:
+                    log.warning("the final checkpoint was rolled back; the next run resumes there")
+                    break
+                # Rolled back: learn those events again, then stop and commit as before.
+                self._stop.clear()
+                self._loop(consumer, started)
             clean = True
         finally:
             failures = self._finish_outputs(clean)
@@ -292,8 +302,9 @@ class Trainer:
     def _registry_pending(self) -> int:
         return self.registry.pending_outputs if self.registry is not None else 0
 
-    def _checkpoint(self, consumer: Consumer) -> None:
-        """Commit every task's state, its outputs and the offsets; on abort, roll back."""
+    def _checkpoint(self, consumer: Consumer) -> bool:
+        """Commit every task's state, its outputs and the offsets; on abort, roll back (and
+        say so: False)."""
         checkpointing, registry = self._checkpointing, self.registry
         assert checkpointing is not None and registry is not None
         registry.record_positions(consumer)
@@ -304,7 +315,10 @@ class Trainer:
             checkpointing.commit(states, values, outputs, consumer.consumer_group_metadata())
         except TransactionAborted:
             registry.roll_back(consumer)
-        self.model_text = checkpointing.model_spec
+            return False
+        finally:
+            self.model_text = checkpointing.model_spec
+        return True
 
     def _finish_outputs(self, clean: bool) -> dict[str, list[str]]:
         if self._txn is not None:
@@ -372,6 +386,7 @@ class Trainer:
                 timeout=self.kafka.connect_timeout,
             ),
             clock=self.clock,
+            timeout=self.kafka.connect_timeout,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
