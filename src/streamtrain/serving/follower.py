@@ -6,7 +6,7 @@ swaps the model in with one reference assignment. Readers call :meth:`current` o
 per request and use that snapshot throughout, so a swap never drops or mixes a request. A
 checkpoint that fails verification is logged and recorded, and the previous one stays served.
 
-:class:`MetricsFollower` tails the metrics topic (:mod:`streamtrain.train.telemetry`) for the
+:class:`MetricsFollower` tails the metrics topic (format: :mod:`streamtrain.formats`) for the
 model's records, keeps a bounded history of the whole run in memory (every recent record,
 evenly spaced older ones) and pushes new ones to asyncio subscribers (the dashboard's
 server-sent events).
@@ -28,16 +28,15 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from streamtrain.config import KafkaSettings
+from streamtrain.formats import DEFAULT_METRICS_TOPIC, decode_metrics_record, replica_partition
 from streamtrain.kafka.clients import client_config
 from streamtrain.serving.history import ThinnedHistory
 from streamtrain.serving.merge import ProcessMerger
-from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, replica_partition
+from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
 from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
 
 __all__ = [
     "CheckpointFollower",
@@ -475,11 +474,8 @@ class MetricsFollower(_TopicFollower, MetricsHub):
                         raw_key.decode("utf-8", "replace")
                     ):
                         continue
-                    try:
-                        record = orjson.loads(msg.value() or b"")
-                    except orjson.JSONDecodeError:
-                        record = None
-                    if not isinstance(record, dict):
+                    record = decode_metrics_record(msg.value())
+                    if record is None:
                         self.undecodable += 1
                         continue
                     self.publish(self._merger.merge(record))

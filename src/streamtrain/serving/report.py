@@ -1,7 +1,7 @@
 """A static, self-contained HTML report of a model's training from its metrics records.
 
 :func:`read_metrics_records` reads every retained record of one model from the metrics topic
-(:mod:`streamtrain.train.telemetry`); :func:`render_report` turns them into one HTML file with
+(format: :mod:`streamtrain.formats`); :func:`render_report` turns them into one HTML file with
 inline SVG charts and inline CSS: no script, nothing loaded from anywhere (its
 Content-Security-Policy forbids it), so it can be mailed or archived as it is.
 """
@@ -17,14 +17,13 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError, TopicMissing
+from streamtrain.formats import DEFAULT_METRICS_TOPIC, FINAL, decode_metrics_record
 from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
 from streamtrain.serving.follower import ModelKeys
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
 
 __all__ = [
     "Run",
@@ -94,11 +93,8 @@ def read_metrics_records(
             key = msg.key()
             if key is None or not keys.owns_metrics(key.decode("utf-8", "replace")):
                 continue
-            try:
-                record = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
+            record = decode_metrics_record(msg.value())
+            if record is not None:
                 records.append(record)
     finally:
         consumer.close()
@@ -125,7 +121,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.last.get("kind") == "final"
+        return self.last.get("kind") == FINAL
 
 
 def split_runs(records: Sequence[dict[str, Any]]) -> list[Run]:
@@ -139,7 +135,7 @@ def split_runs(records: Sequence[dict[str, Any]]) -> list[Run]:
             restarted = (_num(record.get("elapsed_seconds")) or 0.0) < (
                 _num(prev.get("elapsed_seconds")) or 0.0
             )
-            if prev.get("kind") == "final" or restarted:
+            if prev.get("kind") == FINAL or restarted:
                 runs.append(Run(current))
                 current = []
         current.append(record)
@@ -199,7 +195,7 @@ def _summary(records: Sequence[dict[str, Any]], runs: list[Run]) -> str:
     dead = _num(last.get("dead_lettered"))
     state = (
         "finished (final report written)"
-        if last.get("kind") == "final"
+        if last.get("kind") == FINAL
         else f"last report at {_utc(_num(last.get('ts')) or 0.0)} — still running, or stopped "
         "without a final report"
     )

@@ -16,11 +16,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC
 from streamtrain.kafka.clients import client_config, ensure_topic, partition_count, wait_for_cluster
 from streamtrain.state.envelope import OpenedCheckpoint, open_envelope
 from streamtrain.state.keys import SigningKey
 
-DEFAULT_CHECKPOINT_TOPIC = "streamtrain.checkpoints"
+__all__ = [
+    "CHECKPOINT_TOPIC_CONFIG",
+    "DEFAULT_CHECKPOINT_TOPIC",
+    "MAX_CHECKPOINT_BYTES",
+    "CheckpointStore",
+    "checkpoint_partition",
+    "ensure_checkpoint_topic",
+]
+
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 CHECKPOINT_TOPIC_CONFIG = {
