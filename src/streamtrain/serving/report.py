@@ -13,16 +13,12 @@ import datetime as dt
 import html
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import StreamtrainError, TopicMissing
 from streamtrain.formats import DEFAULT_METRICS_TOPIC, FINAL, decode_metrics_record
-from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
+from streamtrain.kafka.reader import TopicReader
 from streamtrain.serving.follower import ModelKeys
 
 __all__ = [
@@ -44,60 +40,17 @@ _GAP_SECONDS = 5.0
 def read_metrics_records(
     kafka: KafkaSettings, name: str, topic: str = DEFAULT_METRICS_TOPIC
 ) -> list[dict[str, Any]]:
-    """Every retained metrics record of model ``name``, oldest first (per partition)."""
-    count = partition_count(wait_for_cluster(kafka), topic)
-    if count is None:
-        raise TopicMissing(f"metrics topic {topic!r} does not exist at {kafka.bootstrap_servers}")
+    """Every retained metrics record of model ``name``, ordered by the time it was written.
+
+    Raises :class:`~streamtrain.errors.TopicMissing` when the topic does not exist.
+    """
     keys = ModelKeys(name)
-    consumer = Consumer(
-        client_config(
-            kafka,
-            **{
-                "group.id": f"streamtrain.report.{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            },
-        )
-    )
-    records: list[dict[str, Any]] = []
-    try:
-        assignment = []
-        for p in range(count):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=kafka.connect_timeout
-            )
-            if high > low:
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not assignment:
-            return []
-        unread = {tp.partition for tp in assignment}
-        consumer.assign(assignment)
-        deadline = time.monotonic() + max(kafka.connect_timeout, 10.0)
-        while unread:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if time.monotonic() > deadline:
-                    raise StreamtrainError(
-                        f"timed out reading metrics topic {topic!r} "
-                        f"(partitions still unread: {sorted(unread)})"
-                    )
-                continue
-            deadline = time.monotonic() + max(kafka.connect_timeout, 10.0)
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    unread.discard(msg.partition() or 0)
-                    continue
-                raise KafkaException(err)
-            key = msg.key()
-            if key is None or not keys.owns_metrics(key.decode("utf-8", "replace")):
-                continue
-            record = decode_metrics_record(msg.value())
-            if record is not None:
-                records.append(record)
-    finally:
-        consumer.close()
+    records = []
+    for record in TopicReader(kafka, topic, what="metrics topic").read_to_end():
+        if record.key is not None and keys.owns_metrics(record.key):
+            decoded = decode_metrics_record(record.value)
+            if decoded is not None:
+                records.append(decoded)
     records.sort(key=lambda r: _num(r.get("ts")) or 0.0)
     return records
 
