@@ -3,7 +3,44 @@ when a follower has caught up."""
 
 from __future__ import annotations
 
-from streamtrain.kafka.reader import CatchUp, EndWatch, readable_ends
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError
+
+from streamtrain.kafka.reader import CatchUp, EndWatch, Record, fetch_of, readable_ends
+
+
+@dataclass
+class _Message:
+    """The part of a confluent-kafka message the reader uses."""
+
+    _partition: int = 0
+    _offset: int = 0
+    _key: bytes | None = None
+    _value: bytes | None = None
+    _error: KafkaError | None = None
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def _end(partition: int) -> _Message:
+    return _Message(partition, _error=KafkaError(KafkaError._PARTITION_EOF))
+
+
+TRANSPORT = KafkaError(KafkaError._TRANSPORT)
 
 
 class _Clock:
@@ -71,3 +108,28 @@ def test_once_caught_up_it_stays_so() -> None:
     assert catch_up.after(0, [])
     assert catch_up.after(10, [])
     assert catch_up.caught_up
+
+
+def test_a_fetch_hands_over_records_with_decoded_keys() -> None:
+    fetch = fetch_of(
+        [_Message(1, 7, b"m", b"v"), _Message(0, 3, None, None), _Message(0, 4, b"\xff", b"")],
+        CatchUp([0, 1], batch=10),
+    )
+    assert fetch.records == [
+        Record("m", b"v", 1, 7),
+        Record(None, None, 0, 3),
+        Record("\ufffd", b"", 0, 4),
+    ]
+    assert fetch.caught_up  # short
+    assert fetch.error is None and fetch.answered
+
+
+def test_a_fetch_keeps_an_error_until_the_broker_answers_again() -> None:
+    catch_up = CatchUp([0, 1], batch=3)
+    failed = fetch_of([_Message(0, 1, b"k"), _Message(_error=TRANSPORT), _end(1)], catch_up)
+    assert failed.error is None and failed.answered  # the end of partition 1 came after it
+    failed = fetch_of([_Message(0, 1, b"k"), _end(1), _Message(_error=TRANSPORT)], catch_up)
+    assert failed.error is TRANSPORT and not failed.answered
+    assert not failed.caught_up  # a full fetch, partition 0 has not ended
+    quiet = fetch_of([], catch_up)
+    assert quiet.error is None and not quiet.answered and quiet.caught_up

@@ -22,7 +22,7 @@ import dataclasses
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import (
@@ -38,7 +38,16 @@ from streamtrain.config import KafkaSettings
 from streamtrain.errors import TopicMissing, TopicReadError
 from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
 
-__all__ = ["CatchUp", "EndWatch", "Fetch", "Record", "TopicReader", "readable_ends"]
+__all__ = [
+    "CatchUp",
+    "EndWatch",
+    "Fetch",
+    "Record",
+    "Select",
+    "TopicReader",
+    "fetch_of",
+    "readable_ends",
+]
 
 # Chooses the partitions to read from the topic's partition count.
 Select = Callable[[int], Iterable[int]]
@@ -119,15 +128,17 @@ class TopicReader:
         try:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
             while not watch.done:
-                for msg in consumer.consume(_BATCH, timeout=_POLL_SECONDS):
-                    err = msg.error()
-                    if err is None:
-                        watch.progressed()
-                        yield _record(msg)
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        raise TopicReadError(
-                            f"reading {self.what} {self.topic!r} failed: {err.str()}", err
-                        ) from KafkaException(err)
+                # One message at a time: consume() would wait out its timeout for a full
+                # batch, and the read stops the moment the last record is in.
+                msg = consumer.poll(_POLL_SECONDS)
+                err = msg.error() if msg is not None else None
+                if msg is not None and err is None:
+                    watch.progressed()
+                    yield _record(msg)
+                elif err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    raise TopicReadError(
+                        f"reading {self.what} {self.topic!r} failed: {err.str()}", err
+                    ) from KafkaException(err)
                 # Control records and aborted data move the position without a message.
                 watch.positions(
                     {
@@ -177,23 +188,7 @@ class TopicReader:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in chosen])
             catch_up = CatchUp(chosen, batch)
             while not stop.is_set():
-                msgs = consumer.consume(batch, timeout=poll_seconds)
-                records: list[Record] = []
-                ends: list[int] = []
-                error: KafkaError | None = None
-                answered = False
-                for msg in msgs:
-                    err = msg.error()
-                    if err is None:
-                        records.append(_record(msg))
-                        error, answered = None, True
-                    elif err.code() == KafkaError._PARTITION_EOF:
-                        ends.append(msg.partition() or 0)
-                        error, answered = None, True
-                    else:
-                        error, answered = err, False
-                caught_up = catch_up.after(len(msgs), ends)
-                on_fetch(Fetch(records, caught_up, error, answered))
+                on_fetch(fetch_of(consumer.consume(batch, timeout=poll_seconds), catch_up))
         finally:
             consumer.close()
 
@@ -286,6 +281,25 @@ class CatchUp:
             self.caught_up = True
             self._unread.clear()
         return self.caught_up
+
+
+def fetch_of(messages: Sequence[Message], catch_up: CatchUp) -> Fetch:
+    """The :class:`Fetch` made of the messages one ``consume`` returned."""
+    records: list[Record] = []
+    ended: list[int] = []
+    error: KafkaError | None = None
+    answered = False
+    for msg in messages:
+        err = msg.error()
+        if err is None:
+            records.append(_record(msg))
+            error, answered = None, True
+        elif err.code() == KafkaError._PARTITION_EOF:
+            ended.append(msg.partition() or 0)
+            error, answered = None, True
+        else:
+            error, answered = err, False
+    return Fetch(records, catch_up.after(len(messages), ended), error, answered)
 
 
 def _record(msg: Message) -> Record:
