@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
+
 
 class StreamtrainError(Exception):
     """Base for expected failures; the CLI prints ``str(err)`` on one line and exits non-zero."""
@@ -29,3 +34,14 @@ class TopicMissing(StreamtrainError):
     """A topic the command reads does not exist."""
 
     exit_code = 4
+
+
+class TopicReadError(StreamtrainError):
+    """A topic could not be read to its end: a fetch failed, or no progress in the bounded wait.
+
+    ``kafka_error`` is the client's error when there was one (also the ``__cause__``).
+    """
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error

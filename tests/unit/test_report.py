@@ -11,12 +11,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtrain.serving.report import (
-    axis_format,
-    nice_ticks,
-    render_report,
-    split_runs,
-)
+from streamtrain.serving.charts import axis_format, nice_ticks
+from streamtrain.serving.report import render_report, split_runs
 
 EVIL = "<script>alert(1)</script>"
 

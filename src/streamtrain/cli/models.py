@@ -16,10 +16,11 @@ from rich.table import Table
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
 from streamtrain.data.events import InvalidEvent, Reason
 from streamtrain.errors import ConfigError
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC
 from streamtrain.serving.snapshot import load_model
 from streamtrain.state.envelope import CheckpointRejected, open_envelope
 from streamtrain.state.keys import load_signing_key
-from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC, CheckpointStore
+from streamtrain.state.store import CheckpointStore
 
 
 def _state_options(parser: argparse.ArgumentParser) -> None:

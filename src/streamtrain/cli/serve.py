@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args, positive_int
 from streamtrain.errors import ConfigError, StreamtrainError
-from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.stopping import stop_on_signals
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
 
 if TYPE_CHECKING:
     import uvicorn

@@ -47,6 +47,7 @@ from prometheus_client.registry import Collector
 
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import InvalidEvent, Reason
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.follower import (
     CheckpointFollower,
     MetricsFollower,
@@ -58,8 +59,7 @@ from streamtrain.serving.follower import (
 )
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
 from streamtrain.state.keys import SigningKey
-from streamtrain.state.store import DEFAULT_CHECKPOINT_TOPIC, CheckpointStore
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
+from streamtrain.state.store import CheckpointStore
 
 __all__ = [
     "BackgroundServer",

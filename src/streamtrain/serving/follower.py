@@ -6,7 +6,7 @@ swaps the model in with one reference assignment. Readers call :meth:`current` o
 per request and use that snapshot throughout, so a swap never drops or mixes a request. A
 checkpoint that fails verification is logged and recorded, and the previous one stays served.
 
-:class:`MetricsFollower` tails the metrics topic (:mod:`streamtrain.train.telemetry`) for the
+:class:`MetricsFollower` tails the metrics topic (format: :mod:`streamtrain.formats`) for the
 model's records, keeps a bounded history of the whole run in memory (every recent record,
 evenly spaced older ones) and pushes new ones to asyncio subscribers (the dashboard's
 server-sent events).
@@ -24,20 +24,18 @@ import dataclasses
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError
 
 from streamtrain.config import KafkaSettings
-from streamtrain.kafka.clients import client_config
+from streamtrain.formats import DEFAULT_METRICS_TOPIC, decode_metrics_record, replica_partition
+from streamtrain.kafka.reader import Fetch, TopicReader
 from streamtrain.serving.history import ThinnedHistory
 from streamtrain.serving.merge import ProcessMerger
-from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, replica_partition
-from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
+from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
+from streamtrain.state.store import CheckpointStore
 
 __all__ = [
     "CheckpointFollower",
@@ -57,8 +55,6 @@ log = logging.getLogger(__name__)
 Servable = ModelSnapshot | ReplicaSet
 
 DEFAULT_HISTORY = 5_000
-_BATCH = 100
-_POLL_SECONDS = 0.25
 _RETRY_SECONDS = 1.0
 
 
@@ -166,6 +162,7 @@ class _TopicFollower:
     def __init__(self, keys: ModelKeys) -> None:
         self.keys = keys
         self.last_error: str | None = None
+        self.waiting_for_topic = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -195,6 +192,19 @@ class _TopicFollower:
     def _follow(self) -> None:
         raise NotImplementedError
 
+    def _fetched(self, fetch: Fetch) -> None:
+        """Keep the client's last error until the broker answers again."""
+        if fetch.error is not None:
+            self.last_error = fetch.error.str()
+        elif fetch.answered:
+            self.last_error = None
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        self.last_error = err.str()
+
+    def _waiting(self, waiting: bool) -> None:
+        self.waiting_for_topic = waiting
+
 
 class CheckpointFollower(_TopicFollower):
     """Keeps the newest verified checkpoint of one model, following the topic live."""
@@ -211,7 +221,6 @@ class CheckpointFollower(_TopicFollower):
         self.swaps = 0
         self.rejections = 0
         self.last_rejection: Rejection | None = None
-        self.waiting_for_topic = False
         self.swapped_at: float | None = None
 
     # -- what requests use ----------------------------------------------------------------
@@ -240,56 +249,33 @@ class CheckpointFollower(_TopicFollower):
     # -- the thread -----------------------------------------------------------------------
 
     def _follow(self) -> None:
-        kafka = self.store.kafka
-        consumer = _consumer(
-            kafka,
-            "checkpoints",
-            self._on_client_error,
-            **{"enable.partition.eof": True, "fetch.message.max.bytes": MAX_CHECKPOINT_BYTES},
+        # Only the newest record per key is opened: catching up through hours of uncompacted
+        # checkpoints must not unpickle every one of them.
+        pending: dict[str, tuple[bytes | None, int, int]] = {}
+
+        def apply(fetch: Fetch) -> None:
+            self._fetched(fetch)
+            for record in fetch.records:
+                if record.key is not None and self.keys.owns_checkpoint(record.key):
+                    pending[record.key] = (record.value, record.partition, record.offset)
+            if not fetch.caught_up:
+                return  # still catching up: only the newest of each key will be opened
+            for key, (value, partition, offset) in pending.items():
+                self._open(key, value, partition, offset)
+            if pending:
+                # Once per fetch: replicas committed together swap in together.
+                self._swap()
+            pending.clear()
+            self._caught_up.set()
+
+        self.store.reader.follow(
+            self._stop,
+            apply,
+            select=self.keys.checkpoint_partitions,
+            on_waiting=self._waiting,
+            on_client_error=self._on_client_error,
+            batch=100,
         )
-        try:
-            count = _wait_for_topic(consumer, self.store.topic, self._stop, self._waiting)
-            if count is None:
-                return
-            partitions = self.keys.checkpoint_partitions(count)
-            consumer.assign(
-                [TopicPartition(self.store.topic, p, OFFSET_BEGINNING) for p in partitions]
-            )
-            unread = set(partitions)
-            # Only the newest record per key is opened: catching up through hours of
-            # uncompacted checkpoints must not unpickle every one of them.
-            pending: dict[str, tuple[bytes | None, int, int]] = {}
-            while not self._stop.is_set():
-                batch = consumer.consume(_BATCH, timeout=_POLL_SECONDS)
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            unread.discard(msg.partition())
-                            self.last_error = None  # the broker answers again
-                        else:
-                            self.last_error = err.str()
-                        continue
-                    self.last_error = None
-                    raw_key = msg.key()
-                    key = raw_key.decode("utf-8", "replace") if raw_key is not None else ""
-                    if self.keys.owns_checkpoint(key):
-                        pending[key] = (msg.value(), msg.partition() or 0, msg.offset() or 0)
-                if unread and len(batch) == _BATCH:
-                    continue
-                # At the end of what is readable: every partition said EOF, or a fetch came
-                # back short. (A read_committed reader may see no EOF at all while a trainer
-                # commits every fraction of a second: the end keeps moving.)
-                unread.clear()
-                for key, (value, partition, offset) in pending.items():
-                    self._open(key, value, partition, offset)
-                if pending:
-                    # Once per batch: replicas committed together swap in together.
-                    self._swap()
-                pending.clear()
-                self._caught_up.set()
-        finally:
-            consumer.close()
 
     def _open(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
         if self._opened.get(key, (partition, -1)) >= (partition, offset):
@@ -321,12 +307,6 @@ class CheckpointFollower(_TopicFollower):
         self.swaps += 1
         self.swapped_at = time.time()
         log.info("serving %r version %s", self.keys.name, assembled.version)
-
-    def _waiting(self, waiting: bool) -> None:
-        self.waiting_for_topic = waiting
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        self.last_error = err.str()
 
 
 @dataclasses.dataclass(eq=False)
@@ -437,8 +417,8 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         MetricsHub.__init__(self, history)
         self.kafka = kafka
         self.topic = topic
+        self.reader = TopicReader(kafka, topic, what="metrics topic")
         self.undecodable = 0
-        self.waiting_for_topic = False
         # Several processes of a partitioned model report separately: one series for them.
         self._merger = ProcessMerger()
 
@@ -456,41 +436,21 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         }
 
     def _follow(self) -> None:
-        consumer = _consumer(self.kafka, "metrics", self._on_client_error)
-        try:
-            count = _wait_for_topic(consumer, self.topic, self._stop, self._waiting)
-            if count is None:
-                return
-            # Records are keyed by model but spread by the producer's partitioner: read all.
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(count)])
-            while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=_POLL_SECONDS):
-                    err = msg.error()
-                    if err is not None:
-                        self.last_error = err.str()
-                        continue
-                    self.last_error = None
-                    raw_key = msg.key()
-                    if raw_key is None or not self.keys.owns_metrics(
-                        raw_key.decode("utf-8", "replace")
-                    ):
-                        continue
-                    try:
-                        record = orjson.loads(msg.value() or b"")
-                    except orjson.JSONDecodeError:
-                        record = None
-                    if not isinstance(record, dict):
-                        self.undecodable += 1
-                        continue
-                    self.publish(self._merger.merge(record))
-        finally:
-            consumer.close()
+        def apply(fetch: Fetch) -> None:
+            self._fetched(fetch)
+            for record in fetch.records:
+                if record.key is None or not self.keys.owns_metrics(record.key):
+                    continue
+                decoded = decode_metrics_record(record.value)
+                if decoded is None:
+                    self.undecodable += 1
+                    continue
+                self.publish(self._merger.merge(decoded))
 
-    def _waiting(self, waiting: bool) -> None:
-        self.waiting_for_topic = waiting
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        self.last_error = err.str()
+        # Records are keyed by model but spread by the producer's partitioner: read all.
+        self.reader.follow(
+            self._stop, apply, on_waiting=self._waiting, on_client_error=self._on_client_error
+        )
 
 
 def _log_failure(previous: str | None, err: Exception, what: str, keys: ModelKeys) -> str:
@@ -499,34 +459,3 @@ def _log_failure(previous: str | None, err: Exception, what: str, keys: ModelKey
     level = logging.DEBUG if text == previous else logging.WARNING
     log.log(level, "following %s of %r failed (retrying): %s", what, keys.name, err)
     return text
-
-
-def _consumer(kafka: KafkaSettings, purpose: str, on_error: Any, **extra: Any) -> Consumer:
-    return Consumer(
-        client_config(
-            kafka,
-            **{
-                # A fresh group that never commits: followers only assign, every serve
-                # process reads everything itself.
-                "group.id": f"streamtrain.serve.{purpose}.{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                **extra,
-            },
-            error_cb=on_error,
-        )
-    )
-
-
-def _wait_for_topic(
-    consumer: Consumer, topic: str, stop: threading.Event, waiting: Any
-) -> int | None:
-    """Partition count of ``topic`` once it exists; None if stopped first."""
-    while not stop.is_set():
-        meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-        if meta is not None and meta.error is None and meta.partitions:
-            waiting(False)
-            return len(meta.partitions)
-        waiting(True)
-        stop.wait(_RETRY_SECONDS)
-    return None

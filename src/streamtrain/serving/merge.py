@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from streamtrain.formats import FINAL, PROGRESS
 from streamtrain.state.envelope import model_version
 
 __all__ = ["ProcessMerger"]
@@ -63,14 +64,14 @@ class ProcessMerger:
         live = [
             r
             for r in self._processes.values()
-            if r.get("kind") != "final" and newest - _number(r.get("ts")) <= self.live_seconds
+            if r.get("kind") != FINAL and newest - _number(r.get("ts")) <= self.live_seconds
         ]
         ordered = sorted(self._partitions.items(), key=lambda item: int(item[0]))
         positions = {p: pos for p, (_, _, pos) in ordered if pos is not None}
         lag = {p: n for p, (_, n, _) in ordered}
         merged = dict(record)
         merged.update(
-            kind="final" if not live else "progress",
+            kind=FINAL if not live else PROGRESS,
             ts=max(ts, newest),
             events_learned=learned,
             events_predicted=sum(int(_number(s.get("events_predicted"))) for s in summaries),

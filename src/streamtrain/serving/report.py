@@ -1,107 +1,58 @@
 """A static, self-contained HTML report of a model's training from its metrics records.
 
 :func:`read_metrics_records` reads every retained record of one model from the metrics topic
-(:mod:`streamtrain.train.telemetry`); :func:`render_report` turns them into one HTML file with
-inline SVG charts and inline CSS: no script, nothing loaded from anywhere (its
-Content-Security-Policy forbids it), so it can be mailed or archived as it is.
+(format: :mod:`streamtrain.formats`); :func:`render_report` turns them into one HTML file
+(the page template ``static/report.html``) with inline SVG charts (:mod:`.charts`) and inline
+CSS: no script, nothing loaded from anywhere (its Content-Security-Policy forbids it), so it
+can be mailed or archived as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import html
 import math
+import string
 import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import StreamtrainError, TopicMissing
-from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
+from streamtrain.formats import DEFAULT_METRICS_TOPIC, FINAL, decode_metrics_record
+from streamtrain.kafka.reader import TopicReader
+from streamtrain.serving.charts import Series, svg_line_chart
 from streamtrain.serving.follower import ModelKeys
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC
 
 __all__ = [
     "Run",
-    "axis_format",
-    "nice_ticks",
     "read_metrics_records",
     "render_report",
     "split_runs",
-    "svg_line_chart",
 ]
 
+STATIC_DIR = Path(__file__).parent / "static"
 CUMULATIVE = "#2563eb"
 ROLLING = "#f97316"
-_MAX_POINTS = 1_500  # per series: keeps a long run's report small and quick to open
 _GAP_SECONDS = 5.0
 
 
 def read_metrics_records(
     kafka: KafkaSettings, name: str, topic: str = DEFAULT_METRICS_TOPIC
 ) -> list[dict[str, Any]]:
-    """Every retained metrics record of model ``name``, oldest first (per partition)."""
-    count = partition_count(wait_for_cluster(kafka), topic)
-    if count is None:
-        raise TopicMissing(f"metrics topic {topic!r} does not exist at {kafka.bootstrap_servers}")
+    """Every retained metrics record of model ``name``, ordered by the time it was written.
+
+    Raises :class:`~streamtrain.errors.TopicMissing` when the topic does not exist.
+    """
     keys = ModelKeys(name)
-    consumer = Consumer(
-        client_config(
-            kafka,
-            **{
-                "group.id": f"streamtrain.report.{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-            },
-        )
-    )
-    records: list[dict[str, Any]] = []
-    try:
-        assignment = []
-        for p in range(count):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=kafka.connect_timeout
-            )
-            if high > low:
-                assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-        if not assignment:
-            return []
-        unread = {tp.partition for tp in assignment}
-        consumer.assign(assignment)
-        deadline = time.monotonic() + max(kafka.connect_timeout, 10.0)
-        while unread:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                if time.monotonic() > deadline:
-                    raise StreamtrainError(
-                        f"timed out reading metrics topic {topic!r} "
-                        f"(partitions still unread: {sorted(unread)})"
-                    )
-                continue
-            deadline = time.monotonic() + max(kafka.connect_timeout, 10.0)
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    unread.discard(msg.partition() or 0)
-                    continue
-                raise KafkaException(err)
-            key = msg.key()
-            if key is None or not keys.owns_metrics(key.decode("utf-8", "replace")):
-                continue
-            try:
-                record = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    finally:
-        consumer.close()
+    records = []
+    for record in TopicReader(kafka, topic, what="metrics topic").read_to_end():
+        if record.key is not None and keys.owns_metrics(record.key):
+            decoded = decode_metrics_record(record.value)
+            if decoded is not None:
+                records.append(decoded)
     records.sort(key=lambda r: _num(r.get("ts")) or 0.0)
     return records
 
@@ -125,7 +76,7 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return self.last.get("kind") == "final"
+        return self.last.get("kind") == FINAL
 
 
 def split_runs(records: Sequence[dict[str, Any]]) -> list[Run]:
@@ -139,7 +90,7 @@ def split_runs(records: Sequence[dict[str, Any]]) -> list[Run]:
             restarted = (_num(record.get("elapsed_seconds")) or 0.0) < (
                 _num(prev.get("elapsed_seconds")) or 0.0
             )
-            if prev.get("kind") == "final" or restarted:
+            if prev.get("kind") == FINAL or restarted:
                 runs.append(Run(current))
                 current = []
         current.append(record)
@@ -199,7 +150,7 @@ def _summary(records: Sequence[dict[str, Any]], runs: list[Run]) -> str:
     dead = _num(last.get("dead_lettered"))
     state = (
         "finished (final report written)"
-        if last.get("kind") == "final"
+        if last.get("kind") == FINAL
         else f"last report at {_utc(_num(last.get('ts')) or 0.0)} — still running, or stopped "
         "without a final report"
     )
@@ -258,9 +209,9 @@ def _learning_curves(records: Sequence[dict[str, Any]]) -> Iterable[str]:
     for metric in _metric_names(records):
         cumulative = _points(records, "metrics", metric)
         rolling = _points(records, "rolling", metric)
-        series = [_Series("whole run", CUMULATIVE, cumulative, width=2.2)]
+        series = [Series("whole run", CUMULATIVE, cumulative, width=2.2)]
         if rolling:
-            series.append(_Series("rolling window", ROLLING, rolling, dashed=True, width=1.4))
+            series.append(Series("rolling window", ROLLING, rolling, dashed=True, width=1.4))
         chart = svg_line_chart(
             series,
             x_label="events learned",
@@ -294,7 +245,7 @@ def _time_chart(
         if t is not None and y is not None:
             points.append((t - t0, y))
     return svg_line_chart(
-        [_Series(unit, color, points, fill=True)],
+        [Series(unit, color, points, fill=True)],
         x_label="seconds since the first report",
         y_label=unit,
         y_zero=True,
@@ -349,201 +300,13 @@ def _card(title: str, hint: str, content: str) -> str:
 
 
 def _page(name: str, generated: str, body: str) -> str:
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>streamtrain report · {_e(name)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header><h1><span class="muted">streamtrain report ·</span> {_e(name)}</h1>
-<div class="sub">generated {generated} from the metrics topic</div></header>
-<main>
-{body}
-</main>
-</body>
-</html>
-"""
+    # Template substitutes plain text once; ``body`` is already-escaped HTML.
+    return _template().substitute(name=_e(name), generated=_e(generated), body=body)
 
 
-_CSS = """
-body{margin:0;background:#f4f6f9;color:#18212f;
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
-header{background:#0f172a;color:#f8fafc;padding:16px 28px}
-h1{margin:0;font-size:20px}.muted{color:#94a3b8;font-weight:500}.sub{color:#cbd5e1;font-size:13px}
-main{padding:18px 28px 28px;max-width:1500px;margin:0 auto}
-h2{font-size:16px;margin:24px 0 8px}h3{font-size:14px;margin:0 0 6px}
-.hint{color:#64748b;font-weight:400;font-size:12.5px}
-code{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.92em}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:10px 28px;
-background:#fff;border:1px solid #e3e8ef;border-radius:10px;padding:14px 18px;margin:0}
-.facts dt{color:#64748b;font-size:12px;text-transform:uppercase;letter-spacing:.4px}
-.facts dd{margin:2px 0 0;font-weight:600;font-variant-numeric:tabular-nums;overflow-wrap:anywhere}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:14px;
-margin-top:14px}
-.card{background:#fff;border:1px solid #e3e8ef;border-radius:10px;padding:14px 16px}
-svg{display:block;width:100%;height:auto}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:6px 10px;border-bottom:1px solid #eef2f6;text-align:left}
-th{color:#64748b;font-weight:600;font-size:12.5px}
-.num{text-align:right}.strong{font-weight:700}
-table.metrics{background:#fff;border:1px solid #e3e8ef;border-radius:10px}
-.barcell{width:60%}.bar{background:#f97316;height:12px;border-radius:3px;min-width:2px}
-.empty{color:#64748b}
-"""
-
-
-# -- SVG charts --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Series:
-    label: str
-    color: str
-    points: Sequence[tuple[float, float]]
-    dashed: bool = False
-    width: float = 2.0
-    fill: bool = False
-
-
-def svg_line_chart(
-    series: Sequence[_Series],
-    *,
-    x_label: str,
-    y_label: str,
-    x_format: Callable[[float], str] | None = None,
-    y_zero: bool = False,
-    breaks: Callable[[float, float], bool] = lambda a, b: False,
-    width: int = 640,
-    height: int = 260,
-) -> str:
-    """An inline SVG line chart with nice-number axes; ``breaks(x0, x1)`` starts a new line."""
-    drawn = [s for s in series if s.points]
-    if not drawn:
-        return "<p class='empty'>No data.</p>"
-    xs = [x for s in drawn for x, _ in s.points]
-    ys = [y for s in drawn for _, y in s.points]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    if y_zero:
-        y0 = min(0.0, y0)
-    if x1 == x0:
-        x0, x1 = x0 - 1, x1 + 1
-    if y1 == y0:
-        d = abs(y0) * 0.05 or 1.0
-        y0, y1 = y0 - d, y1 + d
-    pad = (y1 - y0) * 0.06
-    y1 += pad
-    if not (y_zero and y0 == 0):
-        y0 -= pad
-    left, right, top, bottom = 64, 14, 30, 40
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - (y - y0) / (y1 - y0) * ph
-
-    out = [
-        f"<svg viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg' role='img' "
-        f"aria-label='{_e(y_label)} by {_e(x_label)}' font-size='11' "
-        "font-family='system-ui,sans-serif'>"
-    ]
-    y_step, y_ticks = nice_ticks(y0, y1, max(2, ph // 42))
-    y_format = axis_format(y_ticks, y_step)
-    for v in y_ticks:
-        y = sy(v)
-        label = y_format(v)
-        out.append(
-            f"<line x1='{left}' x2='{left + pw}' y1='{y:.1f}' y2='{y:.1f}' stroke='#eef2f6'/>"
-            f"<text x='{left - 8}' y='{y + 4:.1f}' text-anchor='end' fill='#64748b'>{label}</text>"
-        )
-    x_step, x_ticks = nice_ticks(x0, x1, max(2, pw // 95))
-    x_format = x_format or axis_format(x_ticks, x_step)
-    for v in x_ticks:
-        x = sx(v)
-        out.append(
-            f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{top}' y2='{top + ph}' stroke='#f3f5f8'/>"
-            f"<text x='{x:.1f}' y='{top + ph + 16}' text-anchor='middle' fill='#64748b'>"
-            f"{_e(x_format(v))}</text>"
-        )
-    out.append(
-        f"<line x1='{left}' x2='{left + pw}' y1='{top + ph}' y2='{top + ph}' stroke='#cbd5e1'/>"
-        f"<text x='{left + pw}' y='{height - 4}' text-anchor='end' fill='#94a3b8'>"
-        f"{_e(x_label)}</text>"
-        f"<text transform='translate(13 {top + ph / 2:.0f}) rotate(-90)' text-anchor='middle' "
-        f"fill='#94a3b8'>{_e(y_label)}</text>"
-    )
-    for s in reversed(drawn):  # the first series (the main line) ends up on top
-        points = _thin(s.points)
-        path = []
-        prev: float | None = None
-        for x, y in points:
-            cmd = "M" if prev is None or breaks(prev, x) else "L"
-            path.append(f"{cmd}{sx(x):.1f} {sy(y):.1f}")
-            prev = x
-        if s.fill and len(points) > 1:
-            base = sy(max(y0, 0.0))
-            area = (
-                f"M{sx(points[0][0]):.1f} {base:.1f}"
-                + "".join(f"L{sx(x):.1f} {sy(y):.1f}" for x, y in points)
-                + f"L{sx(points[-1][0]):.1f} {base:.1f}Z"
-            )
-            out.append(f"<path d='{area}' fill='{s.color}' fill-opacity='0.08'/>")
-        dash = " stroke-dasharray='6 4'" if s.dashed else ""
-        out.append(
-            f"<path d='{' '.join(path)}' fill='none' stroke='{s.color}' "
-            f"stroke-width='{s.width}' stroke-linejoin='round'{dash}/>"
-        )
-    if len(drawn) > 1:
-        legend_x = left
-        for s in drawn:
-            dash = " stroke-dasharray='6 4'" if s.dashed else ""
-            out.append(
-                f"<line x1='{legend_x}' x2='{legend_x + 18}' y1='12' y2='12' stroke='{s.color}' "
-                f"stroke-width='2.5'{dash}/><text x='{legend_x + 24}' y='16' fill='#475569'>"
-                f"{_e(s.label)}</text>"
-            )
-            legend_x += 36 + 7 * len(s.label)
-    out.append("</svg>")
-    return "".join(out)
-
-
-def nice_ticks(lo: float, hi: float, count: int) -> tuple[float, list[float]]:
-    """A 1-2-5 step and the multiples of it within ``[lo, hi]``."""
-    raw = (hi - lo) / max(count, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    n = raw / magnitude
-    step = (1 if n < 1.5 else 2 if n < 3 else 5 if n < 7 else 10) * magnitude
-    # Multiples k·step rather than a running sum, which drifts over many ticks.
-    first = math.ceil(lo / step - 1e-9)
-    last = math.floor(hi / step + 1e-9)
-    ticks = [k * step + 0.0 for k in range(first, last + 1)]  # + 0.0: no "-0"
-    return step, ticks
-
-
-def axis_format(ticks: Sequence[float], step: float) -> Callable[[float], str]:
-    """Labels in one unit for a whole axis (2k 4k … 12k), decimals from the tick step."""
-    top = max((abs(t) for t in ticks), default=0.0)
-    units = ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k"))  # from, divide by, suffix
-    divisor, suffix = next(((d, s) for lo, d, s in units if top >= lo), (1.0, ""))
-    scaled = step / divisor
-    decimals = 0 if scaled >= 1 else min(6, math.ceil(-math.log10(scaled) - 1e-9))
-    return lambda v: f"{v / divisor:,.{decimals}f}{suffix}"
-
-
-def _thin(points: Sequence[tuple[float, float]]) -> Sequence[tuple[float, float]]:
-    if len(points) <= _MAX_POINTS:
-        return points
-    stride = math.ceil(len(points) / _MAX_POINTS)
-    kept = list(points[::stride])
-    if kept[-1] != points[-1]:
-        kept.append(points[-1])
-    return kept
+@functools.cache
+def _template() -> string.Template:
+    return string.Template((STATIC_DIR / "report.html").read_text(encoding="utf-8"))
 
 
 # -- small formatting helpers ------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from streamtrain.data.events import validate_features
 from streamtrain.errors import StreamtrainError
+from streamtrain.formats import replica_partition
 from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.models.problem import Problem, problem_of
 from streamtrain.state.envelope import CheckpointHeader, open_envelope
@@ -70,14 +71,6 @@ class ModelSnapshot:
             "checkpointed_at": h.created_at,
             "checkpoint_age_seconds": round(self.age_seconds(), 3),
         }
-
-
-def replica_partition(key: str, name: str) -> int | None:
-    """The partition of a partitioned model's replica key ``NAME/p<N>``, else None."""
-    prefix = f"{name}/p"
-    if key.startswith(prefix) and key[len(prefix) :].isdigit():
-        return int(key[len(prefix) :])
-    return None
 
 
 @dataclasses.dataclass(frozen=True)

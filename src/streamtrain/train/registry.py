@@ -19,18 +19,15 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, Consumer, KafkaException
 from confluent_kafka import TopicPartition as TP
 
+from streamtrain.formats import replica_key
 from streamtrain.state.envelope import CheckpointHeader
 from streamtrain.state.payload import TrainState
 from streamtrain.train.checkpointing import Checkpointing
 from streamtrain.train.tasks import Output, Task
 
-__all__ = ["TaskRegistry", "partition_task_key"]
+__all__ = ["TaskRegistry"]
 
 log = logging.getLogger(__name__)
-
-
-def partition_task_key(name: str, partition: int) -> str:
-    return f"{name}/p{partition}"
 
 
 class TaskRegistry:
@@ -88,9 +85,9 @@ class TaskRegistry:
         if self.partitioned and self.checkpointing is not None:
             assert self.name is not None
             missing = [
-                partition_task_key(self.name, tp.partition)
+                replica_key(self.name, tp.partition)
                 for tp in partitions
-                if partition_task_key(self.name, tp.partition) not in self.tasks
+                if replica_key(self.name, tp.partition) not in self.tasks
             ]
             if missing:
                 self._restore(missing)
@@ -241,9 +238,9 @@ class TaskRegistry:
         if self.partitioned:
             name = self.name or ""
             self.by_partition = {
-                tp.partition: self.tasks[partition_task_key(name, tp.partition)]
+                tp.partition: self.tasks[replica_key(name, tp.partition)]
                 for tp in self.assignment
-                if partition_task_key(name, tp.partition) in self.tasks
+                if replica_key(name, tp.partition) in self.tasks
             }
         else:
             (task,) = self.tasks.values()
@@ -256,7 +253,7 @@ class TaskRegistry:
             self.start_offsets.pop(partition, None)
         if self.partitioned and self.name:
             for partition in gone:
-                key = partition_task_key(self.name, partition)
+                key = replica_key(self.name, partition)
                 task = self.tasks.pop(key, None)
                 if task is not None:
                     self.learned_by_departed += task.events_learned - self._learned_at_restore(key)

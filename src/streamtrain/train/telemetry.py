@@ -1,18 +1,5 @@
-"""Trainer metrics as a Kafka stream: one JSON record per progress report.
-
-Topic ``streamtrain.metrics`` by default, keyed by the model name (or the consumer group of an
-unnamed trainer), value (format 1)::
-
-    {"format": 1, "kind": "progress" | "final", "ts": 1764150000.123,
-     "model": "NAME" | null, "group": "...", "topic": "ml_training_data", "spec": "...",
-     "events_learned": 1250, "events_per_second": 812.5, "elapsed_seconds": 3.1,
-     "dead_lettered": 2, "dead_letter_reasons": {"bad-label": 2}, "events_predicted": 3,
-     "metrics": {"ROCAUC": 0.95}, "rolling": {"ROCAUC": 0.97},
-     "lag": {"0": 0}, "total_lag": 0, "positions": {"0": 1250},
-     "model_version": "ml_training_data:0@1250", "broker_error": null,
-     "process": "host:pid", "tasks": {"NAME/p0": {"events_learned": 1250, ...}}}
-
-``tasks`` is filled for partitioned models only: one entry per replica this process holds.
+"""Trainer metrics as a Kafka stream: one record per progress report (see
+:mod:`streamtrain.formats` for the topic, key and record format).
 
 Records go through their own idempotent, non-transactional producer, so followers (the
 dashboard) see them as they happen rather than at checkpoint commits. They describe the
@@ -27,16 +14,22 @@ import socket
 import time
 from typing import Any
 
-import orjson
 from confluent_kafka import Producer
 
 from streamtrain.config import KafkaSettings
+from streamtrain.formats import (
+    DEFAULT_METRICS_TOPIC,
+    FINAL,
+    METRICS_FORMAT,
+    PROGRESS,
+    encode_metrics_record,
+)
 from streamtrain.kafka.clients import client_config, ensure_topic
 from streamtrain.state.envelope import model_version
 from streamtrain.train.progress import Progress, Summary
 
-DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
-FORMAT = 1
+# DEFAULT_METRICS_TOPIC stays importable from here for the train and demo commands.
+__all__ = ["DEFAULT_METRICS_TOPIC", "PROCESS_ID", "MetricsPublisher", "progress_record"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +38,10 @@ log = logging.getLogger(__name__)
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def progress_record(progress: Progress, kind: str = "progress") -> dict[str, Any]:
+def progress_record(progress: Progress, kind: str = PROGRESS) -> dict[str, Any]:
     positions = {str(p): o for p, o in sorted(progress.positions.items())}
     return {
-        "format": FORMAT,
+        "format": METRICS_FORMAT,
         "kind": kind,
         "ts": time.time(),
         "model": progress.name,
@@ -97,7 +90,7 @@ class MetricsPublisher:
 
     def on_finish(self, summary: Summary) -> None:
         if self._last is not None:
-            final = progress_record(self._last, kind="final")
+            final = progress_record(self._last, kind=FINAL)
             final.update(
                 events_learned=summary.events_learned,
                 dead_lettered=summary.dead_lettered,
@@ -116,7 +109,10 @@ class MetricsPublisher:
         key = progress.name or progress.group
         try:
             self._producer.produce(
-                self.topic, key=key, value=orjson.dumps(record), on_delivery=self._delivered
+                self.topic,
+                key=key,
+                value=encode_metrics_record(record),
+                on_delivery=self._delivered,
             )
         except BufferError:
             # Telemetry must never slow learning down: a full queue drops this report.

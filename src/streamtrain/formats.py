@@ -1,0 +1,79 @@
+"""What trainers and servers agree on: default topic names, record keys, the metrics format.
+
+Both sides import these from here, so neither imports the other.
+
+Checkpoints go to a compacted topic, ``streamtrain.checkpoints`` by default, keyed by model
+name; a partitioned model writes one checkpoint per replica under :func:`replica_key`.
+
+Metrics records go to ``streamtrain.metrics`` by default, one JSON object per progress report,
+keyed by the model name (or the consumer group of an unnamed trainer). Format 1::
+
+    {"format": 1, "kind": "progress" | "final", "ts": 1764150000.123,
+     "model": "NAME" | null, "group": "...", "topic": "ml_training_data", "spec": "...",
+     "events_learned": 1250, "events_per_second": 812.5, "elapsed_seconds": 3.1,
+     "dead_lettered": 2, "dead_letter_reasons": {"bad-label": 2}, "events_predicted": 3,
+     "metrics": {"ROCAUC": 0.95}, "rolling": {"ROCAUC": 0.97},
+     "lag": {"0": 0}, "total_lag": 0, "positions": {"0": 1250},
+     "model_version": "ml_training_data:0@1250", "broker_error": null,
+     "process": "host:pid", "tasks": {"NAME/p0": {"events_learned": 1250, ...}}}
+
+``tasks`` is filled for partitioned models only: one entry per replica the writing process
+holds. A ``final`` record is a trainer's last, written when it stops cleanly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_TOPIC",
+    "DEFAULT_METRICS_TOPIC",
+    "FINAL",
+    "METRICS_FORMAT",
+    "PROGRESS",
+    "decode_metrics_record",
+    "encode_metrics_record",
+    "replica_key",
+    "replica_partition",
+]
+
+DEFAULT_CHECKPOINT_TOPIC = "streamtrain.checkpoints"
+DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
+
+METRICS_FORMAT = 1
+# The two kinds of metrics record.
+PROGRESS = "progress"
+FINAL = "final"
+
+
+def replica_key(name: str, partition: int) -> str:
+    """The checkpoint (and task) key of partitioned model ``name``'s replica of ``partition``."""
+    return f"{name}/p{partition}"
+
+
+def replica_partition(key: str, name: str) -> int | None:
+    """The partition of a replica key of model ``name`` (see :func:`replica_key`), else None."""
+    prefix = f"{name}/p"
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :])
+    return None
+
+
+def encode_metrics_record(record: Mapping[str, Any]) -> bytes:
+    """The bytes of a metrics record as it goes on the topic."""
+    return orjson.dumps(record)
+
+
+def decode_metrics_record(value: bytes | None) -> dict[str, Any] | None:
+    """A metrics record read from the topic, or None when the value is not a JSON object.
+
+    Fields are not checked: readers treat every field as possibly missing or mistyped.
+    """
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
