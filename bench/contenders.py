@@ -207,16 +207,17 @@ def seed(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timed_trainer_class(base: type) -> type:
-    """``base`` with a clock around ``_learn_batch`` (no change in behaviour)."""
+    """``base`` with a clock around ``_learn``, the learning of one batch (no change in
+    behaviour)."""
 
     class Timed(base):  # type: ignore[misc, valid-type]
         first_batch_at: float | None = None
         last_batch_done: float | None = None
 
-        def _learn_batch(self, messages: list[Any], dead_letters: Any) -> None:
+        def _learn(self, messages: list[Any], since_start: float) -> None:
             if self.first_batch_at is None:
                 self.first_batch_at = time.perf_counter()
-            super()._learn_batch(messages, dead_letters)
+            super()._learn(messages, since_start)
             self.last_batch_done = time.perf_counter()
 
     return Timed
@@ -281,8 +282,8 @@ def latency(args: dict[str, Any]) -> dict[str, Any]:
     samples: list[float] = []
 
     class Measured(base):  # type: ignore[misc, valid-type]
-        def _learn_batch(self, messages: list[Any], dead_letters: Any) -> None:
-            super()._learn_batch(messages, dead_letters)
+        def _learn(self, messages: list[Any], since_start: float) -> None:
+            super()._learn(messages, since_start)
             now_ms = time.time() * 1000.0
             for msg in messages:
                 kind, ts = msg.timestamp()
