@@ -514,7 +514,7 @@ def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
             "pickle_ms_median": pickle_times[len(pickle_times) // 2] * 1000,
             "payload_bytes": len(payload),
         }
-        cp.abort_quietly()
+        txn.abort_quietly()
         consumer.close()
     return out
 
