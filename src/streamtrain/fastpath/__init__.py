@@ -11,7 +11,12 @@ subclass :class:`FastPathDisabled` when the fast path is off for good for that m
 internals are not as verified); :func:`disabled_counts` counts those decisions per reason.
 """
 
-from streamtrain.fastpath.evaluator import FastEvaluator, fast_evaluator_for, kernel_load_seconds
+from streamtrain.fastpath.evaluator import (
+    FastEvaluator,
+    fast_evaluator_for,
+    kernel_load_seconds,
+    load_in_background,
+)
 from streamtrain.fastpath.fallback import FastPathDisabled, FastPathFallback, disabled_counts
 
 __all__ = [
@@ -21,4 +26,5 @@ __all__ = [
     "disabled_counts",
     "fast_evaluator_for",
     "kernel_load_seconds",
+    "load_in_background",
 ]

@@ -78,6 +78,12 @@ def fast_evaluator_for(
     return FastEvaluator(model, dict(metrics), plan, wait=wait)
 
 
+def load_in_background(model: Any, metrics: Mapping[str, Any]) -> bool:
+    """Start loading the kernel now if ``model`` and ``metrics`` qualify (True), so that it is
+    ready by the time a trainer that is still connecting learns its first batch."""
+    return eligible_plan(model, metrics) is not None and _start_loading()
+
+
 _kernel: Callable[..., int] | None = None
 _kernel_seconds: float | None = None
 _loader: threading.Thread | None = None

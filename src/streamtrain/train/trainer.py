@@ -100,6 +100,12 @@ class Trainer:
         self._template = ProgressiveEvaluator(
             model, metrics, build_rolling(metrics, settings.rolling_window)
         )
+        if settings.fast_path and not self._template.rolling:
+            # Compile or load the kernel while this trainer connects (and, named, restores):
+            # until it is ready, batches are learned by River, correct but slower.
+            from streamtrain.fastpath import load_in_background
+
+            load_in_background(model, metrics)
         self.listeners = list(listeners)
         if settings.group:
             self.group = settings.group
