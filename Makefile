@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test bench lint typecheck unit clean
+.PHONY: install browser demo test bench chaos lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ test: lint typecheck browser
 # Writes bench/results.json and bench/results.md (about 6-8 minutes; --quick for a short run).
 bench: install
 	$(BIN)/python bench/run.py
+
+# The broker kill -9 campaign at length (make test runs it with 10 cycles): CYCLES=N to choose.
+CYCLES ?= 40
+chaos: install
+	STREAMTRAIN_CHAOS_CYCLES=$(CYCLES) $(BIN)/pytest -m chaos tests/integration/test_chaos.py
 
 unit: install
 	$(BIN)/pytest tests/unit tests/pipeline src/streamtrain

@@ -125,17 +125,27 @@ def test_a_failed_abort_replaces_the_producer(h: Harness):
     assert caught.value.replaced and len(h.made) == 2 and h.visible() == []
 
 
+RETRIABLE = KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "no coordinator", retriable=True)
+
+
 def test_a_retriable_error_is_retried_without_abort(h: Harness):
-    h.fail("commit_transaction", 1, KafkaError(KafkaError._TIMED_OUT, "timeout", retriable=True))
+    h.fail("commit_transaction", 1, RETRIABLE)
     h.checkpoint(b"a", 1)
     assert h.visible() == [b"a"] and h.script.calls["commit_transaction"] == 2
     assert not [e for e in h.cluster.journal if e[0] == "aborted"] and len(h.made) == 1
 
 
+@pytest.mark.parametrize("call", ["send_offsets_to_transaction", "commit_transaction"])
+def test_a_timed_out_commit_is_settled_by_a_new_producer_not_retried(h: Harness, call: str):
+    """Retried after a broker restart these calls can block for good (librdkafka 5456, 5511)."""
+    h.fail(call, 1, KafkaError(KafkaError._TIMED_OUT, "timeout", retriable=True))
+    with pytest.raises(TransactionAborted) as caught:
+        h.checkpoint(b"a", 1)
+    assert caught.value.replaced and len(h.made) == 2 and h.script.calls[call] == 1
+
+
 def test_stopping_while_a_call_keeps_failing_gives_up(h: Harness):
-    h.fail(
-        "commit_transaction", range(1, 100), KafkaError(KafkaError._TIMED_OUT, "t", retriable=True)
-    )
+    h.fail("commit_transaction", range(1, 100), RETRIABLE)
     h.stop.set()
     with pytest.raises(TransactionFatal, match="stopped while commit_transaction"):
         h.checkpoint(b"a", 1)

@@ -69,6 +69,8 @@ _STALE_MEMBER_CODES = frozenset(
         KafkaError.REBALANCE_IN_PROGRESS,
     }
 )
+# Calls whose retry after a timeout can block for good (librdkafka issues 5456 and 5511).
+_STUCK_WHEN_RETRIED = frozenset({"send_offsets_to_transaction", "commit_transaction"})
 # Replacements in a row, without a commit in between, before giving up.
 MAX_REPLACEMENTS_IN_A_ROW = 5
 # A call still running this long after its own timeout is stuck, not slow.
@@ -355,6 +357,10 @@ class TransactionalProducer:
                 kerr: KafkaError = err.args[0]
                 if not kerr.retriable() or kerr.fatal() or kerr.txn_requires_abort():
                     raise
+                if kerr.code() == KafkaError._TIMED_OUT and what in _STUCK_WHEN_RETRIED:
+                    # Retried after a broker restart, these calls can block for good: settle
+                    # the transaction with a new producer at once instead of after the deadline.
+                    raise ProducerStuck(f"{what} timed out ({kerr.str()})") from None
                 if self.should_stop.is_set() and what != "abort_transaction":
                     raise TransactionFatal(
                         f"stopped while {what} was failing ({kerr.str()}); nothing is lost: the "
