@@ -113,3 +113,19 @@ def test_metric_values_never_print_as_negative_zero() -> None:
     assert _fmt_metric(auc.get()) == "0.000000"
     assert _fmt_metric(-0.0) == "0.000000"
     assert _fmt_metric(0.9506961) == "0.950696"
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamtrain.cli import catalog
+
+    def broken(_args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(catalog, "run", broken)
+    assert main(["list", "models"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "streamtrain: internal error: RuntimeError: a bug (--verbose logs the traceback)"
+    ]

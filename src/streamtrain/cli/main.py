@@ -80,6 +80,14 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("streamtrain: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # a bug, or an error nobody expected: one line, never a traceback
+        logging.getLogger("streamtrain").debug("unexpected error", exc_info=True)
+        print(
+            f"streamtrain: internal error: {type(err).__name__}: {err} "
+            "(--verbose logs the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def entry() -> NoReturn:
