@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.registry import TaskRegistry
 
-__all__ = ["ThrottledLog", "combined_metrics", "lag", "progress", "summary"]
+__all__ = ["ClientErrors", "ThrottledLog", "combined_metrics", "lag", "progress", "summary"]
+
+log = logging.getLogger("streamtrain.train.trainer")
 
 
 def lag(
@@ -144,3 +147,39 @@ class ThrottledLog:
         suffix = f" ({held} more like it in the last {self.every:g}s)" if held else ""
         self.logger.warning(template + "%s", text, suffix)
         self._last[text] = (now, 0)
+
+
+class ClientErrors:
+    """What the trainer's Kafka clients report: the last error (shown in progress records),
+    throttled warnings, and a stop for the errors a trainer cannot go on after."""
+
+    def __init__(self, stop: Callable[[str], None]) -> None:
+        self.stop = stop
+        self.last: str | None = None
+        # A broker that is down makes librdkafka report every reconnect attempt.
+        self._throttled = ThrottledLog(log, every=30.0)
+
+    def on_error(self, err: KafkaError) -> None:
+        """The consumer's and an unnamed trainer's producer's errors."""
+        self.last = err.str()
+        if err.fatal():
+            log.error("fatal Kafka client error: %s", err.str())
+            self.stop("fatal-error")
+        else:
+            self._throttled.warn("Kafka client error: %s", err.str())
+
+    def on_transactional_error(self, err: KafkaError) -> None:
+        """Non-fatal errors of the transactional producer (it handles its fatal ones)."""
+        self.last = err.str()
+        self._throttled.warn("Kafka client error: %s", err.str())
+
+    def on_message_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            return
+        self.last = err.str()
+        log.warning("consume error: %s", err.str())
+        if err.fatal() or err.code() in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        ):
+            self.stop("consume-error")

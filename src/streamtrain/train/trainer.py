@@ -115,9 +115,7 @@ class Trainer:
             self.group = f"streamtrain.ephemeral.{uuid.uuid4().hex[:12]}"
         self._stop = StopFlag()  # set from signal handlers: see streamtrain.stopping
         self._stopped_because = "stopped"
-        self._broker_error: str | None = None
-        # A broker that is down makes librdkafka report every reconnect attempt.
-        self._client_errors = reporting.ThrottledLog(log, every=30.0)
+        self._errors = reporting.ClientErrors(self.stop)
         self._outputs = Outputs(
             dlq_topic=settings.dlq_topic,
             predictions_topic=settings.predictions_out,
@@ -165,13 +163,15 @@ class Trainer:
         started = self.clock()
         txn_id = transactional_id(settings)
         if txn_id is None:
-            producer = self.clients.producer(producer_config(settings, None), self._on_error)
+            producer = self.clients.producer(producer_config(settings, None), self._errors.on_error)
             self._writer = OutputWriter(producer)
         else:
             self.registry = self._registry(self._start_durable(txn_id))
         registry = self.registry
         assert registry is not None
-        consumer = self.clients.consumer(consumer_config(settings, self.group), self._on_error)
+        consumer = self.clients.consumer(
+            consumer_config(settings, self.group), self._errors.on_error
+        )
         clean = False
         try:
             consumer.subscribe(
@@ -272,11 +272,11 @@ class Trainer:
         return messages
 
     def _learn(self, messages: list[Message], since_start: float) -> None:
-        self._broker_error = None
+        self._errors.last = None
         if self._first_event_after is None:
             self._first_event_after = since_start
         assert self.registry is not None
-        for task, records in self.registry.route(messages, self._on_message_error):
+        for task, records in self.registry.route(messages, self._errors.on_message_error):
             task.learn(records)
 
     def _idle(self, consumer: Consumer, now: float, messages: list[Message], last: float) -> bool:
@@ -356,7 +356,7 @@ class Trainer:
             label=settings.name,
             timeout=max(self.kafka.connect_timeout, 10.0),
             should_stop=self._stop,
-            on_error=self._on_client_error,
+            on_error=self._errors.on_transactional_error,
         )
         checkpointing = Checkpointing(
             topic=settings.topic,
@@ -409,31 +409,6 @@ class Trainer:
 
     # -- errors and reports ------------------------------------------------------------------
 
-    def _on_error(self, err: KafkaError) -> None:
-        """Errors of the consumer and of an unnamed trainer's producer."""
-        self._broker_error = err.str()
-        if err.fatal():
-            log.error("fatal Kafka client error: %s", err.str())
-            self.stop("fatal-error")
-        else:
-            self._client_errors.warn("Kafka client error: %s", err.str())
-
-    def _on_client_error(self, err: KafkaError) -> None:
-        """Non-fatal errors of the transactional producer (it handles its fatal ones)."""
-        self._broker_error = err.str()
-        self._client_errors.warn("Kafka client error: %s", err.str())
-
-    def _on_message_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._PARTITION_EOF:
-            return
-        self._broker_error = err.str()
-        log.warning("consume error: %s", err.str())
-        if err.fatal() or err.code() in (
-            KafkaError.UNKNOWN_TOPIC_OR_PART,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        ):
-            self.stop("consume-error")
-
     def _common(self) -> dict[str, Any]:
         return {
             "topic": self.settings.topic,
@@ -449,7 +424,7 @@ class Trainer:
         progress = reporting.progress(
             self.registry,
             consumer,
-            common={**self._common(), "broker_error": self._broker_error},
+            common={**self._common(), "broker_error": self._errors.last},
             elapsed=elapsed,
             rate=rate,
             timeout=self.kafka.connect_timeout,
