@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("numba")  # without numba there is no compiled step to compare
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from river import linear_model, metrics, preprocessing
 
@@ -112,6 +112,9 @@ def _state(evaluator: ProgressiveEvaluator) -> dict[str, float]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
+# Found by this test: River's prediction leaves the scaler a 0.0 variance per feature (a
+# defaultdict read); the compiled path did not, so a prediction-only stream pickled otherwise.
+@example(([[SimpleRecord(b'{"x":{"a":0.0,"b":0.0,"c":0.0},"id":"r"}', 0, 0)]], False))
 def test_river_and_compiled_steps_agree(case: tuple[list[list[SimpleRecord]], bool]) -> None:
     batches, _as_ints = case
     river_step = RiverStep(_evaluator())

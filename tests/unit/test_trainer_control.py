@@ -578,3 +578,27 @@ def test_a_commit_that_landed_is_counted(clients: FakeClients):
     clients.fail("commit_transaction", 2, FATAL, landed=True)
     _trainer, summary = train(clients)
     assert summary.checkpoints == len(entries(clients.cluster, "committed"))
+
+
+@pytest.mark.parametrize("via", ["error_cb", "message"])
+def test_a_failed_consumer_is_replaced_and_the_run_ends_as_river(clients: FakeClients, via: str):
+    """A consumer's fatal error (a static member fenced after its session ran out while the
+    broker was away, librdkafka issue 3437) once left the trainer refused at every commit,
+    for ever: it now rolls back and joins the group again with a new consumer."""
+    trainer = make_trainer(clients)
+    fatal = KafkaError(KafkaError._FATAL, "static consumer fenced", fatal=via == "error_cb")
+
+    def fail(_consumer: Any) -> None:
+        if via == "error_cb":
+            trainer._errors.on_consumer_error(fatal)
+        else:
+            trainer._errors.on_message_error(fatal)
+
+    clients.cluster.after(len(EVENTS) // 2, fail)
+    summary = trainer.run()
+    assert summary.consumer_rejoins == 1 and len(clients.consumers) == 2
+    deadline = time.monotonic() + 5  # the failed consumer is closed on a thread of its own
+    while not clients.consumers[0].closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert clients.consumers[0].closed
+    check_end(trainer, summary)

@@ -273,6 +273,7 @@ class FastEvaluator:
         learned = n - (ys.count(None) if unlabelled else 0)
         self._seq += n
         self._learned += learned
+        self._predicted += n - learned
         self.events += learned
         self.batches += 1
         return preds
@@ -305,7 +306,7 @@ class FastEvaluator:
         """
         if self._loaded:
             self._loaded = False  # first: a failed write is not to be repeated
-            if self._learned:
+            if self._learned or self._predicted:
                 try:
                     self._write()
                 except Exception as exc:
@@ -392,12 +393,16 @@ class FastEvaluator:
         self._scratch = np.zeros(len(layout), dtype=_float64)
         self._seq = 0
         self._learned = 0
+        self._predicted = 0  # unlabelled events answered since the load
         self._iterations_at_load = state.n_iterations
         self._loaded = True
 
     def _write(self) -> None:
         layout = self._layout
         assert layout is not None
+        if not self._learned:  # predictions only: nothing learned, but River leaves a trace
+            self._plan.model.touch_as_predicting(layout)
+            return
         state = self._state
         state.n_iterations = self._iterations_at_load + self._learned
         plan = self._plan

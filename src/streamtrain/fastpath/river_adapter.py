@@ -166,6 +166,14 @@ class ModelBinding:
             n_iterations=int(self._optimizer.n_iterations),
         )
 
+    def touch_as_predicting(self, layout: Sequence[str]) -> None:
+        """Leave the trace River's predictions leave: ``StandardScaler.transform_one`` reads
+        ``vars[feature]`` of a defaultdict, which inserts 0.0 for a feature never learned."""
+        if self._scaler_dicts is not None and self._with_std:
+            s_vars = self._scaler_dicts[2]
+            for key in layout:
+                s_vars.setdefault(key, 0.0)
+
     def write(self, layout: Sequence[str], state: ModelState) -> None:
         """Store ``state`` into the River objects (features outside ``layout`` are left alone)."""
         if self._scaler_dicts is not None:

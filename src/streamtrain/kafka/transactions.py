@@ -43,6 +43,7 @@ __all__ = [
     "TransactionFatal",
     "TransactionalProducer",
     "abandoned_producers",
+    "is_stale_member",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,13 @@ _STALE_MEMBER_CODES = frozenset(
         KafkaError.REBALANCE_IN_PROGRESS,
     }
 )
+
+
+def is_stale_member(error: KafkaError | None) -> bool:
+    """A commit refused because the consumer group moved on without this member."""
+    return error is not None and error.code() in _STALE_MEMBER_CODES
+
+
 # Calls whose retry after a timeout can block for good (librdkafka issues 5456 and 5511).
 _STUCK_WHEN_RETRIED = frozenset({"send_offsets_to_transaction", "commit_transaction"})
 # Replacements in a row, without a commit in between, before giving up.

@@ -78,6 +78,7 @@ class Summary:
     events_predicted: int = 0  # unlabelled events answered (predictions topic)
     producer_replacements: int = 0  # transactional producers replaced (failed or stuck)
     fast_path_disabled: str | None = None  # why the compiled path was given up on, if it was
+    consumer_rejoins: int = 0  # consumers replaced after failing for good (named models)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

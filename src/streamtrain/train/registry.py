@@ -71,6 +71,8 @@ class TaskRegistry:
         self.learned_by_departed = 0  # by tasks that moved to other processes
         self.assigned_at = float("inf")  # when the last assignment came
         self.stopping = False  # leaving the group: revocations commit nothing more
+        # The consumer whose rebalances count: a failed one that is closing is not listened to.
+        self.consumer: Any = None
         if not partitioned:
             key = name or ""
             if checkpointing is not None:
@@ -81,6 +83,8 @@ class TaskRegistry:
     # -- rebalance callbacks -----------------------------------------------------------------
 
     def on_assign(self, consumer: Consumer, partitions: list[TP]) -> None:
+        if consumer is not self.consumer and self.consumer is not None:
+            return
         self.assignment = [TP(tp.topic, tp.partition) for tp in partitions]
         if self.partitioned and self.checkpointing is not None:
             assert self.name is not None
@@ -113,12 +117,16 @@ class TaskRegistry:
         self.assigned_at = self.clock()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TP]) -> None:
+        if consumer is not self.consumer and self.consumer is not None:
+            return
         log.info("partitions %s revoked", [tp.partition for tp in partitions])
         if self.checkpointing is not None and not self.stopping:
             self.checkpoint(consumer)  # losing partitions: make what was learned durable first
         self._drop(partitions)
 
     def on_lost(self, consumer: Consumer, partitions: list[TP]) -> None:
+        if consumer is not self.consumer and self.consumer is not None:
+            return
         # The group already gave these away: committing now would be a zombie's commit.
         log.warning(
             "partitions %s were lost to the group (this process was presumed dead); their "
@@ -163,13 +171,25 @@ class TaskRegistry:
 
     def roll_back(self, consumer: Consumer) -> None:
         """Every task back to its last committed state (or a fresh one), the consumer too."""
+        self._rebuild()
+        self._seek(consumer)
+
+    def _rebuild(self) -> None:
         assert self.checkpointing is not None
         committed = self.checkpointing.committed
         for key in list(self.tasks):
             state = committed[key].thaw() if key in committed else self.fresh(key)
             self.tasks[key] = Task.from_state(key, state, fast=self.fast)
         self._index()
-        self._seek(consumer)
+
+    def leave(self) -> None:
+        """The consumer is gone: every task back to its committed state, nothing assigned (a
+        new consumer's assignment restores and positions the tasks again)."""
+        assert self.checkpointing is not None
+        self._rebuild()
+        starts = dict(self.start_offsets)  # where this run started stays where it started
+        self._drop(self.assignment)
+        self.start_offsets.update(starts)
 
     def record_positions(self, consumer: Consumer) -> None:
         """Move tasks up to the consumer's positions (past markers that are not events)."""
@@ -199,6 +219,8 @@ class TaskRegistry:
         """Remember the offset each fresh partition starts at: found by time, or the log end
         as of now for ``latest`` (records that arrive later are this run's to learn)."""
         for tp in fresh:
+            if tp.partition in self.start_offsets:
+                continue
             offset = by_time.get(tp.partition, -1)
             # No record at or after the time, or starting at the end: the end, as of now.
             if offset < 0 and (self.start != "earliest" or tp.partition in by_time):

@@ -151,20 +151,29 @@ class ThrottledLog:
 
 class ClientErrors:
     """What the trainer's Kafka clients report: the last error (shown in progress records),
-    throttled warnings, and a stop for the errors a trainer cannot go on after."""
+    throttled warnings, a failed consumer (the trainer replaces it, or stops), and a stop for
+    the other errors a trainer cannot go on after."""
 
     def __init__(self, stop: Callable[[str], None]) -> None:
         self.stop = stop
         self.last: str | None = None
+        self.consumer_failed: KafkaError | None = None
         # A broker that is down makes librdkafka report every reconnect attempt.
         self._throttled = ThrottledLog(log, every=30.0)
 
     def on_error(self, err: KafkaError) -> None:
-        """The consumer's and an unnamed trainer's producer's errors."""
+        """An unnamed trainer's producer's errors."""
         self.last = err.str()
         if err.fatal():
             log.error("fatal Kafka client error: %s", err.str())
             self.stop("fatal-error")
+        else:
+            self._throttled.warn("Kafka client error: %s", err.str())
+
+    def on_consumer_error(self, err: KafkaError) -> None:
+        self.last = err.str()
+        if err.fatal():
+            self._consumer_failed(err)
         else:
             self._throttled.warn("Kafka client error: %s", err.str())
 
@@ -174,12 +183,19 @@ class ClientErrors:
         self._throttled.warn("Kafka client error: %s", err.str())
 
     def on_message_error(self, err: KafkaError) -> None:
-        if err.code() == KafkaError._PARTITION_EOF:
+        code = err.code()
+        if code == KafkaError._PARTITION_EOF:
             return
         self.last = err.str()
+        # A consumer's fatal error comes as a message with code _FATAL (not flagged fatal).
+        if err.fatal() or code == KafkaError._FATAL:
+            self._consumer_failed(err)
+            return
         log.warning("consume error: %s", err.str())
-        if err.fatal() or err.code() in (
-            KafkaError.UNKNOWN_TOPIC_OR_PART,
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        ):
+        if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
             self.stop("consume-error")
+
+    def _consumer_failed(self, err: KafkaError) -> None:
+        if self.consumer_failed is None:
+            log.error("fatal Kafka consumer error: %s", err.str())
+            self.consumer_failed = err

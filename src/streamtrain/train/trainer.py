@@ -24,6 +24,7 @@ A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,7 +35,11 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
 from streamtrain.faults import crash_point
-from streamtrain.kafka.transactions import TransactionAborted, TransactionalProducer
+from streamtrain.kafka.transactions import (
+    TransactionAborted,
+    TransactionalProducer,
+    is_stale_member,
+)
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.payload import TrainState
@@ -64,6 +69,8 @@ _MAX_PENDING_OUTPUTS = 50_000
 # Stops after which a rolled-back final checkpoint is earned again: they recur once the
 # rolled-back events are learned again. After a signal or an error the run just ends.
 _LEARN_AGAIN = ("idle", "max-events")
+# Checkpoints refused in a row for a stale group member before a static member joins again.
+_REJOIN_AFTER_REFUSALS = 5
 
 
 class Trainer:
@@ -126,6 +133,9 @@ class Trainer:
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
         self._checkpointing: Checkpointing | None = None
         self._first_event_after: float | None = None
+        self._consumer: Any = None  # the current one: replaced when it fails for good
+        self._rejoins = 0
+        self._refused_in_a_row = 0
         self.registry = self._registry(None) if not settings.name else None
 
     # -- public state ------------------------------------------------------------------------
@@ -169,29 +179,22 @@ class Trainer:
             self.registry = self._registry(self._start_durable(txn_id))
         registry = self.registry
         assert registry is not None
-        consumer = self.clients.consumer(
-            consumer_config(settings, self.group), self._errors.on_error
-        )
+        self._consumer = self._join()
         clean = False
         try:
-            consumer.subscribe(
-                [settings.topic],
-                on_assign=registry.on_assign,
-                on_revoke=registry.on_revoke,
-                on_lost=registry.on_lost,
-            )
-            self._loop(consumer, started)
+            self._loop(started)
             while self._checkpointing is not None and registry.tasks:
-                if self._checkpoint(consumer):  # the final checkpoint of a clean stop
+                if self._checkpoint(self._consumer):  # the final checkpoint of a clean stop
                     break
                 if self._stopped_because not in _LEARN_AGAIN:
                     log.warning("the final checkpoint was rolled back; the next run resumes there")
                     break
                 # Rolled back: learn those events again, then stop and commit as before.
                 self._stop.clear()
-                self._loop(consumer, started)
+                self._loop(started)
             clean = True
         finally:
+            consumer = self._consumer
             failures = self._finish_outputs(clean)
             registry.record_positions(consumer)
             # Taken before close(): leaving the group revokes (and drops) every task.
@@ -212,7 +215,7 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def _loop(self, consumer: Consumer, started: float) -> None:
+    def _loop(self, started: float) -> None:
         """Consume, learn, write outputs, checkpoint when due, report; until stopped.
 
         The invariant: every record a consume call returns is learned, predicted or
@@ -231,12 +234,16 @@ class Trainer:
         learned_at_checkpoint = self.events_learned
         last_message = started
         while not stop.is_set():
+            consumer = self._consumer
             messages = self._consume(consumer)
             now = clock()
             if messages:
                 last_message = now
                 self._learn(messages, now - started)
                 crash_point("after-learn")
+            if self._errors.consumer_failed is not None:
+                self._rejoin()
+                continue
             self._write_outputs()
             learned = self.events_learned
             if checkpointing is not None and (
@@ -293,6 +300,39 @@ class Trainer:
         lag = reporting.lag(consumer, registry, self.kafka.connect_timeout, cached=False)
         return lag is not None and not any(lag.values())
 
+    def _join(self) -> Consumer:
+        """A new consumer in the group, its rebalances handed to the registry."""
+        registry = self.registry
+        assert registry is not None
+        conf = consumer_config(self.settings, self.group)
+        consumer = self.clients.consumer(conf, self._errors.on_consumer_error)
+        registry.consumer = consumer
+        consumer.subscribe(
+            [self.settings.topic],
+            on_assign=registry.on_assign,
+            on_revoke=registry.on_revoke,
+            on_lost=registry.on_lost,
+        )
+        return consumer
+
+    def _rejoin(self) -> None:
+        """The consumer failed for good (a static member fenced after its session ran out while
+        the broker was away, librdkafka issue 3437; or commits refused again and again): drop
+        what was learned since the last checkpoint and join the group with a new consumer."""
+        error, self._errors.consumer_failed = self._errors.consumer_failed, None
+        assert error is not None and self.registry is not None
+        if self._checkpointing is None:
+            self.stop("fatal-error")  # nothing committed to go back to: as before, stop
+            return
+        log.warning(
+            "the consumer failed (%s); back to the last checkpoint, joining the group again",
+            error.str(),
+        )
+        self.registry.leave()
+        failed, self._consumer = self._consumer, self._join()
+        _close_in_background(failed)  # after the join: the registry ignores it from now on
+        self._rejoins += 1
+
     # -- outputs and checkpoints -------------------------------------------------------------
 
     def _write_outputs(self) -> None:
@@ -319,11 +359,20 @@ class Trainer:
         outputs = self._outputs.records(registry.take_outputs())
         try:
             checkpointing.commit(states, values, outputs, consumer.consumer_group_metadata())
-        except TransactionAborted:
+        except TransactionAborted as aborted:
             registry.roll_back(consumer)
+            self._refused_in_a_row += 1
+            if (
+                is_stale_member(aborted.error)
+                and not self.settings.partitioned
+                and self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS
+            ):
+                # A static member the group no longer knows gets the same answer forever.
+                self._errors.consumer_failed = aborted.error
             return False
         finally:
             self.model_text = checkpointing.model_spec
+        self._refused_in_a_row = 0
         return True
 
     def _finish_outputs(self, clean: bool) -> dict[str, list[str]]:
@@ -443,5 +492,12 @@ class Trainer:
             "checkpoints": checkpointing.checkpoints if checkpointing else 0,
             "first_event_after_seconds": self._first_event_after,
             "producer_replacements": txn.replacements if txn else 0,
+            "consumer_rejoins": self._rejoins,
         }
         return reporting.summary(self.registry, common=common, elapsed=elapsed)
+
+
+def _close_in_background(consumer: Consumer) -> None:
+    """Close a failed consumer without waiting on it: its callbacks are ignored from now on
+    (the registry listens to the current consumer only), and a close can block on a broker."""
+    threading.Thread(target=consumer.close, name="streamtrain-close-consumer", daemon=True).start()
