@@ -32,7 +32,7 @@ from streamtrain.kafka.transactions import (
 from streamtrain.models.problem import Problem
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.payload import state_of
-from streamtrain.train import trainer as trainer_module
+from streamtrain.train import checkpointing as checkpointing_module
 from streamtrain.train.progress import Summary
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.trainer import Trainer
@@ -379,7 +379,7 @@ def test_a_stuck_commit_replaces_the_producer(
             super().__init__(*args, **kwargs)
             self.deadline = 0.5
 
-    monkeypatch.setattr(trainer_module, "TransactionalProducer", Impatient)
+    monkeypatch.setattr(checkpointing_module, "TransactionalProducer", Impatient)
     clients.hang("commit_transaction", 2, landed=landed)
     started = time.monotonic()
     trainer, summary = train(clients)

@@ -20,19 +20,23 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, Producer, TopicPartition
 
 from streamtrain.errors import StreamtrainError
 from streamtrain.faults import crash_point
 from streamtrain.kafka.transactions import TransactionAborted, TransactionalProducer
 from streamtrain.state.envelope import CheckpointHeader, library_versions, seal
-from streamtrain.state.keys import SigningKey
+from streamtrain.state.keys import SigningKey, load_signing_key
 from streamtrain.state.payload import TrainState, freeze, state_of, thaw
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
+from streamtrain.stopping import StopFlag
+from streamtrain.train.clients import producer_config
 from streamtrain.train.outputs import OutputRecord
+from streamtrain.train.settings import TrainSettings
 
-__all__ = ["Checkpointing", "CommittedState"]
+__all__ = ["Checkpointing", "CommittedState", "open_checkpointing"]
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +198,43 @@ class Checkpointing:
         self.committed[task_key] = CommittedState(
             header, freeze(state), dict(state.offsets), state.events_learned
         )
+
+
+def open_checkpointing(
+    settings: TrainSettings,
+    clients: Any,
+    *,
+    txn_id: str,
+    model_spec: str,
+    timeout: float,
+    should_stop: StopFlag,
+    on_error: Callable[[KafkaError], None],
+    clock: Callable[[], float],
+) -> Checkpointing:
+    """A named model's checkpointing, started: its transactional producer has fenced older
+    writers of ``txn_id`` and opened the first transaction."""
+    assert settings.name is not None
+    key = load_signing_key(settings.secret_file)
+    conf = producer_config(settings, txn_id)
+
+    def make(producer_errors: Callable[[KafkaError], None]) -> Producer:
+        producer: Producer = clients.producer(conf, producer_errors)
+        return producer
+
+    txn = TransactionalProducer(
+        make, label=settings.name, timeout=timeout, should_stop=should_stop, on_error=on_error
+    )
+    checkpointing = Checkpointing(
+        topic=settings.topic,
+        model_spec=model_spec,
+        txn=txn,
+        store=clients.checkpoint_store(
+            key, settings.checkpoint_topic, settings.transaction_timeout + 30
+        ),
+        key=key,
+        interval=settings.checkpoint_interval,
+        every=settings.checkpoint_every,
+        clock=clock,
+    )
+    checkpointing.start()
+    return checkpointing

@@ -23,6 +23,7 @@ A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
@@ -41,11 +42,10 @@ from streamtrain.kafka.transactions import (
     is_stale_member,
 )
 from streamtrain.models.spec import estimator_registry, parse_spec
-from streamtrain.state.keys import load_signing_key
 from streamtrain.state.payload import TrainState
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
-from streamtrain.train.checkpointing import Checkpointing
+from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
     KafkaClients,
     consumer_config,
@@ -392,35 +392,17 @@ class Trainer:
     # -- set-up ------------------------------------------------------------------------------
 
     def _start_durable(self, txn_id: str) -> Checkpointing:
-        settings = self.settings
-        assert settings.name is not None
-        key = load_signing_key(settings.secret_file)
-        conf = producer_config(settings, txn_id)
-
-        def make(on_error: Callable[[KafkaError], None]) -> Producer:
-            return self.clients.producer(conf, on_error)
-
-        self._txn = TransactionalProducer(
-            make,
-            label=settings.name,
+        checkpointing = open_checkpointing(
+            self.settings,
+            self.clients,
+            txn_id=txn_id,
+            model_spec=self.model_text,
             timeout=max(self.kafka.connect_timeout, 10.0),
             should_stop=self._stop,
             on_error=self._errors.on_transactional_error,
-        )
-        checkpointing = Checkpointing(
-            topic=settings.topic,
-            model_spec=self.model_text,
-            txn=self._txn,
-            store=self.clients.checkpoint_store(
-                key, settings.checkpoint_topic, settings.transaction_timeout + 30
-            ),
-            key=key,
-            interval=settings.checkpoint_interval,
-            every=settings.checkpoint_every,
             clock=self.clock,
         )
-        checkpointing.start()
-        self._checkpointing = checkpointing
+        self._txn, self._checkpointing = checkpointing.txn, checkpointing
         return checkpointing
 
     def _registry(self, checkpointing: Checkpointing | None) -> TaskRegistry:
@@ -431,7 +413,7 @@ class Trainer:
             partitioned=settings.partitioned,
             fast=settings.fast_path,
             start=settings.start,
-            fresh=self._fresh_state,
+            fresh=functools.partial(_fresh_state, self._template, settings.partitioned),
             checkpointing=checkpointing,
             checkpoint=self._checkpoint,
             offsets_for_times=None
@@ -446,15 +428,6 @@ class Trainer:
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
         return registry
-
-    def _fresh_state(self, key: str) -> TrainState:
-        template = self._template
-        if not self.settings.partitioned:
-            # The single task starts from the model object given (library use).
-            return TrainState(template.model, template.metrics, 0, {}, {}, template.rolling)
-        metrics = {name: m.clone() for name, m in template.metrics.items()}
-        rolling = {name: m.clone() for name, m in template.rolling.items()}
-        return TrainState(template.model.clone(), metrics, 0, {}, {}, rolling)
 
     # -- errors and reports ------------------------------------------------------------------
 
@@ -501,3 +474,13 @@ def _close_in_background(consumer: Consumer) -> None:
     """Close a failed consumer without waiting on it: its callbacks are ignored from now on
     (the registry listens to the current consumer only), and a close can block on a broker."""
     threading.Thread(target=consumer.close, name="streamtrain-close-consumer", daemon=True).start()
+
+
+def _fresh_state(template: ProgressiveEvaluator, partitioned: bool, _key: str) -> TrainState:
+    """A task's state before any checkpoint: the single task starts from the model object given
+    (library use); a partitioned model's replicas from clones of it."""
+    if not partitioned:
+        return TrainState(template.model, template.metrics, 0, {}, {}, template.rolling)
+    metrics = {name: m.clone() for name, m in template.metrics.items()}
+    rolling = {name: m.clone() for name, m in template.rolling.items()}
+    return TrainState(template.model.clone(), metrics, 0, {}, {}, rolling)
