@@ -135,7 +135,7 @@ class Trainer:
         self._first_event_after: float | None = None
         self._consumer: Any = None  # the current one: replaced when it fails for good
         self._rejoins = 0
-        self._refused_in_a_row = 0
+        self._refused_in_a_row = 0  # stale-member refusals of a static member, in a row
         self.registry = self._registry(None) if not settings.name else None
 
     # -- public state ------------------------------------------------------------------------
@@ -361,13 +361,10 @@ class Trainer:
             checkpointing.commit(states, values, outputs, consumer.consumer_group_metadata())
         except TransactionAborted as aborted:
             registry.roll_back(consumer)
-            self._refused_in_a_row += 1
-            if (
-                is_stale_member(aborted.error)
-                and not self.settings.partitioned
-                and self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS
-            ):
-                # A static member the group no longer knows gets the same answer forever.
+            # A static member the group no longer knows gets the same answer forever.
+            stale = is_stale_member(aborted.error) and not self.settings.partitioned
+            self._refused_in_a_row = self._refused_in_a_row + 1 if stale else 0
+            if self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS:
                 self._errors.consumer_failed = aborted.error
             return False
         finally:
