@@ -96,11 +96,6 @@ class TaskRegistry:
             if missing:
                 self._restore(missing)
         self._index()
-        log.info(
-            "assigned partitions %s at offsets %s",
-            [tp.partition for tp in partitions],
-            {tp.partition: self.offset_of(tp.partition) for tp in partitions},
-        )
         explicit = self.checkpointing is not None
         fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
         by_time: dict[int, int] = {}
@@ -110,10 +105,11 @@ class TaskRegistry:
             explicit = True
         if explicit:
             self._pin_starts(consumer, fresh, by_time)
+        offsets = {tp.partition: self.offset_of(tp.partition) for tp in partitions}
+        log.info("assigned partitions %s at offsets %s", sorted(offsets), offsets)
+        if explicit:
             # Resume exactly at the checkpoint; the group's own offsets are informational.
-            consumer.assign(
-                [TP(tp.topic, tp.partition, self.offset_of(tp.partition)) for tp in partitions]
-            )
+            consumer.assign([TP(t.topic, t.partition, offsets[t.partition]) for t in partitions])
         self.assigned_at = self.clock()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TP]) -> None:
