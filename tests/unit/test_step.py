@@ -161,7 +161,7 @@ def test_task_applies_outcomes_as_the_only_writer() -> None:
     assert (task.events_learned, task.events_predicted, task.offsets) == (1, 1, {0: 10})
     assert dict(task.dead_letter_reasons) == {"undecodable": 1}
     assert len(task.take_outputs()) == 2 and task.pending == []
-    task.advance_to(0, 9)  # behind the task: positions never move back
+    task.advance_to("t", 0, 9)  # behind the task: positions never move back
     assert task.offsets == {0: 10}
 
 

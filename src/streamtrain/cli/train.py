@@ -136,6 +136,47 @@ def register(subparsers: Any) -> None:
         help="key file signing checkpoints [default: $STREAMTRAIN_SECRET, else "
         "~/.config/streamtrain/secret.key, created 0600]",
     )
+    joined = parser.add_argument_group("labels that arrive later (with --labels-topic)")
+    joined.add_argument(
+        "--labels-topic",
+        metavar="TOPIC",
+        help='join {"id", "y"} label events from TOPIC (may be --topic) to the {"id", "x"} '
+        "feature events they complete; the metrics score the prediction made on arrival",
+    )
+    joined.add_argument(
+        "--id-from",
+        choices=("value", "key"),
+        help='the event id: the "id" field, or the record key [default: value]',
+    )
+    joined.add_argument(
+        "--label-ttl",
+        metavar="DURATION",
+        help="event time a prediction waits for its label (e.g. 30m); then it is "
+        "dead-lettered label-expired [default: for ever, within --max-pending]",
+    )
+    joined.add_argument(
+        "--default-label",
+        metavar="JSON",
+        help="learn an expired prediction with this label instead (e.g. false: no click "
+        "within the TTL is a negative)",
+    )
+    joined.add_argument(
+        "--label-grace",
+        metavar="DURATION",
+        help="event time a label waits for its features; then unmatched-label [default: 0]",
+    )
+    joined.add_argument(
+        "--max-pending",
+        type=int,
+        metavar="N",
+        help="predictions (and labels) kept waiting at most; the oldest expire early "
+        "[default: 1000000]",
+    )
+    joined.add_argument(
+        "--max-wait",
+        metavar="DURATION",
+        help="how long a caught-up input may hold back the event-time merge [default: 0]",
+    )
     parser.add_argument(
         "--view",
         choices=("auto", "live", "log", "none"),
@@ -184,6 +225,13 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "checkpoint_topic": args.checkpoint_topic,
         "transaction_timeout": args.transaction_timeout,
         "secret_file": args.secret_file,
+        "labels_topic": args.labels_topic,
+        "id_from": args.id_from,
+        "label_ttl": args.label_ttl,
+        "default_label": args.default_label,
+        "label_grace": args.label_grace,
+        "max_pending": args.max_pending,
+        "max_wait": args.max_wait,
     }
     return resolve(TrainSettings, flags, file=file, section="train")
 

@@ -28,8 +28,12 @@ from streamtrain.models.problem import Problem
 __all__ = [
     "InvalidEvent",
     "Reason",
+    "check_event",
+    "check_label",
     "decode_event",
     "encode_event",
+    "json_type",
+    "load_object",
     "validate_features",
 ]
 
@@ -43,6 +47,7 @@ class Reason(enum.StrEnum):
     NON_FINITE = "non-finite-feature"
     OUT_OF_RANGE = "feature-out-of-range"  # finite, but its square overflows a double
     BAD_LABEL = "bad-label"
+    BAD_ID = "bad-id"  # a feature or label event to be joined whose id is missing or invalid
 
 
 class InvalidEvent(ValueError):
@@ -79,6 +84,11 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
     ...     print(f"{err.reason}: {err}")
     bad-features: feature 'a' must be a number, got string
     """
+    return check_event(load_object(value), problem)
+
+
+def load_object(value: bytes | None) -> dict[str, Any]:
+    """The JSON object in ``value``, or :class:`InvalidEvent` (undecodable, not an object)."""
     if value is None:
         raise InvalidEvent(Reason.UNDECODABLE, "message has no value (tombstone)")
     try:
@@ -87,24 +97,34 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
         raise InvalidEvent(Reason.UNDECODABLE, f"not valid UTF-8 JSON: {err}") from None
     if type(event) is not dict:
         raise InvalidEvent(
-            Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {_json_type(event)}"
+            Reason.NOT_AN_OBJECT, f"event must be a JSON object, got {json_type(event)}"
         )
+    return event
+
+
+def check_event(event: dict[str, Any], problem: Problem) -> tuple[dict[str, float], Any]:
+    """``(x, y)`` of a decoded event object, by the rules above (``y`` None: unlabelled)."""
     x = event.get("x")
     if type(x) is not dict or not x:
         if "x" not in event:
             raise InvalidEvent(Reason.BAD_FEATURES, 'event has no "x" field')
         raise InvalidEvent(
-            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
+            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {json_type(x)}'
         )
     _check_features(x)
     y = event.get("y")
     if y is None:
         return x, None
+    return x, check_label(y, problem)
+
+
+def check_label(y: Any, problem: Problem) -> Any:
+    """``y`` if it is a label ``problem`` can learn from, else :class:`InvalidEvent`."""
     if problem is Problem.CLASSIFICATION:
         if type(y) not in _CLASS_LABEL_TYPES:
             raise InvalidEvent(
                 Reason.BAD_LABEL,
-                f"a classifier's label must be a boolean, integer or string, got {_json_type(y)}",
+                f"a classifier's label must be a boolean, integer or string, got {json_type(y)}",
             )
     elif problem is Problem.REGRESSION:
         ty = type(y)
@@ -113,18 +133,18 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
                 raise InvalidEvent(Reason.BAD_LABEL, f"label is not finite: {y!r}")
         elif ty is not int:
             raise InvalidEvent(
-                Reason.BAD_LABEL, f"a regressor's label must be a number, got {_json_type(y)}"
+                Reason.BAD_LABEL, f"a regressor's label must be a number, got {json_type(y)}"
             )
     elif isinstance(y, dict | list):
-        raise InvalidEvent(Reason.BAD_LABEL, f"label must be a JSON scalar, got {_json_type(y)}")
-    return x, y
+        raise InvalidEvent(Reason.BAD_LABEL, f"label must be a JSON scalar, got {json_type(y)}")
+    return y
 
 
 def validate_features(x: Any) -> dict[str, float]:
     """Check a features object by the rules above (for prediction requests); return it."""
     if type(x) is not dict or not x:
         raise InvalidEvent(
-            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {_json_type(x)}'
+            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {json_type(x)}'
         )
     _check_features(x)
     return x
@@ -139,7 +159,7 @@ def _check_features(x: dict[str, Any]) -> None:
                 _refuse_float(name, v)
         elif tv is not int:  # JSON integers are 64-bit at most: always in range
             raise InvalidEvent(
-                Reason.BAD_FEATURES, f"feature {name!r} must be a number, got {_json_type(v)}"
+                Reason.BAD_FEATURES, f"feature {name!r} must be a number, got {json_type(v)}"
             )
 
 
@@ -166,7 +186,8 @@ def _refuse_float(name: str, v: float) -> NoReturn:
     )
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -6,11 +6,12 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
 
     {"model": <River estimator>, "metrics": {name: <River metric>},
      "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
-     "events_predicted": int}
+     "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>}
 
-The counters that the header already carries (``events_learned``, the input offsets) are taken
-from the header, which was verified with the payload. Only :func:`thaw` unpickles, and only
-bytes that came out of a verified envelope or out of :func:`freeze` in this process.
+The counters that the header already carries (``events_learned``, the input offsets, those of a
+separate labels topic included) are taken from the header, which was verified with the payload.
+Only :func:`thaw` unpickles, and only bytes that came out of a verified envelope or out of
+:func:`freeze` in this process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class TrainState:
     offsets: dict[int, int]  # partition -> next offset to learn, of the input topic
     rolling: dict[str, Any] = dataclasses.field(default_factory=dict)  # windowed metrics
     events_predicted: int = 0  # unlabelled events answered
+    label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # labels topic
+    join: dict[str, Any] | None = None  # what waits to be joined, in its plain form
 
 
 def freeze(state: TrainState) -> bytes:
@@ -47,18 +50,28 @@ def freeze(state: TrainState) -> bytes:
         "dead_letter_reasons": dict(state.dead_letter_reasons),
         "events_predicted": state.events_predicted,
     }
+    if state.join is not None:
+        payload["join"] = state.join
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def thaw(payload: bytes, events_learned: int, offsets: Mapping[int, int]) -> TrainState:
+def thaw(
+    payload: bytes,
+    events_learned: int,
+    offsets: Mapping[int, int],
+    label_offsets: Mapping[int, int] | None = None,
+) -> TrainState:
     """A state from payload bytes this process made with :func:`freeze` (never foreign bytes)."""
-    return _from_dict(pickle.loads(payload), events_learned, offsets)
+    return _from_dict(pickle.loads(payload), events_learned, offsets, label_offsets or {})
 
 
-def state_of(opened: OpenedCheckpoint, topic: str) -> TrainState:
-    """The state in a verified checkpoint, positioned on ``topic``."""
+def state_of(opened: OpenedCheckpoint, topic: str, labels_topic: str | None = None) -> TrainState:
+    """The state in a verified checkpoint, positioned on ``topic`` (and ``labels_topic``)."""
     header = opened.header
-    return _from_dict(load_state(opened), header.events_learned, header.offsets.get(topic, {}))
+    labels = header.offsets.get(labels_topic, {}) if labels_topic else {}
+    return _from_dict(
+        load_state(opened), header.events_learned, header.offsets.get(topic, {}), labels
+    )
 
 
 def model_of(opened: OpenedCheckpoint) -> Any:
@@ -67,7 +80,10 @@ def model_of(opened: OpenedCheckpoint) -> Any:
 
 
 def _from_dict(
-    payload: Mapping[str, Any], events_learned: int, offsets: Mapping[int, int]
+    payload: Mapping[str, Any],
+    events_learned: int,
+    offsets: Mapping[int, int],
+    label_offsets: Mapping[int, int],
 ) -> TrainState:
     return TrainState(
         model=payload["model"],
@@ -77,4 +93,6 @@ def _from_dict(
         offsets=dict(offsets),
         rolling=payload.get("rolling", {}),
         events_predicted=int(payload.get("events_predicted", 0)),
+        label_offsets=dict(label_offsets),
+        join=payload.get("join"),
     )

@@ -49,9 +49,10 @@ class CommittedState:
     payload: bytes
     offsets: Mapping[int, int]
     events_learned: int
+    label_offsets: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
     def thaw(self) -> TrainState:
-        return thaw(self.payload, self.events_learned, self.offsets)
+        return thaw(self.payload, self.events_learned, self.offsets, self.label_offsets)
 
 
 class Checkpointing:
@@ -70,8 +71,10 @@ class Checkpointing:
         interval: float,
         every: int,
         clock: Callable[[], float] = time.monotonic,
+        labels_topic: str | None = None,
     ) -> None:
         self.topic = topic
+        self.labels_topic = labels_topic  # a separate topic of labels joined later
         self.model_spec = model_spec
         self.txn = txn
         self.store = store
@@ -113,7 +116,7 @@ class Checkpointing:
                         self.model_spec,
                     )
                     self.model_spec = header.model_spec
-                state = state_of(checkpoint, self.topic)
+                state = state_of(checkpoint, self.topic, self.labels_topic)
             self._remember(task_key, header, state)
             out[task_key] = (state, header)
         return out
@@ -146,10 +149,13 @@ class Checkpointing:
                 for key, state in states.items()
             }
             crash_point("after-checkpoint-produced")
-            offsets = {p: o for state in states.values() for p, o in state.offsets.items()}
-            txn.commit(
-                [TopicPartition(self.topic, p, o) for p, o in offsets.items()], group_metadata
-            )
+            offsets = [
+                TopicPartition(topic, p, o)
+                for state in states.values()
+                for topic, parts in self._offsets(state).items()
+                for p, o in parts.items()
+            ]
+            txn.commit(offsets, group_metadata)
         except TransactionAborted as aborted:
             if aborted.replaced:
                 self._read_back()
@@ -172,7 +178,7 @@ class Checkpointing:
         header = CheckpointHeader(
             model_name=task_key,
             model_spec=self.model_spec,
-            offsets={self.topic: dict(state.offsets)},
+            offsets=self._offsets(state),
             events_learned=state.events_learned,
             dead_lettered=sum(state.dead_letter_reasons.values()),
             metrics=metrics,
@@ -186,17 +192,32 @@ class Checkpointing:
             task_key,
             partition=checkpoint_partition(task_key, self._partitions),
         )
-        return CommittedState(header, payload, dict(state.offsets), state.events_learned)
+        return CommittedState(
+            header, payload, dict(state.offsets), state.events_learned, dict(state.label_offsets)
+        )
+
+    def _offsets(self, state: TrainState) -> dict[str, dict[int, int]]:
+        """Input positions by topic, as the header and the group's offsets carry them."""
+        offsets = {self.topic: dict(state.offsets)}
+        if self.labels_topic is not None:
+            offsets[self.labels_topic] = dict(state.label_offsets)
+        return offsets
 
     def _read_back(self) -> None:
         """Learn what the broker committed; a key with no checkpoint yet keeps its fresh state."""
         opened = self.store.latest_many(list(self.committed))
         for task_key, checkpoint in opened.items():
-            self._remember(task_key, checkpoint.header, state_of(checkpoint, self.topic))
+            self._remember(
+                task_key, checkpoint.header, state_of(checkpoint, self.topic, self.labels_topic)
+            )
 
     def _remember(self, task_key: str, header: CheckpointHeader | None, state: TrainState) -> None:
         self.committed[task_key] = CommittedState(
-            header, freeze(state), dict(state.offsets), state.events_learned
+            header,
+            freeze(state),
+            dict(state.offsets),
+            state.events_learned,
+            dict(state.label_offsets),
         )
 
 
@@ -235,6 +256,7 @@ def open_checkpointing(
         interval=settings.checkpoint_interval,
         every=settings.checkpoint_every,
         clock=clock,
+        labels_topic=settings.separate_labels_topic,
     )
     checkpointing.start()
     return checkpointing

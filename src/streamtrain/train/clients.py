@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from streamtrain.config import KafkaSettings
+from streamtrain.errors import ConfigError
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
@@ -31,8 +32,18 @@ class KafkaClients:
         self.kafka = kafka
 
     def prepare_topics(self, settings: TrainSettings) -> None:
-        """The input topic must exist; outputs (and the checkpoint topic) are made if needed."""
+        """The input topic must exist (and a separate labels topic, co-partitioned with it for a
+        partitioned model); outputs (and the checkpoint topic) are made if needed."""
         partitions = require_topic(self.kafka, settings.topic)
+        labels = settings.separate_labels_topic
+        if labels is not None:
+            label_partitions = require_topic(self.kafka, labels)
+            if settings.partitioned and label_partitions != partitions:
+                raise ConfigError(
+                    f"{settings.topic!r} has {partitions} partitions and {labels!r} has "
+                    f"{label_partitions}: a partitioned model joins partition p of both, so "
+                    "they must be co-partitioned (same partition count, keyed by id)"
+                )
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
         if settings.name:
@@ -85,5 +96,9 @@ def consumer_config(settings: TrainSettings, group: str) -> dict[str, Any]:
         # that losing a trainer pauses its partitions for seconds, not most of a minute.
         conf["session.timeout.ms"] = int(settings.session_timeout * 1000)
         conf["heartbeat.interval.ms"] = max(int(settings.session_timeout * 1000) // 5, 500)
+        if settings.separate_labels_topic is not None:
+            # The range assignor gives partition p of co-partitioned topics to one member:
+            # the task that joins them.
+            conf["partition.assignment.strategy"] = "range"
     # Raw -X options are applied after these by client_config, so users can override.
     return conf

@@ -37,12 +37,19 @@ class Outputs:
     """The records for dead letters (``dlq_topic``) and predictions (``predictions_topic``)."""
 
     def __init__(
-        self, *, dlq_topic: str, predictions_topic: str, model_name: str | None, input_topic: str
+        self,
+        *,
+        dlq_topic: str,
+        predictions_topic: str,
+        model_name: str | None,
+        input_topic: str,
+        labels_topic: str | None = None,
     ) -> None:
         self.dlq_topic = dlq_topic
         self.predictions_topic = predictions_topic
         self.model_name = model_name
         self.input_topic = input_topic
+        self.labels_topic = labels_topic
 
     def records(self, items: Iterable[DeadLetter | Prediction]) -> Iterator[OutputRecord]:
         for item in items:
@@ -51,7 +58,9 @@ class Outputs:
                 headers = dead_letter_headers(msg, item.reason, item.message)
                 yield OutputRecord(self.dlq_topic, msg.value(), msg.key(), headers)
             else:
-                value, key, headers = prediction_record(item, self.model_name, self.input_topic)
+                value, key, headers = prediction_record(
+                    item, self.model_name, self.input_topic, self.labels_topic
+                )
                 yield OutputRecord(self.predictions_topic, value, key, headers)
 
 

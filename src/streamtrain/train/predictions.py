@@ -13,7 +13,8 @@ topic (default ``<topic>.predictions``), keyed like the event, value (format 1):
                 "timestamp": 1764150000123}}
 
 ``model_version`` names the model state that answered, in the form checkpoints and the HTTP
-API use: for each partition the model learns, the offset of the next event it would learn.
+API use: for each partition the model learns, the offset of the next event it would learn
+(those of a separate labels topic included, when labels are joined later).
 The headers carry the event's origin like a dead letter's (``streamtrain.source.*``).
 
 A named model writes predictions inside its checkpoint transactions, so a reader with
@@ -38,16 +39,21 @@ FORMAT = 1
 
 
 def prediction_record(
-    item: Prediction, model_name: str | None, topic: str
+    item: Prediction, model_name: str | None, topic: str, labels_topic: str | None = None
 ) -> tuple[bytes, Any, Headers]:
     """``(value, key, headers)`` of the record for one prediction (see the module doc)."""
+    version = model_version(topic, item.positions)
+    if labels_topic is not None and item.label_positions:
+        # Offsets of every topic the model learned from, in topic order, as checkpoints do.
+        parts = {topic: version, labels_topic: model_version(labels_topic, item.label_positions)}
+        version = ",".join(v for _t, v in sorted(parts.items()) if v)
     msg = item.record
     ts_type, ts = msg.timestamp()
     record: dict[str, Any] = {
         "format": FORMAT,
         "model": model_name,
         **item.answer,
-        "model_version": model_version(topic, item.positions),
+        "model_version": version,
         "events_learned": item.events_learned,
     }
     event_id = _event_id(msg.value())

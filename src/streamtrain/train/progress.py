@@ -31,6 +31,7 @@ class Progress:
     group: str = ""
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     events_predicted: int = 0  # unlabelled events answered
+    join: Mapping[str, Any] | None = None  # labels joined later: see join_summary
 
     @property
     def total_lag(self) -> int:
@@ -79,6 +80,9 @@ class Summary:
     producer_replacements: int = 0  # transactional producers replaced (failed or stuck)
     fast_path_disabled: str | None = None  # why the compiled path was given up on, if it was
     consumer_rejoins: int = 0  # consumers replaced after failing for good (named models)
+    # With --labels-topic: pending, held_labels, joined, expired, defaulted, unmatched,
+    # duplicate, evicted, label_delay_p50_ms, label_delay_p99_ms (streamtrain.join.state).
+    join: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

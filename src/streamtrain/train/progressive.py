@@ -82,6 +82,12 @@ class ProgressiveEvaluator:
         same, since the prediction was made first) so that an event whose learning raises
         leaves the metrics untouched.
         """
+        proba, label = self.predict(x)
+        self.learn_predicted(x, y, proba, label)
+
+    def predict(self, x: dict[str, Any]) -> tuple[dict[Any, float] | None, Any]:
+        """What the metrics will be scored with: ``(probabilities, label)``, each None when no
+        metric needs it (or the model had no answer yet). The model is not changed."""
         model = self.model
         proba = None
         label = None
@@ -91,7 +97,14 @@ class ProgressiveEvaluator:
                 label = max(proba, key=proba.get) if proba else None
         if self._label_metrics and label is None and not (self._derive_label and proba == {}):
             label = model.predict_one(x)
-        model.learn_one(x, y)
+        return proba, label
+
+    def learn_predicted(
+        self, x: dict[str, Any], y: Any, proba: dict[Any, float] | None, label: Any
+    ) -> None:
+        """Learn ``(x, y)``, then score the prediction :meth:`predict` made for ``x`` — earlier,
+        when its label comes later (River's ``progressive_val_score`` with ``delay``)."""
+        self.model.learn_one(x, y)
         if proba:
             for update in self._proba_metrics:
                 update(y, proba)

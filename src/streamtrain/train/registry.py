@@ -42,7 +42,7 @@ class TaskRegistry:
         *,
         name: str | None,
         partitioned: bool,
-        fast: bool,
+        build: Callable[[str, TrainState], Task],
         start: str,
         fresh: Callable[[str], TrainState],
         checkpointing: Checkpointing | None = None,
@@ -53,7 +53,7 @@ class TaskRegistry:
     ) -> None:
         self.name = name
         self.partitioned = partitioned
-        self.fast = fast
+        self.build = build
         self.start = start
         self.fresh = fresh
         self.checkpointing = checkpointing
@@ -64,9 +64,11 @@ class TaskRegistry:
         self.tasks: dict[str, Task] = {}
         # Where this run started a partition that its task has no offset for yet: a rollback
         # before the task learns from it must go back there, not to OFFSET_BEGINNING/END.
-        self.start_offsets: dict[int, int] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}
         self.assignment: list[TP] = []
-        self.by_partition: dict[int, Task] = {}
+        # (topic, partition) -> its task: the input topic's partitions, and a separate labels
+        # topic's when labels are joined (partition p of both is the same task's).
+        self.by_input: dict[tuple[str, int], Task] = {}
         self.restored_from: dict[str, CheckpointHeader] = {}
         self.learned_by_departed = 0  # by tasks that moved to other processes
         self.assigned_at = float("inf")  # when the last assignment came
@@ -78,7 +80,7 @@ class TaskRegistry:
             if checkpointing is not None:
                 self._restore([key])
             else:
-                self.tasks[key] = Task.from_state(key, fresh(key), fast=fast)
+                self.tasks[key] = build(key, fresh(key))
 
     # -- rebalance callbacks -----------------------------------------------------------------
 
@@ -88,28 +90,34 @@ class TaskRegistry:
         self.assignment = [TP(tp.topic, tp.partition) for tp in partitions]
         if self.partitioned and self.checkpointing is not None:
             assert self.name is not None
-            missing = [
-                replica_key(self.name, tp.partition)
-                for tp in partitions
-                if replica_key(self.name, tp.partition) not in self.tasks
-            ]
+            missing = list(
+                dict.fromkeys(
+                    replica_key(self.name, tp.partition)
+                    for tp in partitions
+                    if replica_key(self.name, tp.partition) not in self.tasks
+                )
+            )
             if missing:
                 self._restore(missing)
         self._index()
         explicit = self.checkpointing is not None
-        fresh = [tp for tp in partitions if not self._has_offset(tp.partition)]
-        by_time: dict[int, int] = {}
+        fresh = [tp for tp in partitions if not self._has_offset(tp.topic, tp.partition)]
+        by_time: dict[tuple[str, int], int] = {}
         if self.offsets_for_times is not None and fresh:
             found = self.offsets_for_times(consumer, fresh)
-            by_time = {tp.partition: tp.offset for tp in found}
+            by_time = {(tp.topic, tp.partition): tp.offset for tp in found}
             explicit = True
         if explicit:
             self._pin_starts(consumer, fresh, by_time)
-        offsets = {tp.partition: self.offset_of(tp.partition) for tp in partitions}
-        log.info("assigned partitions %s at offsets %s", sorted(offsets), offsets)
+        offsets = {
+            (tp.topic, tp.partition): self.offset_of(tp.topic, tp.partition) for tp in partitions
+        }
+        log.info("assigned partitions %s", {f"{t}/{p}": o for (t, p), o in sorted(offsets.items())})
         if explicit:
             # Resume exactly at the checkpoint; the group's own offsets are informational.
-            consumer.assign([TP(t.topic, t.partition, offsets[t.partition]) for t in partitions])
+            consumer.assign(
+                [TP(t.topic, t.partition, offsets[(t.topic, t.partition)]) for t in partitions]
+            )
         self.assigned_at = self.clock()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TP]) -> None:
@@ -143,13 +151,13 @@ class TaskRegistry:
         A record whose partition has no task was fetched just before the partition was
         revoked: its new owner learns it, and nothing of ours moved past it.
         """
-        by_partition = self.by_partition
+        by_input = self.by_input
         groups: dict[str, tuple[Task, list[Any]]] = {}
         for msg in messages:
             if msg.error() is not None:
                 on_error(msg.error())
                 continue
-            task = by_partition.get(msg.partition())
+            task = by_input.get((msg.topic(), msg.partition()))
             if task is None:
                 continue
             group = groups.get(task.key)
@@ -175,7 +183,7 @@ class TaskRegistry:
         committed = self.checkpointing.committed
         for key in list(self.tasks):
             state = committed[key].thaw() if key in committed else self.fresh(key)
-            self.tasks[key] = Task.from_state(key, state, fast=self.fast)
+            self.tasks[key] = self.build(key, state)
         self._index()
 
     def leave(self) -> None:
@@ -189,37 +197,69 @@ class TaskRegistry:
 
     def record_positions(self, consumer: Consumer) -> None:
         """Move tasks up to the consumer's positions (past markers that are not events)."""
-        for partition, offset in self.positions(consumer).items():
-            task = self.by_partition.get(partition)
+        for (topic, partition), offset in self.positions(consumer).items():
+            task = self.by_input.get((topic, partition))
             if task is not None:
-                task.advance_to(partition, offset)
+                task.advance_to(topic, partition, offset)
 
-    def positions(self, consumer: Consumer) -> dict[int, int]:
+    def positions(self, consumer: Consumer) -> dict[tuple[str, int], int]:
         if not self.assignment:
             return {}
         try:
             positions = consumer.position(self.assignment)
         except KafkaException:  # the consumer may already be unusable on a fatal error
             return {}
-        return {tp.partition: tp.offset for tp in positions if tp.offset != OFFSET_INVALID}
+        return {
+            (tp.topic, tp.partition): tp.offset for tp in positions if tp.offset != OFFSET_INVALID
+        }
 
-    def offset_of(self, partition: int) -> int:
-        task = self.by_partition.get(partition)
-        if task is not None and partition in task.offsets:
-            return task.offsets[partition]
-        if partition in self.start_offsets:
-            return self.start_offsets[partition]
+    def offset_of(self, topic: str, partition: int) -> int:
+        task = self.by_input.get((topic, partition))
+        if task is not None:
+            offsets = task.offsets_of(topic)
+            if partition in offsets:
+                return offsets[partition]
+        if (topic, partition) in self.start_offsets:
+            return self.start_offsets[(topic, partition)]
         return OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
 
-    def _pin_starts(self, consumer: Consumer, fresh: list[TP], by_time: dict[int, int]) -> None:
+    def drain(self, consumer: Consumer, now: float) -> None:
+        """Joined tasks learn what their event-time merge lets go at ``now``."""
+        for task in self.tasks.values():
+            if task.merge is not None:
+                task.drain(now, lambda key, fetched: self._caught_up(consumer, key, fetched))
+
+    def _caught_up(self, consumer: Consumer, key: tuple[str, int], fetched: int) -> bool:
+        """Nothing in the partition's log past what its task was handed (as of the last
+        fetch response: the cached high watermark, no broker round trip)."""
+        topic, partition = key
+        tp = TP(topic, partition)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return False  # no fetch response yet
+            if fetched < 0:
+                fetched = self.offset_of(topic, partition)
+            if fetched >= high:
+                return True
+            # The position moves past transaction markers, which are never handed over.
+            (position,) = consumer.position([tp])
+        except KafkaException:
+            return False
+        return bool(position.offset >= high)
+
+    def _pin_starts(
+        self, consumer: Consumer, fresh: list[TP], by_time: dict[tuple[str, int], int]
+    ) -> None:
         """Remember the offset each fresh partition starts at: found by time, or the log end
         as of now for ``latest`` (records that arrive later are this run's to learn)."""
         for tp in fresh:
-            if tp.partition in self.start_offsets:
+            key = (tp.topic, tp.partition)
+            if key in self.start_offsets:
                 continue
-            offset = by_time.get(tp.partition, -1)
+            offset = by_time.get(key, -1)
             # No record at or after the time, or starting at the end: the end, as of now.
-            if offset < 0 and (self.start != "earliest" or tp.partition in by_time):
+            if offset < 0 and (self.start != "earliest" or key in by_time):
                 try:
                     _low, offset = consumer.get_watermark_offsets(
                         TP(tp.topic, tp.partition), timeout=self.timeout
@@ -227,7 +267,7 @@ class TaskRegistry:
                 except KafkaException:
                     continue  # unknown: the consumer's own reset applies, as before
             if offset >= 0:
-                self.start_offsets[tp.partition] = offset
+                self.start_offsets[key] = offset
 
     def learned_this_run(self) -> int:
         return self.learned_by_departed + sum(
@@ -239,7 +279,7 @@ class TaskRegistry:
     def _restore(self, keys: list[str]) -> None:
         assert self.checkpointing is not None
         for key, (state, header) in self.checkpointing.restore(keys, self.fresh).items():
-            self.tasks[key] = Task.from_state(key, state, fast=self.fast)
+            self.tasks[key] = self.build(key, state)
             if header is not None:
                 self.restored_from[key] = header
         self._index()
@@ -248,27 +288,36 @@ class TaskRegistry:
         header = self.restored_from.get(key)
         return header.events_learned if header is not None else 0
 
-    def _has_offset(self, partition: int) -> bool:
-        task = self.by_partition.get(partition)
-        return task is not None and partition in task.offsets
+    def _has_offset(self, topic: str, partition: int) -> bool:
+        task = self.by_input.get((topic, partition))
+        return task is not None and partition in task.offsets_of(topic)
 
     def _index(self) -> None:
         if self.partitioned:
             name = self.name or ""
-            self.by_partition = {
-                tp.partition: self.tasks[replica_key(name, tp.partition)]
+            self.by_input = {
+                (tp.topic, tp.partition): self.tasks[replica_key(name, tp.partition)]
                 for tp in self.assignment
                 if replica_key(name, tp.partition) in self.tasks
             }
         else:
             (task,) = self.tasks.values()
-            self.by_partition = {tp.partition: task for tp in self.assignment}
+            self.by_input = {(tp.topic, tp.partition): task for tp in self.assignment}
+        inputs: dict[str, list[tuple[str, int]]] = {key: [] for key in self.tasks}
+        for key, task in self.by_input.items():
+            inputs[task.key].append(key)
+        for task in self.tasks.values():
+            task.set_inputs(inputs[task.key])
 
     def _drop(self, partitions: list[TP]) -> None:
-        gone = {tp.partition for tp in partitions}
-        self.assignment = [tp for tp in self.assignment if tp.partition not in gone]
-        for partition in gone:
-            self.start_offsets.pop(partition, None)
+        gone_inputs = {(tp.topic, tp.partition) for tp in partitions}
+        self.assignment = [
+            tp for tp in self.assignment if (tp.topic, tp.partition) not in gone_inputs
+        ]
+        for gone_input in gone_inputs:
+            self.start_offsets.pop(gone_input, None)
+        # A partitioned task goes when its last input does.
+        gone = {p for _t, p in gone_inputs} - {tp.partition for tp in self.assignment}
         if self.partitioned and self.name:
             for partition in gone:
                 key = replica_key(self.name, partition)
@@ -284,10 +333,13 @@ class TaskRegistry:
         """Rewind every assigned partition to its task's offset."""
         for tp in self.assignment:
             try:
-                consumer.seek(TP(tp.topic, tp.partition, self.offset_of(tp.partition)))
+                consumer.seek(TP(tp.topic, tp.partition, self.offset_of(tp.topic, tp.partition)))
             except KafkaException:
                 # Not fetching yet: re-assigning with explicit offsets does the same.
                 consumer.assign(
-                    [TP(t.topic, t.partition, self.offset_of(t.partition)) for t in self.assignment]
+                    [
+                        TP(t.topic, t.partition, self.offset_of(t.topic, t.partition))
+                        for t in self.assignment
+                    ]
                 )
                 return

@@ -20,7 +20,8 @@ log = logging.getLogger("streamtrain.train.trainer")
 def lag(
     consumer: Consumer, registry: TaskRegistry, timeout: float, *, cached: bool
 ) -> dict[int, int] | None:
-    """Records left per assigned partition; ``None`` when the broker could not be asked."""
+    """Records left per assigned partition number (a separate labels topic's partition counts
+    with the input's of the same number); ``None`` when the broker could not be asked."""
     out: dict[int, int] = {}
     positions = consumer.position(registry.assignment) if registry.assignment else []
     for tp in positions:
@@ -30,13 +31,17 @@ def lag(
             return None
         if high < 0:
             return None
-        if tp.offset >= 0:
+        task = registry.by_input.get((tp.topic, tp.partition))
+        if tp.offset >= 0 and not (task and task.merge and task.merge.buffered(tp_key(tp))):
             position = tp.offset
-        else:
-            task = registry.by_partition.get(tp.partition)
-            position = task.offsets.get(tp.partition, high) if task else high
-        out[tp.partition] = max(high - position, 0)
+        else:  # not consumed yet, or consumed but waiting in a join's merge
+            position = task.offsets_of(tp.topic).get(tp.partition, high) if task else high
+        out[tp.partition] = out.get(tp.partition, 0) + max(high - position, 0)
     return out
+
+
+def tp_key(tp: Any) -> tuple[str, int]:
+    return tp.topic, tp.partition
 
 
 def combined_metrics(registry: TaskRegistry) -> tuple[dict[str, float], dict[str, float]]:
@@ -74,6 +79,21 @@ def _task_summaries(registry: TaskRegistry) -> dict[str, dict[str, Any]]:
     return {k: t.summary() for k, t in registry.tasks.items()}
 
 
+def join_summary(registry: TaskRegistry) -> dict[str, Any] | None:
+    """The join counters summed over tasks (delay quantiles: the largest task's, a replica's
+    own stream being the only exact one); None when labels are not joined."""
+    joins = [t.join_state.summary() for t in registry.tasks.values() if t.join_state]
+    if not joins:
+        return None
+    total: dict[str, Any] = {}
+    for part in joins:
+        for name, value in part.items():
+            if not name.startswith("label_delay"):
+                total[name] = total.get(name, 0) + value
+    largest = max(joins, key=lambda j: j["joined"])
+    return {**total, **{k: v for k, v in largest.items() if k.startswith("label_delay")}}
+
+
 def _offsets(registry: TaskRegistry) -> dict[int, int]:
     return {p: o for t in registry.tasks.values() for p, o in t.offsets.items()}
 
@@ -90,7 +110,13 @@ def progress(
     metrics, rolling = combined_metrics(registry)
     reasons = _reasons(registry)
     positions = _offsets(registry)
-    positions.update(registry.positions(consumer))
+    labels = {t.labels_topic for t in registry.tasks.values()}
+    for (topic, partition), offset in registry.positions(consumer).items():
+        task = registry.by_input.get((topic, partition))
+        if topic not in labels and not (
+            task and task.merge and task.merge.buffered((topic, partition))
+        ):
+            positions[partition] = offset
     return Progress(
         **common,
         events_learned=sum(t.events_learned for t in registry.tasks.values()),
@@ -104,6 +130,7 @@ def progress(
         positions=positions,
         tasks=_task_summaries(registry),
         events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
+        join=join_summary(registry),
     )
 
 
@@ -127,6 +154,7 @@ def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -
         learned_this_run=learned_here,
         events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
         fast_path_disabled=disabled[0] if disabled else None,
+        join=join_summary(registry),
     )
 
 

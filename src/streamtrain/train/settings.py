@@ -5,8 +5,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
+import orjson
+
+from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
+from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -36,6 +41,14 @@ class TrainSettings:
 
     ``rolling_window`` > 0 also tracks each metric over the last that many events (it costs
     a second metric update per event, hence off by default).
+
+    ``labels_topic`` joins labels that arrive later to the feature events they complete, by
+    id (:mod:`streamtrain.join`): ``id_from`` (``value``: the event's ``"id"``; ``key``: the
+    record key), ``label_ttl`` (event time a prediction waits for its label; none: for ever,
+    bounded by ``max_pending``), ``default_label`` (learn an expired prediction with this label,
+    JSON text such as ``false``, instead of dead-lettering it), ``label_grace`` (how long a label
+    waits for its features), ``max_wait`` (how long a caught-up input may hold back the
+    event-time merge, like Kafka Streams' ``max.task.idle.ms``).
     """
 
     topic: str = DEFAULT_TOPIC
@@ -63,6 +76,13 @@ class TrainSettings:
     # the checkpoint topic soon; far longer than a checkpoint interval.
     transaction_timeout: float = 20.0
     session_timeout: float = 10.0
+    labels_topic: str | None = None
+    id_from: str = "value"
+    label_ttl: str | None = None
+    default_label: str | None = None
+    label_grace: str = "0"
+    max_pending: int = 1_000_000
+    max_wait: str = "0"
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -98,6 +118,55 @@ class TrainSettings:
                 "the predictions topic must differ from the input and dead-letter topics"
             )
 
+        if self.id_from not in ("value", "key"):
+            raise ConfigError(f"id-from must be 'value' or 'key', got {self.id_from!r}")
+        if self.max_pending < 1:
+            raise ConfigError("max-pending must be at least 1")
+        for flag, text in (
+            ("label-ttl", self.label_ttl),
+            ("label-grace", self.label_grace),
+            ("max-wait", self.max_wait),
+        ):
+            if text is not None:
+                _duration(flag, text)
+        if self.labels_topic is None:
+            joined = {
+                "--label-ttl": self.label_ttl is not None,
+                "--default-label": self.default_label is not None,
+                "--label-grace": self.label_grace != "0",
+                "--max-wait": self.max_wait != "0",
+                "--id-from": self.id_from != "value",
+            }
+            given = [flag for flag, on in joined.items() if on]
+            if given:
+                raise ConfigError(f"{given[0]} needs --labels-topic")
+        elif self.labels_topic in (self.dlq_topic, self.predictions_out):
+            raise ConfigError(
+                "the labels topic must differ from the dead-letter and predictions topics"
+            )
+        if self.default_label is not None and self.label_ttl is None:
+            raise ConfigError("--default-label needs --label-ttl: it is the label of expiry")
+
+    @property
+    def separate_labels_topic(self) -> str | None:
+        """The labels topic when it is not the input topic itself."""
+        return self.labels_topic if self.labels_topic != self.topic else None
+
+    def join_policy(self) -> JoinPolicy:
+        """How labels that arrive later are joined (with ``labels_topic``)."""
+        return JoinPolicy(
+            ttl_ms=None if self.label_ttl is None else _duration("label-ttl", self.label_ttl),
+            grace_ms=_duration("label-grace", self.label_grace),
+            default_label=NO_DEFAULT
+            if self.default_label is None
+            else _label_value(self.default_label),
+            max_pending=self.max_pending,
+        )
+
+    @property
+    def max_wait_seconds(self) -> float:
+        return _duration("max-wait", self.max_wait) / 1000
+
     @property
     def dlq_topic(self) -> str:
         return self.dead_letter_topic or f"{self.topic}.dlq"
@@ -110,3 +179,18 @@ class TrainSettings:
     @property
     def durable(self) -> bool:
         return self.name is not None
+
+
+def _duration(flag: str, text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as err:
+        raise ConfigError(f"{flag}: {err}") from None
+
+
+def _label_value(text: str) -> Any:
+    """A label from its JSON text (``false``, ``0``, ``"no"``); other text is a string label."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

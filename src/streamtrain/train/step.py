@@ -105,6 +105,7 @@ class Prediction:
     answer: dict[str, Any]
     positions: dict[int, int]
     events_learned: int
+    label_positions: dict[int, int] | None = None  # on a separate labels topic, if joined
 
 
 @dataclasses.dataclass(slots=True)
@@ -113,6 +114,8 @@ class Outcome:
 
     learned: int = 0
     offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # next offset per partition
+    # The same for a separate labels topic (a joined task: streamtrain.join.step).
+    label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
     predictions: list[Prediction] = dataclasses.field(default_factory=list)
 

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamtrain.fastpath import FastEvaluator
+from streamtrain.join.merge import EventTimeMerge
+from streamtrain.join.state import JoinPolicy, JoinState
+from streamtrain.join.step import JoinStep
 from streamtrain.state.payload import TrainState
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
 
-__all__ = ["Output", "Task"]
+__all__ = ["JoinSpec", "Output", "Task"]
 
 Output = DeadLetter | Prediction
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinSpec:
+    """How a task joins labels that arrive later (``train --labels-topic``)."""
+
+    labels_topic: str | None  # None: labels come on the input topic itself
+    policy: JoinPolicy
+    id_from: str = "value"
+    max_wait: float = 0.0
 
 
 @dataclasses.dataclass
@@ -31,36 +44,79 @@ class Task:
 
     key: str
     evaluator: ProgressiveEvaluator
-    step: RiverStep | FastStep
+    step: RiverStep | FastStep | JoinStep
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
     offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # next offset to learn
+    label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # labels topic
     # Dead letters and predictions made, not yet handed to a writer (see take_outputs).
     pending: list[Output] = dataclasses.field(default_factory=list)
+    # A joined task's records, fetched but not yet taken by the event-time merge: not state
+    # (a restart fetches them again from the offsets).
+    merge: EventTimeMerge | None = None
+    labels_topic: str | None = None
+    fetched: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_state(cls, key: str, state: TrainState, *, fast: bool = False) -> Task:
+    def from_state(
+        cls, key: str, state: TrainState, *, fast: bool = False, join: JoinSpec | None = None
+    ) -> Task:
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
+        step: RiverStep | FastStep | JoinStep
+        if join is None:
+            step = _step_for(evaluator, fast)
+        else:
+            # The compiled path learns inline labels only; a joined task uses River's.
+            step = JoinStep(
+                evaluator, JoinState.from_plain(state.join), join.policy, id_from=join.id_from
+            )
         return cls(
             key=key,
             evaluator=evaluator,
-            step=_step_for(evaluator, fast),
+            step=step,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
             offsets=dict(state.offsets),
+            label_offsets=dict(state.label_offsets),
+            merge=None if join is None else EventTimeMerge((), max_wait=join.max_wait),
+            labels_topic=None if join is None else join.labels_topic,
         )
 
     # -- the one writer ----------------------------------------------------------------------
 
     def learn(self, records: Sequence[Record]) -> None:
-        """Learn, predict or refuse every record of ``records`` (this task's, in log order)."""
-        self.apply(self.step.run(records, self.offsets, self.events_learned))
+        """Learn, predict or refuse every record of ``records`` (this task's, in log order);
+        a joined task buffers them for :meth:`drain`."""
+        step = self.step
+        if isinstance(step, JoinStep):
+            self._feed(step, records)
+        else:
+            self.apply(step.run(records, self.offsets, self.events_learned))
+
+    def drain(self, now: float, caught_up: Callable[[tuple[str, int], int], bool]) -> None:
+        """A joined task: learn what the event-time merge lets go at ``now``.
+
+        ``caught_up(input, next_offset)`` says whether an input's log holds nothing past
+        ``next_offset``."""
+        step, merge = self.step, self.merge
+        if not isinstance(step, JoinStep) or merge is None:
+            return
+        fetched = self.fetched
+
+        def input_caught_up(key: Any) -> bool:
+            return caught_up(key, fetched.get(key, -1))
+
+        items = list(merge.take(now, input_caught_up))
+        if items:
+            self.apply(step.run(items, self.offsets, self.label_offsets, self.events_learned))
 
     def apply(self, outcome: Outcome) -> None:
         self.events_learned += outcome.learned
         self.offsets.update(outcome.offsets)
+        if outcome.label_offsets:
+            self.label_offsets.update(outcome.label_offsets)
         if outcome.dead_letters:
             self.dead_letter_reasons.update(d.reason for d in outcome.dead_letters)
             self.pending.extend(outcome.dead_letters)
@@ -68,16 +124,49 @@ class Task:
             self.events_predicted += len(outcome.predictions)
             self.pending.extend(outcome.predictions)
 
-    def advance_to(self, partition: int, offset: int) -> None:
+    def set_inputs(self, inputs: Sequence[tuple[str, int]]) -> None:
+        """A joined task's input partitions now (records of one no longer ours are dropped:
+        its new owner fetches them again)."""
+        merge = self.merge
+        if merge is None:
+            return
+        for key in merge.inputs:
+            if key not in inputs:
+                merge.remove_input(key)
+                self.fetched.pop(key, None)  # type: ignore[call-overload]
+        for key in inputs:
+            merge.add_input(key)
+
+    def offsets_of(self, topic: str) -> dict[int, int]:
+        """The next offsets to learn on ``topic``: the labels topic's, or the input's."""
+        return self.label_offsets if topic == self.labels_topic else self.offsets
+
+    def advance_to(self, topic: str, partition: int, offset: int) -> None:
         """The consumer is at ``offset`` with nothing left to learn before it (it skipped
         transaction markers or aborted records, which are not events)."""
-        if offset > self.offsets.get(partition, -1):
-            self.offsets[partition] = offset
+        if self.merge is not None and self.merge.buffered((topic, partition)):
+            return  # records before the position wait in the merge
+        offsets = self.offsets_of(topic)
+        if offset > offsets.get(partition, -1):
+            offsets[partition] = offset
 
     def take_outputs(self) -> list[Output]:
         """The pending outputs, which the caller now owes (to a transaction or a producer)."""
         pending, self.pending = self.pending, []
         return pending
+
+    def _feed(self, step: JoinStep, records: Sequence[Record]) -> None:
+        merge = self.merge
+        assert merge is not None
+        labels_topic = self.labels_topic
+        for msg in records:
+            topic = msg.topic()  # type: ignore[attr-defined]
+            key = (topic, msg.partition())
+            ts = msg.timestamp()[1]  # type: ignore[attr-defined]
+            item = step.decode(msg, ts, topic == labels_topic)
+            merge.add_input(key)
+            merge.add(key, ts, item.rank, item)
+            self.fetched[key] = msg.offset() + 1
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -99,6 +188,7 @@ class Task:
 
     def state(self) -> TrainState:
         ev = self.sync()
+        join = self.join_state
         return TrainState(
             ev.model,
             ev.metrics,
@@ -107,7 +197,13 @@ class Task:
             dict(self.offsets),
             ev.rolling,
             self.events_predicted,
+            dict(self.label_offsets),
+            None if join is None else join.to_plain(),
         )
+
+    @property
+    def join_state(self) -> JoinState | None:
+        return self.step.state if isinstance(self.step, JoinStep) else None
 
     @property
     def dead_lettered(self) -> int:
@@ -122,6 +218,7 @@ class Task:
             "metrics": self.sync().values(),
             "rolling": self.evaluator.rolling_values(),
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+            **({} if self.join_state is None else {"join": self.join_state.summary()}),
         }
 
 

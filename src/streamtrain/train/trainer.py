@@ -57,7 +57,7 @@ from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.registry import TaskRegistry
 from streamtrain.train.settings import TrainSettings
-from streamtrain.train.tasks import Task
+from streamtrain.train.tasks import JoinSpec, Task
 
 __all__ = ["Trainer"]
 
@@ -128,6 +128,7 @@ class Trainer:
             predictions_topic=settings.predictions_out,
             model_name=settings.name,
             input_topic=settings.topic,
+            labels_topic=settings.separate_labels_topic,
         )
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
@@ -136,6 +137,16 @@ class Trainer:
         self._consumer: Any = None  # the current one: replaced when it fails for good
         self._rejoins = 0
         self._refused_in_a_row = 0  # stale-member refusals of a static member, in a row
+        self._join_spec = (
+            None
+            if settings.labels_topic is None
+            else JoinSpec(
+                settings.separate_labels_topic,
+                settings.join_policy(),
+                settings.id_from,
+                settings.max_wait_seconds,
+            )
+        )
         self.registry = self._registry(None) if not settings.name else None
 
     # -- public state ------------------------------------------------------------------------
@@ -240,6 +251,9 @@ class Trainer:
             if messages:
                 last_message = now
                 self._learn(messages, now - started)
+            if self._join_spec is not None:
+                self.registry.drain(consumer, now)  # type: ignore[union-attr]
+            if messages:
                 crash_point("after-learn")
             if self._errors.consumer_failed is not None:
                 self._rejoin()
@@ -307,8 +321,11 @@ class Trainer:
         conf = consumer_config(self.settings, self.group)
         consumer = self.clients.consumer(conf, self._errors.on_consumer_error)
         registry.consumer = consumer
+        topics = [self.settings.topic]
+        if self.settings.separate_labels_topic is not None:
+            topics.append(self.settings.separate_labels_topic)
         consumer.subscribe(
-            [self.settings.topic],
+            topics,
             on_assign=registry.on_assign,
             on_revoke=registry.on_revoke,
             on_lost=registry.on_lost,
@@ -408,7 +425,9 @@ class Trainer:
         registry = TaskRegistry(
             name=settings.name,
             partitioned=settings.partitioned,
-            fast=settings.fast_path,
+            build=lambda key, state: Task.from_state(
+                key, state, fast=settings.fast_path, join=self._join_spec
+            ),
             start=settings.start,
             fresh=functools.partial(_fresh_state, self._template, settings.partitioned),
             checkpointing=checkpointing,
