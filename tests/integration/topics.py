@@ -31,8 +31,11 @@ def fill(
     keys: Sequence[bytes | None] | None = None,
     partitions: int = 1,
     replication: int = 1,
+    timestamps: Sequence[int] | None = None,
+    to: Sequence[int] | None = None,
 ) -> dict[int, list[bytes]]:
-    """Create ``topic`` and write ``values`` round-robin over its partitions, in order.
+    """Create ``topic`` and write ``values`` round-robin over its partitions (or each to
+    partition ``to[i]``), in order, with record timestamps ``timestamps[i]`` if given.
 
     Returns each partition's values as read back from the log, after checking that they are
     exactly the values sent to it, in the order sent.
@@ -43,11 +46,12 @@ def fill(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
     )
     for i, value in enumerate(values):
-        partition = i % partitions
+        partition = to[i] if to is not None else i % partitions
         key = keys[i] if keys is not None else None
+        when = {"timestamp": timestamps[i]} if timestamps is not None else {}
         while True:
             try:
-                producer.produce(topic, key=key, value=value, partition=partition)
+                producer.produce(topic, key=key, value=value, partition=partition, **when)
                 break
             except BufferError:
                 producer.poll(0.1)

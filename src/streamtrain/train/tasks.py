@@ -20,9 +20,10 @@ from streamtrain.join.state import JoinPolicy, JoinState
 from streamtrain.join.step import JoinStep
 from streamtrain.state.payload import TrainState
 from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
 
-__all__ = ["JoinSpec", "Output", "Task"]
+__all__ = ["JoinSpec", "Output", "Task", "join_spec"]
 
 Output = DeadLetter | Prediction
 
@@ -35,6 +36,18 @@ class JoinSpec:
     policy: JoinPolicy
     id_from: str = "value"
     max_wait: float = 0.0
+
+
+def join_spec(settings: TrainSettings) -> JoinSpec | None:
+    """The join of ``settings`` (``--labels-topic`` and its options), if labels are joined."""
+    if settings.labels_topic is None:
+        return None
+    return JoinSpec(
+        settings.separate_labels_topic,
+        settings.join_policy(),
+        settings.id_from,
+        settings.max_wait_seconds,
+    )
 
 
 @dataclasses.dataclass

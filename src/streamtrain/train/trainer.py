@@ -57,7 +57,7 @@ from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.registry import TaskRegistry
 from streamtrain.train.settings import TrainSettings
-from streamtrain.train.tasks import JoinSpec, Task
+from streamtrain.train.tasks import Task, join_spec
 
 __all__ = ["Trainer"]
 
@@ -137,16 +137,7 @@ class Trainer:
         self._consumer: Any = None  # the current one: replaced when it fails for good
         self._rejoins = 0
         self._refused_in_a_row = 0  # stale-member refusals of a static member, in a row
-        self._join_spec = (
-            None
-            if settings.labels_topic is None
-            else JoinSpec(
-                settings.separate_labels_topic,
-                settings.join_policy(),
-                settings.id_from,
-                settings.max_wait_seconds,
-            )
-        )
+        self._join_spec = join_spec(settings)
         self.registry = self._registry(None) if not settings.name else None
 
     # -- public state ------------------------------------------------------------------------
@@ -250,11 +241,7 @@ class Trainer:
             now = clock()
             if messages:
                 last_message = now
-                self._learn(messages, now - started)
-            if self._join_spec is not None:
-                self.registry.drain(consumer, now)  # type: ignore[union-attr]
-            if messages:
-                crash_point("after-learn")
+            self._learn(consumer, messages, now, started)
             if self._errors.consumer_failed is not None:
                 self._rejoin()
                 continue
@@ -292,13 +279,23 @@ class Trainer:
                 messages = [first]
         return messages
 
-    def _learn(self, messages: list[Message], since_start: float) -> None:
-        self._errors.last = None
-        if self._first_event_after is None:
-            self._first_event_after = since_start
-        assert self.registry is not None
-        for task, records in self.registry.route(messages, self._errors.on_message_error):
-            task.learn(records)
+    def _learn(
+        self, consumer: Consumer, messages: list[Message], now: float, started: float
+    ) -> None:
+        """Route the batch to its tasks, which learn it (joined tasks: as their event-time
+        merge lets them, also when no record came)."""
+        registry = self.registry
+        assert registry is not None
+        if messages:
+            self._errors.last = None
+            if self._first_event_after is None:
+                self._first_event_after = now - started
+            for task, records in registry.route(messages, self._errors.on_message_error):
+                task.learn(records)
+        if self._join_spec is not None:
+            registry.drain(consumer, now)
+        if messages:
+            crash_point("after-learn")
 
     def _idle(self, consumer: Consumer, now: float, messages: list[Message], last: float) -> bool:
         """Quiet for ``exit_when_idle`` seconds since the last record (or assignment: joining a
@@ -420,26 +417,8 @@ class Trainer:
         return checkpointing
 
     def _registry(self, checkpointing: Checkpointing | None) -> TaskRegistry:
-        settings = self.settings
-        ts = settings.from_timestamp
-        registry = TaskRegistry(
-            name=settings.name,
-            partitioned=settings.partitioned,
-            build=lambda key, state: Task.from_state(
-                key, state, fast=settings.fast_path, join=self._join_spec
-            ),
-            start=settings.start,
-            fresh=functools.partial(_fresh_state, self._template, settings.partitioned),
-            checkpointing=checkpointing,
-            checkpoint=self._checkpoint,
-            offsets_for_times=None
-            if ts is None
-            else lambda consumer, tps: consumer.offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, ts) for tp in tps],
-                timeout=self.kafka.connect_timeout,
-            ),
-            clock=self.clock,
-            timeout=self.kafka.connect_timeout,
+        registry = new_registry(
+            self.settings, self.kafka, self._template, checkpointing, self._checkpoint, self.clock
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
@@ -484,6 +463,37 @@ class Trainer:
             "consumer_rejoins": self._rejoins,
         }
         return reporting.summary(self.registry, common=common, elapsed=elapsed)
+
+
+def new_registry(
+    settings: TrainSettings,
+    kafka: KafkaSettings,
+    template: ProgressiveEvaluator,
+    checkpointing: Checkpointing | None,
+    checkpoint: Callable[[Consumer], object],
+    clock: Callable[[], float],
+) -> TaskRegistry:
+    """The registry of a trainer's tasks, each built as ``settings`` say (River or compiled,
+    joined or not)."""
+    ts = settings.from_timestamp
+    join = join_spec(settings)
+    return TaskRegistry(
+        name=settings.name,
+        partitioned=settings.partitioned,
+        build=lambda key, state: Task.from_state(key, state, fast=settings.fast_path, join=join),
+        start=settings.start,
+        fresh=functools.partial(_fresh_state, template, settings.partitioned),
+        checkpointing=checkpointing,
+        checkpoint=checkpoint,
+        offsets_for_times=None
+        if ts is None
+        else lambda consumer, tps: consumer.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, ts) for tp in tps],
+            timeout=kafka.connect_timeout,
+        ),
+        clock=clock,
+        timeout=kafka.connect_timeout,
+    )
 
 
 def _close_in_background(consumer: Consumer) -> None:

@@ -1,0 +1,216 @@
+"""Labels that arrive later, on a real broker: the trainer joins them to the predictions it
+made, scores exactly as River's ``progressive_val_score(delay=...)`` does, and ends where an
+uninterrupted run ends after kill -9."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from river import datasets, evaluate, linear_model, metrics, preprocessing
+from topics import create_topic, fill
+from trainers import train_command, trainer_env
+
+from streamtrain.config import KafkaSettings
+from streamtrain.state.envelope import load_state
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore
+
+SECRET = "late-labels-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
+START = 1_700_000_000_000  # event time of the first feature event, in ms
+
+
+def _stream() -> list[Any]:
+    return list(datasets.Phishing())
+
+
+def _fill_joined(
+    bootstrap: str, features: str, labels: str, stream: list[Any], delays: list[int], parts: int
+) -> None:
+    """Feature i at START + i ms on partition i % parts; its label at + delays[i], each
+    partition's labels in due order (what `streamtrain produce --label-delay` writes)."""
+    ids = [str(i) for i in range(len(stream))]
+    fill(
+        bootstrap,
+        features,
+        [orjson.dumps({"id": ids[i], "x": x}) for i, (x, _y) in enumerate(stream)],
+        keys=[i.encode() for i in ids],
+        partitions=parts,
+        timestamps=[START + i for i in range(len(stream))],
+        to=[i % parts for i in range(len(stream))],
+    )
+    due = sorted(range(len(stream)), key=lambda i: (i + delays[i], i))
+    fill(
+        bootstrap,
+        labels,
+        [orjson.dumps({"id": ids[i], "y": stream[i][1]}) for i in due],
+        keys=[ids[i].encode() for i in due],
+        partitions=parts,
+        timestamps=[START + i + delays[i] for i in due],
+        to=[i % parts for i in due],
+    )
+
+
+def _river(stream: list[Any], delays: list[int]) -> tuple[float, Any]:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    metric = metrics.ROCAUC()
+    it = iter(delays)
+    evaluate.progressive_val_score(stream, model, metric, delay=lambda _x, _y: next(it))
+    return metric.get(), model
+
+
+def _run(cmd: list[str], summary: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
+        capture_output=True,
+        text=True,
+        env=trainer_env(SECRET),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(summary.read_text()))
+
+
+def _read_committed(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "late-labels-reader",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    out: list[dict[str, Any]] = []
+    try:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.5)
+            out += [json.loads(m.value()) for m in batch if m.error() is None]
+            position = consumer.position([TopicPartition(topic, 0)])[0].offset
+            if not batch and position >= high:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def test_delayed_labels_score_as_river_and_survive_kill_9(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    stream = _stream()
+    rng = random.Random(11)
+    delays = [rng.randint(0, 300) for _ in stream]
+    features, labels = unique_name("feat"), unique_name("lab")
+    name, ckpt = unique_name("joined"), unique_name("ckpt")
+    _fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
+    cmd = train_command(
+        kafka_bootstrap, features, name, ckpt, "--labels-topic", labels, "--checkpoint-every", "97"
+    )
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
+    kills = 0
+    for cycle in range(3):
+        proc = subprocess.Popen(
+            [*cmd, "--batch-size", "37"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=trainer_env(SECRET),
+        )
+        before = store.latest(name)
+        learned_before = before.header.events_learned if before else 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            now = store.latest(name)
+            if now is not None and now.header.events_learned > learned_before:
+                break
+            time.sleep(0.05)
+        time.sleep(random.Random(cycle).uniform(0, 0.3))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=30)
+    assert kills >= 1
+
+    summary = _run(cmd, tmp_path / "summary.json")
+    auc, oracle = _river(stream, delays)
+    assert summary["metrics"]["ROCAUC"] == auc  # to the last bit, after the kills
+    assert summary["events_learned"] == len(stream)
+    assert summary["join"]["joined"] == len(stream) and summary["join"]["pending"] == 0
+    opened = store.latest(name)
+    assert opened is not None
+    assert opened.header.offsets == {features: {0: len(stream)}, labels: {0: len(stream)}}
+    model = load_state(opened)["model"]
+    for x, _y in islice(datasets.Phishing(), 100):
+        assert model.predict_proba_one(x) == oracle.predict_proba_one(x)
+    # One prediction per feature event, exactly once across the kills, each naming its id.
+    predictions = _read_committed(kafka_bootstrap, f"{features}.predictions")
+    assert sorted(int(p["id"]) for p in predictions) == list(range(len(stream)))
+
+
+def test_partitioned_join_refuses_topics_not_co_partitioned(
+    kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    features, labels = unique_name("feat"), unique_name("lab")
+    create_topic(kafka_bootstrap, features, partitions=3)
+    create_topic(kafka_bootstrap, labels, partitions=2)
+    cmd = train_command(
+        kafka_bootstrap,
+        features,
+        unique_name("joined"),
+        unique_name("ckpt"),
+        "--labels-topic",
+        labels,
+        "--partitioned",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=trainer_env(SECRET), timeout=60)
+    assert proc.returncode == 2
+    assert "co-partitioned" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_partitioned_join_expires_what_waits_past_the_ttl_in_each_task(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    stream = _stream()[:900]
+    rng = random.Random(3)
+    delays = [rng.randint(0, 120) for _ in stream]
+    features, labels = unique_name("feat"), unique_name("lab")
+    name, ckpt = unique_name("joined"), unique_name("ckpt")
+    _fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=3)
+    cmd = train_command(
+        kafka_bootstrap,
+        features,
+        name,
+        ckpt,
+        "--labels-topic",
+        labels,
+        "--partitioned",
+        "--label-ttl",
+        "100ms",
+    )
+    summary = _run(cmd, tmp_path / "summary.json")
+    for p in range(3):
+        mine = [i for i in range(len(stream)) if i % 3 == p]
+        # A label due later than the TTL finds its prediction expired (and is then held,
+        # unmatched, or waits at the end); the others join.
+        sub = [stream[i] for i in mine]
+        joined = [i for i in mine if delays[i] <= 100]
+        task = summary["tasks"][f"{name}/p{p}"]
+        assert task["join"]["joined"] == len(joined)
+        assert task["join"]["expired"] == len(mine) - len(joined)
+        assert task["dead_letter_reasons"].get("label-expired", 0) == len(mine) - len(joined)
+        assert task["events_predicted"] == len(sub)
+    assert summary["events_learned"] == sum(1 for d in delays if d <= 100)
