@@ -214,10 +214,13 @@ def _timed_trainer_class(base: type) -> type:
         first_batch_at: float | None = None
         last_batch_done: float | None = None
 
-        def _learn(self, messages: list[Any], since_start: float) -> None:
+        def _learn(self, consumer: Any, messages: list[Any], now: float, started: float) -> None:
+            if not messages:  # called on every turn of the loop; only batches are timed
+                super()._learn(consumer, messages, now, started)
+                return
             if self.first_batch_at is None:
                 self.first_batch_at = time.perf_counter()
-            super()._learn(messages, since_start)
+            super()._learn(consumer, messages, now, started)
             self.last_batch_done = time.perf_counter()
 
     return Timed
@@ -282,8 +285,8 @@ def latency(args: dict[str, Any]) -> dict[str, Any]:
     samples: list[float] = []
 
     class Measured(base):  # type: ignore[misc, valid-type]
-        def _learn(self, messages: list[Any], since_start: float) -> None:
-            super()._learn(messages, since_start)
+        def _learn(self, consumer: Any, messages: list[Any], now: float, started: float) -> None:
+            super()._learn(consumer, messages, now, started)
             now_ms = time.time() * 1000.0
             for msg in messages:
                 kind, ts = msg.timestamp()
@@ -546,6 +549,15 @@ CONTENDERS = {
     "checkpoint": checkpoint,
     "jit": jit,
 }
+
+
+def _joined_contenders() -> None:
+    from joined import joined, pending_memory
+
+    CONTENDERS.update({"joined": joined, "pending_memory": pending_memory})
+
+
+_joined_contenders()
 
 
 def main() -> None:

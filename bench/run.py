@@ -214,6 +214,14 @@ def main() -> int:
                 runs[label].append(child(name, args, env))
         results["throughput"] = {label: summarize(r) for label, r in runs.items()}
 
+        # Ratios in one run: the same stream with labels inline, then 1,000 events later.
+        log("labels 1,000 events later vs inline (bench/joined.py)")
+        results["join"] = {
+            "inline": child("trainer", base, env),
+            "delayed": child("joined", {"bootstrap": bootstrap, "events": n}, env),
+            "pending": child("pending_memory", {"pending": 1000}, env),
+        }
+
         log("latency at a steady 1,000 events/s")
         lat_seconds = 5 if opts.quick else 12
         lat = {"bootstrap": bootstrap, "rate": 1000, "seconds": lat_seconds}
@@ -340,6 +348,8 @@ def markdown(r: dict[str, Any]) -> str:
         value = v["value"]
         shown = f"{value:.3g}" if isinstance(value, float) else str(value)
         lines.append(f"| {k} | {shown} | {'yes' if v['met'] else 'NO'} |")
+    if "join" in r:
+        lines += _join_lines(r["join"])
     lines += [
         "",
         "## End-to-end latency at a steady 1,000 events/s (record timestamp → learned)",
@@ -399,6 +409,29 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _join_lines(j: dict[str, Any]) -> list[str]:
+    inline = j["inline"]["events"] / j["inline"]["seconds"]
+    delayed = j["delayed"]["events_per_second"]
+    p = j["pending"]
+    equal = "equal" if j["delayed"]["metric"] == j["delayed"]["river_metric"] else "DIFFERENT"
+    return [
+        "",
+        "## Labels 1,000 events later, on their own topic (train --labels-topic)",
+        "",
+        "| stream | events/s | × inline | final ROCAUC |",
+        "|---|---:|---:|---:|",
+        f"| labels inline (per-event) | {inline:,.0f} | 1.00 | {j['inline']['metric']:.12f} |",
+        f"| labels 1,000 events later | {delayed:,.0f} | {delayed / inline:.2f} | "
+        f"{j['delayed']['metric']:.12f} |",
+        "",
+        f"River's progressive_val_score(delay=1000) on the same events: "
+        f"{j['delayed']['river_metric']:.12f} ({equal}). Pending state: "
+        f"{p['heap_bytes_per_pending']:,.0f} bytes of heap and "
+        f"{p['checkpoint_bytes_per_pending']:,.0f} bytes of checkpoint per waiting prediction "
+        f"({p['pending']:,} waiting).",
+    ]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import time
 from collections.abc import Callable
