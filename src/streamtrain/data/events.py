@@ -31,6 +31,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "validate_features",
+    "validate_label",
 ]
 
 
@@ -100,6 +101,23 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
     y = event.get("y")
     if y is None:
         return x, None
+    return x, validate_label(y, problem)
+
+
+def validate_label(y: Any, problem: Problem) -> Any:
+    """Check a label (not None) by the rules above for ``problem``; return it.
+
+    Shared by :func:`decode_event` and the serving side's ``POST /labels``, so a label the
+    server accepts is one the trainer can learn from.
+
+    >>> validate_label(2.5, Problem.REGRESSION)
+    2.5
+    >>> try:
+    ...     validate_label(True, Problem.REGRESSION)
+    ... except InvalidEvent as err:
+    ...     print(f"{err.reason}: {err}")
+    bad-label: a regressor's label must be a number, got boolean
+    """
     if problem is Problem.CLASSIFICATION:
         if type(y) not in _CLASS_LABEL_TYPES:
             raise InvalidEvent(
@@ -117,7 +135,7 @@ def decode_event(value: bytes | None, problem: Problem) -> tuple[dict[str, float
             )
     elif isinstance(y, dict | list):
         raise InvalidEvent(Reason.BAD_LABEL, f"label must be a JSON scalar, got {_json_type(y)}")
-    return x, y
+    return y
 
 
 def validate_features(x: Any) -> dict[str, float]:
