@@ -87,6 +87,8 @@ class EventLog:
 
         ``what`` names the records in a refusal ("feature events", "labels").
         """
+        if not records:
+            return
         producer = self._producer
         if producer is None or self._fatal is not None or topic not in self._topics:
             # Making a producer and checking a topic wait on the network: not on the loop.
