@@ -5,8 +5,8 @@ Precedence, highest first: command-line flag, environment variable, config file,
 * Env vars are ``STREAMTRAIN_<FIELD>`` in upper case (``STREAMTRAIN_BOOTSTRAP_SERVERS``,
   ``STREAMTRAIN_TOPIC``, ...). Tuples take comma-separated values.
 * The config file is the path given by ``--config`` or ``STREAMTRAIN_CONFIG``. Its top-level keys
-  and the keys of the command's table (``[train]``, ``[produce]``) fill the same fields; its
-  ``[kafka]`` table holds raw librdkafka options.
+  and the keys of the command's table (``[train]``, ``[produce]``, ``[serve]``) fill the same
+  fields; its ``[kafka]`` table holds raw librdkafka options.
 * Raw librdkafka options (SASL, SSL, tuning) pass straight to the clients: ``-X key=value`` on
   the command line, ``STREAMTRAIN_X_<KEY>`` in the environment (dots written as underscores,
   e.g. ``STREAMTRAIN_X_SASL_PASSWORD`` for ``sasl.password``; librdkafka keys use no

@@ -84,6 +84,10 @@ def test_settings_validation() -> None:
         ["train", "--model", "__import__('os')", "--bootstrap-servers", "127.0.0.1:1"],
         ["train", "--partitioned", "--bootstrap-servers", "127.0.0.1:1"],
         ["train", "-X", "novalue", "--bootstrap-servers", "127.0.0.1:1"],
+        ["serve", "--name", "m", "--log-topic", "t", "--labels-topic", "t"],
+        ["serve", "--name", "m", "--labels-topic", "streamtrain.checkpoints"],
+        ["serve", "--name", "m", "--delivery-timeout", "0"],
+        ["serve", "--name", "m", "--port", "70000"],
         [],
     ],
 )

@@ -7,7 +7,13 @@ import math
 import orjson
 import pytest
 
-from streamtrain.data.events import InvalidEvent, Reason, decode_event, encode_event
+from streamtrain.data.events import (
+    InvalidEvent,
+    Reason,
+    decode_event,
+    encode_event,
+    validate_label,
+)
 from streamtrain.models.problem import Problem
 
 
@@ -95,3 +101,32 @@ def test_encode_numpy_scalars() -> None:
     np = pytest.importorskip("numpy")
     raw = encode_event({"a": np.float64(0.25), "b": np.int64(3)}, np.bool_(True))
     assert orjson.loads(raw) == {"x": {"a": 0.25, "b": 3}, "y": True}
+
+
+@pytest.mark.parametrize("problem", list(Problem))
+@pytest.mark.parametrize(
+    "label", [True, 0, -3, "cat", "", 1.5, -0.0, 1e308, float("inf"), float("nan"), [1], {"a": 1}]
+)
+def test_validate_label_gives_the_verdict_of_decode_event(problem: Problem, label: object) -> None:
+    """``POST /labels`` checks labels with validate_label: a label it accepts must be one the
+    trainer learns from, and one it refuses one the trainer dead-letters (same message)."""
+    event = orjson.dumps({"x": {"a": 1}, "y": label}) if _is_json(label) else None
+    try:
+        accepted = validate_label(label, problem)
+    except InvalidEvent as refused:
+        assert refused.reason is Reason.BAD_LABEL
+        if event is not None:
+            with pytest.raises(InvalidEvent) as decoded:
+                decode_event(event, problem)
+            assert (decoded.value.reason, decoded.value.message) == (
+                refused.reason,
+                refused.message,
+            )
+        return
+    assert accepted is label
+    if event is not None:
+        assert decode_event(event, problem) == ({"a": 1}, label)
+
+
+def _is_json(value: object) -> bool:
+    return not (isinstance(value, float) and not math.isfinite(value))

@@ -10,9 +10,18 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args, positive_int
+from streamtrain.cli.common import (
+    add_kafka_options,
+    kafka_settings_from_args,
+    positive_float,
+    positive_int,
+)
+from streamtrain.config import resolve
 from streamtrain.errors import ConfigError, StreamtrainError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
+from streamtrain.serving.settings import ServeSettings
+from streamtrain.serving.validation import DEFAULT_MAX_INSTANCES
 from streamtrain.stopping import stop_on_signals
 
 if TYPE_CHECKING:
@@ -25,24 +34,22 @@ def register(subparsers: Any) -> None:
         help="serve a named model over HTTP, hot-swapping each new checkpoint, with a dashboard",
         description="Follows the model's checkpoints (verified before use) and its trainer's "
         "metrics in Kafka. POST /predict answers with the newest checkpoint; GET / is a live "
-        "dashboard; /model, /healthz, /readyz and /metrics (Prometheus) are for operators.",
+        "dashboard; /model, /healthz, /readyz and /metrics (Prometheus) are for operators. "
+        "For labels that arrive later: --log-topic writes each predicted instance as a feature "
+        "event under its id, --labels-topic takes the outcomes at POST /labels; a trainer run "
+        "with --topic LOG --labels-topic LABELS learns from them, and serve hot-swaps it in.",
     )
     serve.add_argument("--name", required=True, help="model name (as given to train --name)")
+    serve.add_argument("--host", help="address to listen on [default: 127.0.0.1]")
+    serve.add_argument("--port", type=int, help="[default: 8000]")
     serve.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on [default: %(default)s]"
-    )
-    serve.add_argument("--port", type=int, default=8000, help="[default: %(default)s]")
-    serve.add_argument(
-        "--checkpoint-topic",
-        default=DEFAULT_CHECKPOINT_TOPIC,
-        metavar="TOPIC",
-        help="[default: %(default)s]",
+        "--checkpoint-topic", metavar="TOPIC", help=f"[default: {DEFAULT_CHECKPOINT_TOPIC}]"
     )
     serve.add_argument(
         "--metrics-topic",
-        default=DEFAULT_METRICS_TOPIC,
         metavar="TOPIC",
-        help="trainer metrics for the dashboard; '' turns it off [default: %(default)s]",
+        help="trainer metrics for the dashboard; '' turns it off "
+        f"[default: {DEFAULT_METRICS_TOPIC}]",
     )
     serve.add_argument(
         "--secret-file", metavar="PATH", help="key file verifying checkpoints (see train --help)"
@@ -50,9 +57,27 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--max-instances",
         type=positive_int,
-        default=1000,
         metavar="N",
-        help="most instances in one predict request [default: %(default)s]",
+        help=f"most instances (or labels) in one request [default: {DEFAULT_MAX_INSTANCES}]",
+    )
+    serve.add_argument(
+        "--log-topic",
+        metavar="TOPIC",
+        help="write each predicted instance here as a feature event keyed by its id, answering "
+        "once the broker has it; a trainer's --topic [default: none]",
+    )
+    serve.add_argument(
+        "--labels-topic",
+        metavar="TOPIC",
+        help="take outcomes at POST /labels and write them here as label events; "
+        "a trainer's --labels-topic [default: none, /labels answers 404]",
+    )
+    serve.add_argument(
+        "--delivery-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help="longest wait for the broker to acknowledge logged instances or labels, "
+        f"then 503 [default: {DEFAULT_DELIVERY_TIMEOUT:g}]",
     )
     add_kafka_options(serve)
     serve.set_defaults(handler=run_serve)
@@ -78,30 +103,47 @@ def register(subparsers: Any) -> None:
     report.set_defaults(handler=run_report)
 
 
+def serve_settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> ServeSettings:
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "checkpoint_topic": args.checkpoint_topic,
+        "metrics_topic": args.metrics_topic,
+        "secret_file": args.secret_file,
+        "max_instances": args.max_instances,
+        "log_topic": args.log_topic,
+        "labels_topic": args.labels_topic,
+        "delivery_timeout": args.delivery_timeout,
+    }
+    return resolve(ServeSettings, flags, file=file, section="serve")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from streamtrain.serving.app import create_kafka_app
     from streamtrain.state.keys import load_signing_key
 
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port must be 0-65535, got {args.port}")
-    kafka, _file = kafka_settings_from_args(args)
-    key = load_signing_key(Path(args.secret_file) if args.secret_file else None)
+    kafka, file = kafka_settings_from_args(args)
+    settings = serve_settings_from_args(args, file)
+    key = load_signing_key(settings.secret_file)
     app = create_kafka_app(
         kafka,
         key,
         args.name,
-        checkpoint_topic=args.checkpoint_topic,
-        metrics_topic=args.metrics_topic or None,
-        max_instances=args.max_instances,
+        checkpoint_topic=settings.checkpoint_topic,
+        metrics_topic=settings.metrics_topic or None,
+        max_instances=settings.max_instances,
+        log_topic=settings.log_topic,
+        labels_topic=settings.labels_topic,
+        delivery_timeout=settings.delivery_timeout,
     )
     # Bind here rather than in uvicorn, so a taken port is a one-line error, not a log dump.
     try:
-        sock = socket.create_server((args.host, args.port))
+        sock = socket.create_server((settings.host, settings.port))
     except OSError as err:
         raise StreamtrainError(
-            f"cannot listen on {args.host}:{args.port}: {err.strerror or err}"
+            f"cannot listen on {settings.host}:{settings.port}: {err.strerror or err}"
         ) from None
     config = uvicorn.Config(
         app,
@@ -111,9 +153,15 @@ def run_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=2,
     )
     host, port = sock.getsockname()[:2]
+    writes = "".join(
+        [
+            f", feature events to {settings.log_topic!r}" if settings.log_topic else "",
+            f", POST /labels to {settings.labels_topic!r}" if settings.labels_topic else "",
+        ]
+    )
     print(
         f"streamtrain: serving model {args.name!r} at http://{host}:{port}/ (dashboard), "
-        "POST /predict",
+        f"POST /predict{writes}",
         file=sys.stderr,
     )
     server = _server_without_signal_handlers(config)

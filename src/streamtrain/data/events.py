@@ -29,12 +29,12 @@ __all__ = [
     "InvalidEvent",
     "Reason",
     "check_event",
-    "check_label",
     "decode_event",
     "encode_event",
     "json_type",
     "load_object",
     "validate_features",
+    "validate_label",
 ]
 
 
@@ -115,11 +115,23 @@ def check_event(event: dict[str, Any], problem: Problem) -> tuple[dict[str, floa
     y = event.get("y")
     if y is None:
         return x, None
-    return x, check_label(y, problem)
+    return x, validate_label(y, problem)
 
 
-def check_label(y: Any, problem: Problem) -> Any:
-    """``y`` if it is a label ``problem`` can learn from, else :class:`InvalidEvent`."""
+def validate_label(y: Any, problem: Problem) -> Any:
+    """Check a label (not None) by the rules above for ``problem``; return it.
+
+    Shared by :func:`decode_event` and the serving side's ``POST /labels``, so a label the
+    server accepts is one the trainer can learn from.
+
+    >>> validate_label(2.5, Problem.REGRESSION)
+    2.5
+    >>> try:
+    ...     validate_label(True, Problem.REGRESSION)
+    ... except InvalidEvent as err:
+    ...     print(f"{err.reason}: {err}")
+    bad-label: a regressor's label must be a number, got boolean
+    """
     if problem is Problem.CLASSIFICATION:
         if type(y) not in _CLASS_LABEL_TYPES:
             raise InvalidEvent(

@@ -32,9 +32,9 @@ from streamtrain.data.events import (
     InvalidEvent,
     Reason,
     check_event,
-    check_label,
     json_type,
     load_object,
+    validate_label,
 )
 from streamtrain.models.problem import Problem
 
@@ -56,7 +56,7 @@ def decode_item(
         y = event["y"]
         if y is None:
             raise InvalidEvent(Reason.BAD_LABEL, 'a label event\'s "y" is null')
-        return LABEL, _id_of(event, key, id_from, required=True), None, check_label(y, problem)
+        return LABEL, _id_of(event, key, id_from, required=True), None, validate_label(y, problem)
     x, y = check_event(event, problem)
     if y is not None:
         return INLINE, None, x, y

@@ -12,6 +12,21 @@ One app serves one named model (``streamtrain serve --name NAME``). Routes:
     for a body over ``max_body_bytes`` or more than ``max_instances`` instances, 422 for JSON of
     the wrong shape or features that are not finite numbers; 503 until a model is loaded; 404
     for another model's name.
+    An instance may carry an ``"id"`` (a string of 1-256 characters, or an integer taken as its
+    decimal string); its answer echoes it first: ``{"id": ..., "prediction": ...}``. 422
+    ``bad-id`` for any other id, ``duplicate-id`` for one given twice in a request.
+``POST /predict`` with a log topic (``serve --log-topic TOPIC``)
+    As above, and every instance is written to TOPIC as a feature event keyed by its id (format
+    in :mod:`streamtrain.serving.records`); an instance without an id gets a generated one
+    (uuid4, hex), returned in its answer. The answer (200) comes only once the broker has
+    acknowledged the records; 503 with a reason when it did not within the delivery timeout.
+``POST /labels`` (also ``POST /models/{name}/labels``), with ``serve --labels-topic TOPIC``
+    Body: ``{"id": ..., "y": label}``, or ``{"labels": [{"id": ..., "y": ...}, ...]}`` (at most
+    ``max_instances``). ``y`` must suit the served model: a boolean, integer or string for a
+    classifier, a finite number for a regressor (422 ``bad-label`` otherwise; 503 while no model
+    is loaded). Each label is written to TOPIC as a label event keyed by its id; the answer is
+    ``{"accepted": n}`` once the broker has acknowledged them. 404 ``labels-off`` without
+    ``--labels-topic``.
 ``GET /model`` (also ``GET /models/{name}``)
     Name, spec, version, events learned, metrics, checkpoint age, swaps, last rejected
     checkpoint. 503 with the same status fields while no model is loaded.
@@ -25,7 +40,13 @@ One app serves one named model (``streamtrain serve --name NAME``). Routes:
     The dashboard, and its server-sent events: one ``history`` event (a JSON array of the
     metrics records kept so far) then one ``record`` event per new record.
 
-This module wires the app; the predict path is in ``predict`` and ``validation``, the metrics
+The loop for labels that arrive later: a client predicts with an id (or keeps the generated
+one), learns the outcome later and posts it to ``/labels``; a trainer run with
+``--topic LOG --labels-topic LABELS`` joins feature and label events by id and learns; its next
+checkpoint is hot-swapped in here.
+
+This module wires the app; the predict path is in ``predict`` and ``validation``, labels in
+``labels``, the records written in ``records`` through ``eventlog``'s one producer, the metrics
 in ``prometheus``, the dashboard and its events in ``dashboard``.
 """
 
@@ -43,6 +64,7 @@ from fastapi.responses import Response
 from streamtrain.config import KafkaSettings
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.dashboard import add_dashboard
+from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT, EventLog, Sink
 from streamtrain.serving.follower import (
     CheckpointFollower,
     MetricsFollower,
@@ -50,6 +72,7 @@ from streamtrain.serving.follower import (
     ModelKeys,
     SnapshotSource,
 )
+from streamtrain.serving.labels import LabelTaker
 from streamtrain.serving.predict import Predictor
 from streamtrain.serving.prometheus import ServingMetrics
 from streamtrain.serving.responses import RequestRefused, json_response, refusal_response
@@ -57,6 +80,7 @@ from streamtrain.serving.server import BackgroundServer
 from streamtrain.serving.validation import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_INSTANCES,
+    labels_openapi,
     parse_instances,
     predict_openapi,
 )
@@ -79,17 +103,36 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
+    event_log: EventLog | None = None,
+    log_topic: str | None = None,
+    labels_topic: str | None = None,
 ) -> FastAPI:
     """The app serving model ``name`` from ``source``; its lifespan starts and stops both feeds.
 
     ``source`` is usually a :class:`CheckpointFollower`, ``metrics_feed`` a
     :class:`MetricsFollower`; tests inject a :class:`StaticSnapshotSource` and a bare
-    :class:`MetricsHub`.
+    :class:`MetricsHub`. ``log_topic`` and ``labels_topic`` are written through ``event_log``
+    (required with either), which the app closes at shutdown.
     """
+    if (log_topic or labels_topic) and event_log is None:
+        raise ValueError("log_topic and labels_topic need an event_log to write through")
     feed = metrics_feed if metrics_feed is not None else MetricsHub()
     metrics = ServingMetrics(name, source)
     predictor = Predictor(
-        name, source, metrics, max_body_bytes=max_body_bytes, max_instances=max_instances
+        name,
+        source,
+        metrics,
+        max_body_bytes=max_body_bytes,
+        max_instances=max_instances,
+        log=Sink(event_log, log_topic, "feature events") if event_log and log_topic else None,
+    )
+    taker = LabelTaker(
+        name,
+        source,
+        metrics,
+        Sink(event_log, labels_topic, "labels") if event_log and labels_topic else None,
+        max_body_bytes=max_body_bytes,
+        max_labels=max_instances,
     )
 
     @contextlib.asynccontextmanager
@@ -99,8 +142,8 @@ def create_app(
         try:
             yield
         finally:
-            # Followers join threads that poll Kafka: do that off the event loop.
-            await asyncio.to_thread(_stop_all, source, feed, predictor)
+            # Followers join threads that poll Kafka, the log flushes: off the event loop.
+            await asyncio.to_thread(_stop_all, source, feed, predictor, event_log)
 
     app = FastAPI(
         title=f"streamtrain · {name}",
@@ -116,6 +159,7 @@ def create_app(
     app.state.model_name = name
     app.add_exception_handler(RequestRefused, refusal_response)
     _add_model_routes(app, name, source, predictor, predict_openapi(max_instances))
+    _add_label_routes(app, name, taker, labels_openapi(max_instances))
     _add_probe_routes(app, source, metrics)
     add_dashboard(app, name, feed)
     return app
@@ -130,19 +174,13 @@ def _add_model_routes(
 ) -> None:
     """Predict and describe, at ``/predict`` and ``/model`` and under ``/models/{name}``."""
 
-    def check_name(requested: str) -> None:
-        if requested != name:
-            raise RequestRefused(
-                404, "unknown-model", f"no model {requested!r} here; this server serves {name!r}"
-            )
-
     @app.post("/predict", openapi_extra=predict_doc, summary="Predict one instance or a batch")
     async def predict_default(request: Request) -> Response:
         return await predictor.answer(request)
 
     @app.post("/models/{model}/predict", openapi_extra=predict_doc, summary="Predict, by name")
     async def predict_named(model: str, request: Request) -> Response:
-        check_name(model)
+        _check_name(model, name)
         return await predictor.answer(request)
 
     def describe() -> Response:
@@ -166,8 +204,30 @@ def _add_model_routes(
 
     @app.get("/models/{model}", summary="The served model's state, by name")
     async def model_named(model: str) -> Response:
-        check_name(model)
+        _check_name(model, name)
         return describe()
+
+
+def _add_label_routes(
+    app: FastAPI, name: str, taker: LabelTaker, labels_doc: dict[str, Any]
+) -> None:
+    """``/labels`` and ``/models/{name}/labels``: outcomes of earlier predictions."""
+
+    @app.post("/labels", openapi_extra=labels_doc, summary="Post the outcome of a prediction")
+    async def labels_default(request: Request) -> Response:
+        return await taker.answer(request)
+
+    @app.post("/models/{model}/labels", openapi_extra=labels_doc, summary="Post labels, by name")
+    async def labels_named(model: str, request: Request) -> Response:
+        _check_name(model, name)
+        return await taker.answer(request)
+
+
+def _check_name(requested: str, name: str) -> None:
+    if requested != name:
+        raise RequestRefused(
+            404, "unknown-model", f"no model {requested!r} here; this server serves {name!r}"
+        )
 
 
 def _follower_fields(status: dict[str, Any]) -> dict[str, Any]:
@@ -198,10 +258,14 @@ def _add_probe_routes(app: FastAPI, source: SnapshotSource, prometheus: ServingM
         return prometheus.response()
 
 
-def _stop_all(source: SnapshotSource, feed: MetricsHub, predictor: Predictor) -> None:
+def _stop_all(
+    source: SnapshotSource, feed: MetricsHub, predictor: Predictor, event_log: EventLog | None
+) -> None:
     feed.stop()
     source.stop()
     predictor.shutdown()
+    if event_log is not None:
+        event_log.close()
 
 
 def create_kafka_app(
@@ -213,11 +277,26 @@ def create_kafka_app(
     metrics_topic: str | None = DEFAULT_METRICS_TOPIC,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
+    log_topic: str | None = None,
+    labels_topic: str | None = None,
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
 ) -> FastAPI:
-    """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics."""
+    """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics.
+
+    ``log_topic`` and ``labels_topic`` turn on the prediction log and ``POST /labels``,
+    written through one :class:`EventLog` waiting at most ``delivery_timeout`` seconds.
+    """
     keys = ModelKeys(name)
     follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys)
     feed = MetricsFollower(kafka, keys, metrics_topic) if metrics_topic else None
+    writes = bool(log_topic or labels_topic)
     return create_app(
-        name, follower, feed, max_body_bytes=max_body_bytes, max_instances=max_instances
+        name,
+        follower,
+        feed,
+        max_body_bytes=max_body_bytes,
+        max_instances=max_instances,
+        event_log=EventLog(kafka, delivery_timeout=delivery_timeout) if writes else None,
+        log_topic=log_topic,
+        labels_topic=labels_topic,
     )

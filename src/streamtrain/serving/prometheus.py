@@ -18,7 +18,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class ServingMetrics:
-    """Predict requests counted and timed, and the served model's state read at scrape time."""
+    """Predict and labels requests counted, predict timed, feature events and labels written
+    counted, and the served model's state read at scrape time."""
 
     def __init__(self, name: str, source: SnapshotSource) -> None:
         self.name = name
@@ -42,6 +43,24 @@ class ServingMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._logged = Counter(
+            "streamtrain_predictions_logged",
+            "Predicted instances written to the log topic as feature events (acknowledged)",
+            ["model"],
+            registry=self.registry,
+        )
+        self._labels = Counter(
+            "streamtrain_labels_accepted",
+            "Labels written to the labels topic (acknowledged)",
+            ["model"],
+            registry=self.registry,
+        )
+        self._label_requests = Counter(
+            "streamtrain_labels_requests",
+            "Labels requests by HTTP status",
+            ["model", "code"],
+            registry=self.registry,
+        )
         self.registry.register(_ModelCollector(name, source))
 
     def predicted(self, instances: int) -> None:
@@ -51,6 +70,14 @@ class ServingMetrics:
         """One predict request, whatever its outcome."""
         self._requests.labels(self.name, str(code)).inc()
         self._latency.labels(self.name).observe(seconds)
+
+    def logged(self, instances: int) -> None:
+        self._logged.labels(self.name).inc(instances)
+
+    def labels_answered(self, code: int, accepted: int) -> None:
+        """One labels request, whatever its outcome, and the labels it wrote."""
+        self._label_requests.labels(self.name, str(code)).inc()
+        self._labels.labels(self.name).inc(accepted)
 
     def response(self) -> Response:
         """The registry in the Prometheus text format, for ``GET /metrics``."""

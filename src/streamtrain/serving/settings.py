@@ -1,0 +1,64 @@
+"""Settings of ``streamtrain serve``, resolved like every command's (:mod:`streamtrain.config`).
+
+Each field comes from its flag, else ``STREAMTRAIN_<FIELD>`` (``STREAMTRAIN_LOG_TOPIC``, ...),
+else the config file's ``[serve]`` table or top level, else the default here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from streamtrain.errors import ConfigError
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
+from streamtrain.serving.validation import DEFAULT_MAX_INSTANCES
+
+__all__ = ["ServeSettings"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    """Where serve listens, what it follows, and where it writes.
+
+    ``metrics_topic`` ``''`` turns the dashboard's feed off. ``log_topic`` turns on the
+    prediction log (feature events), ``labels_topic`` ``POST /labels``; ``''`` is the same as
+    None. Both wait at most ``delivery_timeout`` seconds for the broker's acknowledgement.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    checkpoint_topic: str = DEFAULT_CHECKPOINT_TOPIC
+    metrics_topic: str = DEFAULT_METRICS_TOPIC
+    secret_file: Path | None = None
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    log_topic: str | None = None
+    labels_topic: str | None = None
+    delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+
+    def __post_init__(self) -> None:
+        # A flag given as '' arrives as ''; env and file values as None: one meaning, "off".
+        object.__setattr__(self, "log_topic", self.log_topic or None)
+        object.__setattr__(self, "labels_topic", self.labels_topic or None)
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if self.max_instances < 1:
+            raise ConfigError(f"max-instances must be >= 1, got {self.max_instances}")
+        if not (math.isfinite(self.delivery_timeout) and 0 < self.delivery_timeout <= 300):
+            raise ConfigError(
+                "delivery-timeout must be more than 0 and at most 300 seconds, "
+                f"got {self.delivery_timeout}"
+            )
+        if not self.checkpoint_topic:
+            raise ConfigError("checkpoint-topic must not be empty")
+        written = [t for t in (self.log_topic, self.labels_topic) if t]
+        if len(set(written)) < len(written):
+            raise ConfigError("the log topic and the labels topic must differ")
+        read = {self.checkpoint_topic, self.metrics_topic}
+        for topic in written:
+            if topic in read:
+                raise ConfigError(
+                    f"topic {topic!r} is read by serve (checkpoints or metrics): "
+                    "it cannot also take feature events or labels"
+                )
