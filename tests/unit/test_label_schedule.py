@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from river import datasets, stream
 
 from streamtrain.errors import ConfigError
+from streamtrain.produce import ProduceSettings
 from streamtrain.produce.labels import (
     Emission,
     LabelDelay,
@@ -259,3 +260,31 @@ def test_emissions_are_in_event_time_order(
     assert schedule.unlabelled == len(labels) - labelled
     assert schedule.pending == 0
 
+
+# --- settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"label_delay": "1s"}, "--label-delay applies only with --labels-topic"),
+        ({"label_drop": 0.1}, "--label-drop applies only with --labels-topic"),
+        ({"seed": 1}, "--seed applies only with --labels-topic"),
+        ({"id_prefix": "a-"}, "--id-prefix applies only with --labels-topic"),
+        ({"start_time": 0}, "--start-time applies only with --labels-topic"),
+        ({"labels_topic": "l", "label_drop": 1.0}, "label drop must be >= 0 and < 1"),
+        ({"labels_topic": "l", "key": "a"}, "keyed by id"),
+        ({"labels_topic": "bad topic"}, "not a valid Kafka topic name"),
+    ],
+)
+def test_settings_refuse_label_options_that_cannot_apply(
+    fields: Mapping[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ProduceSettings(**fields)
+
+
+def test_settings_name_a_bad_delay_spec() -> None:
+    with pytest.raises(ConfigError, match="label delay 'in a while'"):
+        ProduceSettings(labels_topic="l", label_delay="in a while")
+    assert ProduceSettings(labels_topic="l").label_delay_spec().low_ms == 0
