@@ -248,6 +248,14 @@ def test_unreachable_broker_through_the_cli(capsys: pytest.CaptureFixture[str]) 
         ["--dataset", "Phishing", "--target", "label"],
         ["--topic", "bad topic"],
         ["-X", "no-equals-sign"],
+        ["--label-delay", "5s"],
+        ["--label-drop", "0.5"],
+        ["--seed", "3"],
+        ["--labels-topic", "l", "--label-delay", "in a while"],
+        ["--labels-topic", "l", "--label-delay", "random:2s..1s"],
+        ["--labels-topic", "l", "--label-drop", "1"],
+        ["--labels-topic", "l", "--key", "https"],
+        ["--labels-topic", "l", "--start-time", "yesterday"],
     ],
 )
 def test_cli_misuse_is_one_line_and_exit_code_2(

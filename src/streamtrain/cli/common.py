@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import math
 import os
@@ -19,6 +20,7 @@ __all__ = [
     "non_negative_int",
     "positive_float",
     "positive_int",
+    "timestamp_ms",
 ]
 
 LIBRDKAFKA_LOGGER_NAME = "streamtrain.librdkafka"  # the logger kafka.clients routes it to
@@ -157,3 +159,18 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def timestamp_ms(text: str) -> int:
+    """Milliseconds since the epoch from ISO-8601 (UTC unless it says otherwise) or digits."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither ISO-8601 nor milliseconds since the epoch"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp() * 1000)

@@ -1,4 +1,12 @@
-"""``streamtrain produce``: replay a dataset or a file into a topic."""
+"""``streamtrain produce``: replay a dataset or a file into a topic.
+
+``--labels-topic T`` splits each event i into a feature event ``{"id", "x"}`` on the topic and
+a label event ``{"id", "y"}`` on T, both keyed by the id (``--id-prefix`` + i) and stamped with
+event time: feature i at start + i * (1000 / rate, or 1 without a rate) ms, its label
+``--label-delay`` later (a duration, ``feature:NAME`` in seconds, or ``random:MIN..MAX``
+seeded by ``--seed``); ``--label-drop P`` leaves each label out with probability P. Records go
+out in event-time order. :mod:`streamtrain.produce.labels` has the exact rules.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +25,7 @@ from streamtrain.cli.common import (
     non_negative_float,
     non_negative_int,
     positive_int,
+    timestamp_ms,
 )
 from streamtrain.config import resolve
 from streamtrain.errors import ConfigError, StreamtrainError
@@ -85,11 +94,53 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="replication factor when the topic is created [default: the broker's]",
     )
+    _add_label_options(parser)
     add_kafka_options(parser)
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar, only the final line"
     )
     parser.set_defaults(handler=run)
+
+
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "labels that arrive later",
+        "Split each event into a feature event and a label event written later in event time.",
+    )
+    group.add_argument(
+        "--labels-topic",
+        metavar="TOPIC",
+        help='write {"id", "x"} to --topic and {"id", "y"} here (may be the same topic)',
+    )
+    group.add_argument(
+        "--label-delay",
+        metavar="SPEC",
+        help="event time from a feature to its label: a duration (30s, 250ms, 2m, 0), "
+        "feature:NAME (its value, in seconds) or random:MIN..MAX [default: 0]",
+    )
+    group.add_argument(
+        "--label-drop",
+        type=non_negative_float,
+        metavar="P",
+        help="leave each label out with probability P, 0 <= P < 1 [default: 0]",
+    )
+    group.add_argument(
+        "--seed",
+        type=non_negative_int,
+        metavar="N",
+        help="seed of the random delays and drops [default: 0]",
+    )
+    group.add_argument(
+        "--id-prefix",
+        metavar="TEXT",
+        help="event ids are this prefix followed by the event's index from 0 [default: none]",
+    )
+    group.add_argument(
+        "--start-time",
+        type=timestamp_ms,
+        metavar="WHEN",
+        help="event time of the first event (ISO-8601, or ms since the epoch) [default: now]",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> ProduceSettings:
@@ -127,10 +178,16 @@ def run(args: argparse.Namespace) -> int:
         with stop_on_signals(lambda _sig: replayer.stop(), second_sigint_interrupts=True) as caught:
             report = replayer.run(source)
     print(_summary(report, caught), flush=True)
+    first = report.errors[0] if report.errors else "unknown error"
     if report.failed:
-        first = report.errors[0] if report.errors else "unknown error"
         raise StreamtrainError(
             f"{report.failed} of {report.sent} events were not delivered to {report.topic} "
+            f"(first error: {first})"
+        )
+    if report.labels is not None and report.labels.failed:
+        labels = report.labels
+        raise StreamtrainError(
+            f"{labels.failed} of {labels.sent} labels were not delivered to {labels.topic} "
             f"(first error: {first})"
         )
     return EXIT_CODES[caught[0]] if caught else 0
@@ -141,6 +198,13 @@ def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:
         f"produced {report.delivered} events to {report.topic} in "
         f"{report.elapsed_seconds:.1f}s ({report.events_per_second:.0f} ev/s)"
     )
+    labels = report.labels
+    if labels is not None:
+        line += f"; {labels.delivered} labels to {labels.topic}, {labels.dropped} dropped"
+        if labels.unlabelled:
+            line += f", {labels.unlabelled} events without a label"
+        if labels.pending:
+            line += f", {labels.pending} not yet due when stopped"
     return f"stopped by {caught[0].name}: {line}" if caught else line
 
 

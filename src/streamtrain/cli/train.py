@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
-from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
+from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args, timestamp_ms
 from streamtrain.config import resolve
 from streamtrain.stopping import stop_on_signals
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
@@ -70,7 +69,7 @@ def register(subparsers: Any) -> None:
     start.add_argument(
         "--from-timestamp",
         metavar="WHEN",
-        type=_timestamp_ms,
+        type=timestamp_ms,
         help="start at records from this time (ISO-8601, or ms since the epoch)",
     )
     parser.add_argument(
@@ -185,20 +184,6 @@ def register(subparsers: Any) -> None:
     )
     add_kafka_options(parser)
     parser.set_defaults(handler=run, replays_signals=True)
-
-
-def _timestamp_ms(text: str) -> int:
-    if text.isdigit():
-        return int(text)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither ISO-8601 nor milliseconds since the epoch"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp() * 1000)
 
 
 def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainSettings:

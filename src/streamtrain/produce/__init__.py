@@ -1,5 +1,6 @@
 """Replay a dataset or a file into a Kafka topic in the training-event wire format."""
 
-from streamtrain.produce.replayer import ProduceReport, ProduceSettings, Replayer
+from streamtrain.produce.replayer import Replayer
+from streamtrain.produce.settings import LabelReport, ProduceReport, ProduceSettings
 
-__all__ = ["ProduceReport", "ProduceSettings", "Replayer"]
+__all__ = ["LabelReport", "ProduceReport", "ProduceSettings", "Replayer"]
