@@ -245,3 +245,25 @@ def test_max_pending_expires_the_oldest_early() -> None:
     # The 90 labels of evicted predictions are unmatched at the end of the stream? No: they
     # wait (grace 0, and stream time stops at the last label); they are held or refused.
     assert join.counts["unmatched"] + len(join.held) == 90
+
+
+def test_a_regressor_scores_exactly_as_river_with_random_delays() -> None:
+    stream = list(datasets.TrumpApproval())
+    rng = random.Random(9)
+    delays = [rng.randint(0, 40) for _ in stream]
+    features, labels = logs(stream, delays)
+
+    def model() -> Any:
+        return preprocessing.StandardScaler() | linear_model.LinearRegression()
+
+    state = TrainState(model(), {"MAE": metrics.MAE(), "RMSE": metrics.RMSE()}, 0, {}, {})
+    task = Task.from_state("t", state, join=JoinSpec(LABELS, JoinPolicy()))
+    task.set_inputs([(FEATURES, 0), (LABELS, 0)])
+    run(task, features, labels, random.Random(1))
+    for name, metric in (("MAE", metrics.MAE()), ("RMSE", metrics.RMSE())):
+        it = iter(delays)
+        oracle = model()
+        evaluate.progressive_val_score(stream, oracle, metric, delay=lambda _x, _y, it=it: next(it))
+        assert task.evaluator.values()[name] == metric.get()
+    for x, _y in stream[:50]:
+        assert task.evaluator.model.predict_one(x) == oracle.predict_one(x)
