@@ -267,3 +267,58 @@ def test_a_regressor_scores_exactly_as_river_with_random_delays() -> None:
         assert task.evaluator.values()[name] == metric.get()
     for x, _y in stream[:50]:
         assert task.evaluator.model.predict_one(x) == oracle.predict_one(x)
+
+
+class PacedConsumer:
+    """What the registry asks of a consumer while it drains joined tasks."""
+
+    def __init__(self) -> None:
+        self.paused: set[tuple[str, int]] = set()
+        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
+
+    def get_watermark_offsets(self, tp: Any, timeout: Any = None, cached: bool = False) -> Any:
+        return 0, 10**9  # the logs hold far more than was fetched: nothing is caught up
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+        return [TopicPartition(tp.topic, tp.partition, OFFSET_INVALID) for tp in tps]
+
+    def pause(self, tps: list[Any]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in tps]
+        self.calls.append(("pause", keys))
+        self.paused.update(keys)
+
+    def resume(self, tps: list[Any]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in tps]
+        self.calls.append(("resume", keys))
+        self.paused.difference_update(keys)
+
+
+def test_an_input_far_ahead_is_paused_until_the_merge_takes_its_records() -> None:
+    from confluent_kafka import TopicPartition
+
+    from streamtrain.train.registry import MAX_BUFFERED, TaskRegistry
+
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    registry = TaskRegistry(
+        name=None,
+        partitioned=False,
+        build=lambda key, state: Task.from_state(key, state, join=JoinSpec(LABELS, JoinPolicy())),
+        start="earliest",
+        fresh=lambda _key: TrainState(model, {"ROCAUC": metrics.ROCAUC()}, 0, {}, {}),
+        clock=lambda: 0.0,
+    )
+    consumer = PacedConsumer()
+    registry.consumer = consumer
+    registry.on_assign(consumer, [TopicPartition(FEATURES, 0), TopicPartition(LABELS, 0)])  # type: ignore[arg-type]
+    stream = phishing(1250) * 5
+    features, labels = logs(stream, [10] * len(stream))
+    (task,) = registry.tasks.values()
+    task.learn(features[: MAX_BUFFERED + 1])
+    registry.drain(consumer, 0.0)  # type: ignore[arg-type]
+    assert consumer.paused == {(FEATURES, 0)} and task.events_learned == 0
+    task.learn(labels)  # the labels come: the merge takes the features, which resume
+    registry.drain(consumer, 0.0)  # type: ignore[arg-type]
+    assert consumer.paused == set() and task.events_learned > MAX_BUFFERED - 20
+    assert [kind for kind, _ in consumer.calls] == ["pause", "resume"]

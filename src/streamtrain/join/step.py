@@ -165,7 +165,7 @@ class _Run:
         pending = Pending(stored, proba, label, self.learned)
         held = state.held.pop(event_id, None)
         if held is not None:  # its label came first
-            self._join(event_id, pending, held.y, held.record)
+            self._join(event_id, pending, held.y, held.record, held.record.ts)
             return
         state.pending[event_id] = pending
         if len(state.pending) > self.policy.max_pending:
@@ -179,7 +179,7 @@ class _Run:
         assert event_id is not None
         pending = state.pending.pop(event_id, None)
         if pending is not None:
-            self._join(event_id, pending, item.y, StoredRecord.of(item.record, item.ts))
+            self._join(event_id, pending, item.y, item.record, item.ts)
         elif event_id in state.recent or event_id in state.held:
             state.counts["duplicate"] += 1
             self._refuse(item.record, DUPLICATE_LABEL, f"id {event_id!r} has a label already")
@@ -192,7 +192,9 @@ class _Run:
 
     # -- joining and expiring ----------------------------------------------------------------
 
-    def _join(self, event_id: str, pending: Pending, y: Any, label: StoredRecord) -> None:
+    def _join(self, event_id: str, pending: Pending, y: Any, label: Any, label_ts: int) -> None:
+        """Score the prediction made on arrival, then learn; ``label`` is the label's record
+        (dead-lettered if the model refuses it)."""
         state = self.state
         x = self._features_of(pending.record)
         try:
@@ -202,7 +204,7 @@ class _Run:
             return
         self.learned += 1
         state.counts["joined"] += 1
-        state.observe_delay(label.ts - pending.record.ts)
+        state.observe_delay(label_ts - pending.record.ts)
         state.recent[event_id] = pending.record.ts
         if len(state.recent) > self.policy.max_pending:
             del state.recent[next(iter(state.recent))]

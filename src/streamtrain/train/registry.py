@@ -29,6 +29,9 @@ __all__ = ["TaskRegistry"]
 
 log = logging.getLogger(__name__)
 
+# Records of one input partition waiting in a join's merge before the partition is paused.
+MAX_BUFFERED = 5_000
+
 
 class TaskRegistry:
     """Tasks by key and by partition; see the module doc.
@@ -69,6 +72,7 @@ class TaskRegistry:
         # (topic, partition) -> its task: the input topic's partitions, and a separate labels
         # topic's when labels are joined (partition p of both is the same task's).
         self.by_input: dict[tuple[str, int], Task] = {}
+        self.paused: set[tuple[str, int]] = set()  # inputs paused for back-pressure (joins)
         self.restored_from: dict[str, CheckpointHeader] = {}
         self.learned_by_departed = 0  # by tasks that moved to other processes
         self.assigned_at = float("inf")  # when the last assignment came
@@ -88,6 +92,7 @@ class TaskRegistry:
         if consumer is not self.consumer and self.consumer is not None:
             return
         self.assignment = [TP(tp.topic, tp.partition) for tp in partitions]
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
         if self.partitioned and self.checkpointing is not None:
             assert self.name is not None
             missing = list(
@@ -176,6 +181,7 @@ class TaskRegistry:
     def roll_back(self, consumer: Consumer) -> None:
         """Every task back to its last committed state (or a fresh one), the consumer too."""
         self._rebuild()
+        self._resume_all(consumer)  # the rebuilt tasks have nothing buffered
         self._seek(consumer)
 
     def _rebuild(self) -> None:
@@ -191,6 +197,7 @@ class TaskRegistry:
         new consumer's assignment restores and positions the tasks again)."""
         assert self.checkpointing is not None
         self._rebuild()
+        self.paused.clear()  # the consumer that paused them is gone
         starts = dict(self.start_offsets)  # where this run started stays where it started
         self._drop(self.assignment)
         self.start_offsets.update(starts)
@@ -224,10 +231,44 @@ class TaskRegistry:
         return OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
 
     def drain(self, consumer: Consumer, now: float) -> None:
-        """Joined tasks learn what their event-time merge lets go at ``now``."""
+        """Joined tasks learn what their event-time merge lets go at ``now``; then partitions
+        whose records pile up in a merge are paused until it takes them."""
         for task in self.tasks.values():
             if task.merge is not None:
                 task.drain(now, lambda key, fetched: self._caught_up(consumer, key, fetched))
+        self._pace(consumer)
+
+    def _pace(self, consumer: Consumer) -> None:
+        """Back-pressure, as Kafka Streams' ``buffered.records.per.partition``: an input far
+        ahead of the others in event time (labels a day late, replayed at full speed) would
+        otherwise buffer everything the consumer fetches."""
+        over, under = [], []
+        for key, task in self.by_input.items():
+            merge = task.merge
+            if merge is None:
+                continue
+            buffered = merge.buffered(key)
+            if buffered >= MAX_BUFFERED and key not in self.paused:
+                over.append(key)
+            elif buffered <= MAX_BUFFERED // 2 and key in self.paused:
+                under.append(key)
+        try:
+            if over:
+                consumer.pause([TP(t, p) for t, p in over])
+                self.paused.update(over)
+            if under:
+                consumer.resume([TP(t, p) for t, p in under])
+                self.paused.difference_update(under)
+        except KafkaException as err:  # not assigned any more: the next assignment resets it
+            log.debug("pausing or resuming %s failed: %s", over or under, err)
+
+    def _resume_all(self, consumer: Consumer | None) -> None:
+        if self.paused and consumer is not None:
+            try:
+                consumer.resume([TP(t, p) for t, p in self.paused])
+            except KafkaException as err:
+                log.debug("resuming %s failed: %s", sorted(self.paused), err)
+        self.paused.clear()
 
     def _caught_up(self, consumer: Consumer, key: tuple[str, int], fetched: int) -> bool:
         """Nothing in the partition's log past what its task was handed (as of the last
@@ -316,6 +357,7 @@ class TaskRegistry:
         ]
         for gone_input in gone_inputs:
             self.start_offsets.pop(gone_input, None)
+            self.paused.discard(gone_input)
         # A partitioned task goes when its last input does.
         gone = {p for _t, p in gone_inputs} - {tp.partition for tp in self.assignment}
         if self.partitioned and self.name:
