@@ -322,3 +322,29 @@ def test_an_input_far_ahead_is_paused_until_the_merge_takes_its_records() -> Non
     registry.drain(consumer, 0.0)  # type: ignore[arg-type]
     assert consumer.paused == set() and task.events_learned > MAX_BUFFERED - 20
     assert [kind for kind, _ in consumer.calls] == ["pause", "resume"]
+
+
+def test_ids_from_record_keys_join_the_same_way() -> None:
+    stream = phishing(200)
+    rng = random.Random(4)
+    delays = [rng.randint(0, 30) for _ in stream]
+    by_value = logs(stream, delays)
+
+    def keyed(recs: list[Rec]) -> list[Rec]:
+        out = []
+        for r in recs:
+            event = orjson.loads(r.data)
+            key = event.pop("id").encode()
+            out.append(dataclasses.replace(r, data=orjson.dumps(event), k=key))
+        return out
+
+    by_key = keyed(by_value[0]), keyed(by_value[1])
+    assert b'"id"' not in by_key[0][0].data
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    state = TrainState(model, {"ROCAUC": metrics.ROCAUC()}, 0, {}, {})
+    task = Task.from_state("t", state, join=JoinSpec(LABELS, JoinPolicy(), id_from="key"))
+    task.set_inputs([(FEATURES, 0), (LABELS, 0)])
+    run(task, *by_key, random.Random(0))
+    reference = run(fresh_task(), *by_value, random.Random(0))
+    assert task.join_state is not None and task.join_state.counts["joined"] == len(stream)
+    assert task.evaluator.values()["ROCAUC"] == reference.evaluator.values()["ROCAUC"]
