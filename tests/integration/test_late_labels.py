@@ -268,3 +268,39 @@ def test_partitioned_join_expires_what_waits_past_the_ttl_in_each_task(
         assert task["dead_letter_reasons"].get("label-expired", 0) == len(mine) - len(joined)
         assert task["events_predicted"] == len(sub)
     assert summary["events_learned"] == sum(1 for d in delays if d <= 100)
+
+
+def test_an_empty_labels_topic_does_not_hold_the_features_back(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    """An empty partition is caught up as soon as a fetch response says so (its cached high
+    watermark), not after the merge's stall bound; its predictions wait for labels."""
+    stream = _stream()[:300]
+    features, labels = unique_name("feat"), unique_name("lab")
+    _fill_features(kafka_bootstrap, features, stream, 1)
+    create_topic(kafka_bootstrap, labels, partitions=1)
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamtrain",
+        "train",
+        "--topic",
+        features,
+        "--labels-topic",
+        labels,
+        "--view",
+        "log",
+        "--exit-when-idle",
+        "2",
+        "--summary",
+        str(tmp_path / "summary.json"),
+        "--bootstrap-servers",
+        kafka_bootstrap,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=trainer_env(SECRET), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "merging without them" not in proc.stderr  # the stall warning
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["events_predicted"] == len(stream), (summary, proc.stderr[-3000:])
+    assert summary["events_learned"] == 0
+    assert summary["join"]["pending"] == len(stream)

@@ -230,6 +230,13 @@ class TaskRegistry:
             return self.start_offsets[(topic, partition)]
         return OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
 
+    def next_offset(self, topic: str, partition: int, low: int, high: int) -> int:
+        """:meth:`offset_of` as a number: a log's start or end given as its watermarks."""
+        offset = self.offset_of(topic, partition)
+        if offset == OFFSET_BEGINNING:
+            return low
+        return high if offset < 0 else offset
+
     def drain(self, consumer: Consumer, now: float) -> None:
         """Joined tasks learn what their event-time merge lets go at ``now``; then partitions
         whose records pile up in a merge are paused until it takes them."""
@@ -276,11 +283,11 @@ class TaskRegistry:
         topic, partition = key
         tp = TP(topic, partition)
         try:
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
             if high < 0:
                 return False  # no fetch response yet
             if fetched < 0:
-                fetched = self.offset_of(topic, partition)
+                fetched = self.next_offset(topic, partition, low, high)
             if fetched >= high:
                 return True
             # The position moves past transaction markers, which are never handed over.

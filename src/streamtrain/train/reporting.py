@@ -26,15 +26,18 @@ def lag(
     positions = consumer.position(registry.assignment) if registry.assignment else []
     for tp in positions:
         try:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=cached)
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=cached)
         except KafkaException:
             return None
         if high < 0:
             return None
         task = registry.by_input.get((tp.topic, tp.partition))
-        if tp.offset >= 0 and not (task and task.merge and task.merge.buffered(tp_key(tp))):
+        if task and task.merge and task.merge.buffered(tp_key(tp)):
+            # Consumed, but waiting in a join's merge: not learned yet.
+            position = registry.next_offset(tp.topic, tp.partition, low, high)
+        elif tp.offset >= 0:
             position = tp.offset
-        else:  # not consumed yet, or consumed but waiting in a join's merge
+        else:  # not consumed yet
             position = task.offsets_of(tp.topic).get(tp.partition, high) if task else high
         out[tp.partition] = out.get(tp.partition, 0) + max(high - position, 0)
     return out
