@@ -19,6 +19,22 @@ keyed by the model name (or the consumer group of an unnamed trainer). Format 1:
 
 ``tasks`` is filled for partitioned models only: one entry per replica the writing process
 holds. A ``final`` record is a trainer's last, written when it stops cleanly.
+
+A trainer that joins labels (``train --labels-topic``) adds a ``join`` object; other records
+have none (an additive field: still format 1)::
+
+    "join": {"pending": 120, "held_labels": 3, "joined": 9870, "expired": 4, "defaulted": 0,
+             "unmatched": 1, "duplicate": 0, "evicted": 0,
+             "label_delay_p50_ms": 5000.0, "label_delay_p99_ms": 58000.0,
+             "joins_per_second": 195.2}
+
+``pending`` predictions wait for their label and ``held_labels`` for their features; the next
+six count since the model's start (a named model's are restored with its checkpoint); the
+label delay is the label's event time minus its features' (null before the first join);
+``joins_per_second`` is over the interval since the writer's previous record (null in its
+first; a ``final`` record repeats its last progress record's). A partitioned model's task
+entries carry their own ``join`` (without ``joins_per_second``), and the top-level one sums
+them, its delays being those of the task with the most joins.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from trainers import train_command, trainer_env
 
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
-from streamtrain.serving.app import BackgroundServer, create_kafka_app
+from streamtrain.serving.app import BackgroundServer, create_app, create_kafka_app
+from streamtrain.serving.follower import MetricsHub, StaticSnapshotSource
 from streamtrain.state.keys import SigningKey
 
 pytestmark = pytest.mark.kafka
@@ -157,6 +158,7 @@ def test_dashboard_shows_the_model_learning(
                 assert _points(page, '[data-metric="Accuracy"] canvas') > 0
                 assert _points(page, "#chart-rate canvas") > 0
                 assert _points(page, "#chart-lag canvas") > 0
+                assert page.is_hidden("#join")  # this trainer joins no labels
 
                 page.wait_for_function(
                     "() => document.querySelector('#served-version').textContent.includes('@')",
@@ -190,3 +192,58 @@ def test_dashboard_shows_the_model_learning(
     assert not problems, problems
     # Every asset and call went to this server: nothing from a CDN or anywhere else.
     assert requests and all(url.startswith(base + "/") for url in requests), requests
+
+
+def test_dashboard_shows_the_join_of_a_joined_model() -> None:
+    """The join card, from records put in the hub by hand (no broker needed): hidden until a
+    record has a join, then its figures as the newest record has them."""
+    hub = MetricsHub()
+    base = {"kind": "progress", "ts": time.time(), "events_learned": 10, "metrics": {}}
+    hub.publish(base)
+    join = {
+        "pending": 1234,
+        "held_labels": 7,
+        "joined": 56789,
+        "expired": 3,
+        "defaulted": 0,
+        "unmatched": 11,
+        "duplicate": 0,
+        "evicted": 0,
+        "label_delay_p50_ms": 250.0,
+        "label_delay_p99_ms": 1500.0,
+        "joins_per_second": 420.0,
+    }
+    problems: list[str] = []
+    app = create_app("joined", StaticSnapshotSource(None), hub)
+    with BackgroundServer(app) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: _console(m, problems))
+            page.goto(server.url + "/")
+            page.wait_for_function("() => window.streamtrain.records() === 1")
+            assert page.is_hidden("#join")
+            hub.publish({**base, "ts": time.time(), "join": join})
+            page.wait_for_selector("#join", state="visible", timeout=10_000)
+            shown = {
+                field: page.text_content(f"#join-{field}")
+                for field in ("pending", "held", "rate", "joined", "p50", "p99")
+            }
+            expired = page.locator("#join-expired")
+            unmatched = page.locator("#join-unmatched")
+            assert expired.text_content() == str(join["expired"])
+            assert unmatched.text_content() == str(join["unmatched"])
+            assert expired.get_attribute("class") == "warn"  # something went missing
+            assert page.get_attribute("#join-defaulted", "class") == ""
+        finally:
+            browser.close()
+    assert shown == {
+        "pending": f"{join['pending']:,}",
+        "held": str(join["held_labels"]),
+        "rate": f"{join['joins_per_second']:,.0f}",
+        "joined": f"{join['joined']:,}",
+        "p50": f"{join['label_delay_p50_ms']:.0f} ms",
+        "p99": f"{join['label_delay_p99_ms'] / 1000:.1f} s",
+    }
+    assert not problems, problems

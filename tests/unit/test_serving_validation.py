@@ -279,7 +279,7 @@ def test_dashboard_is_served_with_its_assets_only() -> None:
         csp = page.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp
         assert "http://" not in page.text and "https://" not in page.text
-        for asset in ("static/dashboard.js", "static/dashboard.css"):
+        for asset in ("static/dashboard.js", "static/join.js", "static/dashboard.css"):
             assert asset in page.text
             response = client.get("/" + asset)
             assert response.status_code == 200

@@ -117,7 +117,7 @@ def create_app(
     if (log_topic or labels_topic) and event_log is None:
         raise ValueError("log_topic and labels_topic need an event_log to write through")
     feed = metrics_feed if metrics_feed is not None else MetricsHub()
-    metrics = ServingMetrics(name, source)
+    metrics = ServingMetrics(name, source, feed)
     predictor = Predictor(
         name,
         source,

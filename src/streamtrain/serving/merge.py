@@ -11,6 +11,9 @@ and of every process, and turns each incoming record into a model-wide one:
 * ``events_per_second``: the sum over processes that reported within ``live_seconds`` of the
   newest record and have not finished; ``lag`` and ``positions``: per partition, from the
   newest record that mentions it;
+* ``join`` (labels joined later): its counts and sizes summed over tasks, the label delay
+  quantiles of the task with the most joins (as ``train`` reports them), ``joins_per_second``
+  summed over the live processes;
 * ``processes``: how many processes are live; ``kind`` is ``final`` once every one finished.
 
 Records without ``tasks`` (a single-process model) pass through unchanged.
@@ -89,7 +92,32 @@ class ProcessMerger:
             processes=len(live),
             tasks={key: summary for key, (_, summary) in sorted(self._tasks.items())},
         )
+        join = _join(summaries, live)
+        if join is not None:
+            merged["join"] = join
         return merged
+
+
+def _join(summaries: list[dict[str, Any]], live: list[dict[str, Any]]) -> dict[str, Any] | None:
+    joins = [s["join"] for s in summaries if isinstance(s.get("join"), dict)]
+    if not joins:
+        return None
+    total: dict[str, Any] = {}
+    for join in joins:
+        for name, value in join.items():
+            if not name.startswith("label_delay"):
+                total[name] = total.get(name, 0) + int(_number(value))
+    largest = max(joins, key=lambda j: _number(j.get("joined")))
+    rates = [
+        r["join"]["joins_per_second"]
+        for r in live
+        if isinstance(r.get("join"), dict) and _is_number(r["join"].get("joins_per_second"))
+    ]
+    return {
+        **total,
+        **{k: v for k, v in largest.items() if k.startswith("label_delay")},
+        "joins_per_second": sum(rates) if rates else None,
+    }
 
 
 def _weighted(summaries: list[dict[str, Any]], field: str, total: int) -> dict[str, float]:
@@ -107,5 +135,9 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+    return float(value) if _is_number(value) else 0.0

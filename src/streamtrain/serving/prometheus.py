@@ -1,15 +1,16 @@
-"""Prometheus metrics of one served model, in a registry of the app's own."""
+"""Prometheus metrics of one served model, in a registry of the app's own: requests, the served
+checkpoint, and the join of labels as the trainer's newest metrics record tells it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histogram
 from prometheus_client.registry import Collector
 
-from streamtrain.serving.follower import Servable, SnapshotSource
+from streamtrain.serving.follower import MetricsHub, Servable, SnapshotSource
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
 
 __all__ = ["ServingMetrics"]
@@ -19,9 +20,10 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 class ServingMetrics:
     """Predict and labels requests counted, predict timed, feature events and labels written
-    counted, and the served model's state read at scrape time."""
+    counted, and the served model's state (and its trainer's join, from ``feed``) read at
+    scrape time."""
 
-    def __init__(self, name: str, source: SnapshotSource) -> None:
+    def __init__(self, name: str, source: SnapshotSource, feed: MetricsHub | None = None) -> None:
         self.name = name
         self.registry = CollectorRegistry(auto_describe=True)
         self._instances = Counter(
@@ -62,6 +64,8 @@ class ServingMetrics:
             registry=self.registry,
         )
         self.registry.register(_ModelCollector(name, source))
+        if feed is not None:
+            self.registry.register(_JoinCollector(name, feed))
 
     def predicted(self, instances: int) -> None:
         self._instances.labels(self.name).inc(instances)
@@ -153,3 +157,63 @@ def _events_learned(snapshot: Servable) -> int:
     if isinstance(snapshot, ModelSnapshot):
         return snapshot.header.events_learned
     return snapshot.events_learned
+
+
+# The join's counters in metrics records (streamtrain.formats), as Prometheus counters.
+_JOIN_COUNTERS = {
+    "joined": "Labels joined to their prediction and learned (joins per second: rate() of it)",
+    "expired": "Predictions whose label did not come within --label-ttl, dead-lettered",
+    "defaulted": "Predictions whose label did not come in time, learned with --default-label",
+    "unmatched": "Labels whose features did not come within --label-grace, dead-lettered",
+    "duplicate": "Second labels for an id, dead-lettered",
+    "evicted": "Predictions and labels ended early by --max-pending (counted above too)",
+}
+
+
+class _JoinCollector(Collector):
+    """The trainer's join, from the newest metrics record (of all its processes, merged); no
+    series for a model whose trainer does not join labels, or before its first record."""
+
+    def __init__(self, name: str, feed: MetricsHub) -> None:
+        self.name = name
+        self.feed = feed
+
+    def collect(self) -> Any:
+        record = self.feed.latest()
+        join = record.get("join") if record is not None else None
+        if not isinstance(join, dict):
+            return
+        waiting = {
+            "pending": "Predictions waiting for their label, as the trainer last reported",
+            "held_labels": "Labels waiting for their features, as the trainer last reported",
+        }
+        families: list[GaugeMetricFamily | CounterMetricFamily] = []
+        for field, text in waiting.items():
+            gauge = GaugeMetricFamily(f"streamtrain_join_{field}", text, labels=["model"])
+            _add(gauge, [self.name], join.get(field))
+            families.append(gauge)
+        for field, text in _JOIN_COUNTERS.items():
+            counter = CounterMetricFamily(f"streamtrain_join_{field}", text, labels=["model"])
+            _add(counter, [self.name], join.get(field))
+            families.append(counter)
+        delay = GaugeMetricFamily(
+            "streamtrain_join_label_delay_seconds",
+            "Label event time minus its features' event time, quantiles over joined labels",
+            labels=["model", "quantile"],
+        )
+        for quantile, field in (("0.5", "label_delay_p50_ms"), ("0.99", "label_delay_p99_ms")):
+            ms = join.get(field)
+            _add(delay, [self.name, quantile], ms / 1000 if _is_number(ms) else None)
+        families.append(delay)
+        # A field the record lacks (no delay before the first join) makes no empty family.
+        yield from (family for family in families if family.samples)
+
+
+def _add(family: GaugeMetricFamily | CounterMetricFamily, labels: list[str], value: Any) -> None:
+    """A sample when ``value`` is a number: records are read, not trusted (see formats)."""
+    if _is_number(value):
+        family.add_metric(labels, float(value))
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

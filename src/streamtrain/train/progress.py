@@ -38,6 +38,18 @@ class Progress:
         return sum(self.lag.values())
 
 
+def joins_per_second(before: Progress | None, after: Progress) -> float | None:
+    """Labels joined per second between two reports of one run; None without a join or an
+    earlier report. A count that went down (a rollback, a task moved to another process)
+    gives 0, not a negative rate."""
+    if before is None or before.join is None or after.join is None:
+        return None
+    seconds = after.elapsed_seconds - before.elapsed_seconds
+    if seconds <= 0:  # another run, or the same instant
+        return None
+    return max(int(after.join["joined"]) - int(before.join["joined"]), 0) / seconds
+
+
 class TrainerListener(Protocol):
     """Receives progress; every hook is optional to implement (see :class:`NullListener`)."""
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Producer
@@ -26,10 +27,17 @@ from streamtrain.formats import (
 )
 from streamtrain.kafka.clients import client_config, ensure_topic
 from streamtrain.state.envelope import model_version
-from streamtrain.train.progress import Progress, Summary
+from streamtrain.train.progress import Progress, Summary, joins_per_second
 
 # DEFAULT_METRICS_TOPIC stays importable from here for the train and demo commands.
-__all__ = ["DEFAULT_METRICS_TOPIC", "PROCESS_ID", "MetricsPublisher", "progress_record"]
+__all__ = [
+    "DEFAULT_METRICS_TOPIC",
+    "PROCESS_ID",
+    "MetricsPublisher",
+    "final_record",
+    "join_record",
+    "progress_record",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +46,13 @@ log = logging.getLogger(__name__)
 PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def progress_record(progress: Progress, kind: str = PROGRESS) -> dict[str, Any]:
+def progress_record(
+    progress: Progress, kind: str = PROGRESS, previous: Progress | None = None
+) -> dict[str, Any]:
+    """The metrics record of ``progress``; ``previous`` (the report before it) gives the join
+    rate. A ``join`` object only when labels are joined, so other records keep their shape."""
     positions = {str(p): o for p, o in sorted(progress.positions.items())}
-    return {
+    record: dict[str, Any] = {
         "format": METRICS_FORMAT,
         "kind": kind,
         "ts": time.time(),
@@ -64,6 +76,38 @@ def progress_record(progress: Progress, kind: str = PROGRESS) -> dict[str, Any]:
         "process": PROCESS_ID,
         "tasks": {key: dict(task) for key, task in progress.tasks.items()},
     }
+    if progress.join is not None:
+        record["join"] = join_record(progress.join, joins_per_second(previous, progress))
+    return record
+
+
+def join_record(join: Mapping[str, Any], rate: float | None) -> dict[str, Any]:
+    """A report's join counters (:func:`~streamtrain.train.reporting.join_summary`) plus the
+    labels joined per second since the report before."""
+    return {**join, "joins_per_second": rate}
+
+
+def final_record(last: Progress, summary: Summary, join_rate: float | None) -> dict[str, Any]:
+    """A run's last record: the last progress report's, with the summary's counts.
+
+    The stop comes right after the last report, so a join rate over that sliver of time would
+    be noise: the final record repeats ``join_rate``, the last progress record's.
+    """
+    final = progress_record(last, kind=FINAL)
+    final.update(
+        events_learned=summary.events_learned,
+        dead_lettered=summary.dead_lettered,
+        dead_letter_reasons=dict(summary.dead_letter_reasons),
+        events_predicted=summary.events_predicted,
+        metrics=dict(summary.metrics),
+        events_per_second=summary.events_per_second,
+        elapsed_seconds=summary.elapsed_seconds,
+        total_lag=0 if summary.stopped_because == "idle" else final["total_lag"],
+    )
+    final.pop("join", None)
+    if summary.join is not None:
+        final["join"] = join_record(summary.join, join_rate)
+    return final
 
 
 class MetricsPublisher:
@@ -82,26 +126,18 @@ class MetricsPublisher:
             client_config(kafka, **{"enable.idempotence": True, "linger.ms": 50})
         )
         self._last: Progress | None = None
+        self._join_rate: float | None = None  # of the last progress record
         self.failures = 0
 
     def on_progress(self, progress: Progress) -> None:
+        record = progress_record(progress, previous=self._last)
+        self._join_rate = record.get("join", {}).get("joins_per_second")
         self._last = progress
-        self._send(progress_record(progress), progress)
+        self._send(record, progress)
 
     def on_finish(self, summary: Summary) -> None:
         if self._last is not None:
-            final = progress_record(self._last, kind=FINAL)
-            final.update(
-                events_learned=summary.events_learned,
-                dead_lettered=summary.dead_lettered,
-                dead_letter_reasons=dict(summary.dead_letter_reasons),
-                events_predicted=summary.events_predicted,
-                metrics=dict(summary.metrics),
-                events_per_second=summary.events_per_second,
-                elapsed_seconds=summary.elapsed_seconds,
-                total_lag=0 if summary.stopped_because == "idle" else final["total_lag"],
-            )
-            self._send(final, self._last)
+            self._send(final_record(self._last, summary, self._join_rate), self._last)
         if self._producer.flush(10):
             log.warning("some metric records were not delivered to %s", self.topic)
 

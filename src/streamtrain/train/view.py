@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO
+from collections.abc import Mapping
+from typing import IO, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -12,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamtrain.train.progress import Progress, Summary
+from streamtrain.train.progress import Progress, Summary, joins_per_second
 
 __all__ = ["LiveView", "LogView", "choose_view"]
 
@@ -20,6 +21,37 @@ __all__ = ["LiveView", "LogView", "choose_view"]
 def _fmt_metric(value: float) -> str:
     # + 0.0 turns River's -0.0 (e.g. ROCAUC before both classes were seen) into 0.0.
     return f"{value + 0.0:.6f}"
+
+
+def _fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1_000:
+        return f"{ms:.0f} ms"
+    if ms < 120_000:
+        return f"{ms / 1_000:.1f} s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+_OUTCOMES = ("expired", "defaulted", "unmatched", "duplicate", "evicted")
+
+
+def join_rows(join: Mapping[str, Any], rate: float | None) -> list[tuple[str, str]]:
+    """The live panel's join rows, (label, text): what waits, how fast labels join, how
+    the rest ended, and the label delay."""
+    outcomes = ", ".join(f"{name} {join[name]:,}" for name in _OUTCOMES)
+    return [
+        ("pending", f"{join['pending']:,} predictions, {join['held_labels']:,} labels held"),
+        ("joins/s", "—" if rate is None else f"{rate:,.0f}"),
+        ("joined", f"{join['joined']:,}  ({outcomes})"),
+        (
+            "label delay",
+            f"p50 {_fmt_ms(join['label_delay_p50_ms'])} · "
+            f"p99 {_fmt_ms(join['label_delay_p99_ms'])}",
+        ),
+    ]
 
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -38,7 +70,7 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 
 class LiveView:
-    """A panel redrawn in place: throughput, metrics, lag and dead letters."""
+    """A panel redrawn in place: throughput, metrics, lag, dead letters and joins."""
 
     def __init__(self, title: str, console: Console | None = None) -> None:
         self.title = title
@@ -46,17 +78,20 @@ class LiveView:
         self._live = Live(console=self.console, auto_refresh=False, transient=False)
         self._started = False
         self._history: dict[str, list[float]] = {}  # series name -> values, one per report
+        self._previous: Progress | None = None  # the report before, for the join rate
 
     def on_progress(self, progress: Progress) -> None:
         if not self._started:
             self._live.start()
             self._started = True
         self._live.update(self._render(progress), refresh=True)
+        self._previous = progress
 
     def on_finish(self, summary: Summary) -> None:
         if self._started:
             self._live.stop()
-        self.console.print(final_line(summary))
+        # Plain text: "[idle]" at its end is not rich markup.
+        self.console.print(final_line(summary), markup=False, highlight=False)
 
     def _remember(self, name: str, value: float) -> list[float]:
         series = self._history.setdefault(name, [])
@@ -81,6 +116,12 @@ class LiveView:
         stats.add_row("dead-lettered", Text(dlq, style="yellow" if p.dead_lettered else ""))
         if p.events_predicted:
             stats.add_row("unlabelled, predicted", f"{p.events_predicted:,}")
+        if p.join is not None:
+            joins = joins_per_second(self._previous, p)
+            for label, text in join_rows(p.join, joins):
+                if label == "joins/s" and joins is not None:
+                    text += f"  [magenta]{sparkline(self._remember('joins/s', joins))}[/]"
+                stats.add_row(label, text)
         stats.add_row("elapsed", f"{p.elapsed_seconds:,.1f}s")
         metrics = Table(box=None, padding=(0, 2), show_header=True, header_style="bold cyan")
         metrics.add_column("metric")
@@ -108,6 +149,7 @@ class LogView:
         self.stream = stream or sys.stderr
         self.every = every
         self._last = 0.0
+        self._previous: Progress | None = None  # the last one printed, for the join rate
 
     def on_progress(self, progress: Progress) -> None:
         now = time.monotonic()
@@ -115,9 +157,11 @@ class LogView:
             return
         self._last = now
         metrics = " ".join(f"{k}={_fmt_metric(v)}" for k, v in progress.metrics.items())
+        join = "" if progress.join is None else " " + join_fields(progress, self._previous)
+        self._previous = progress
         print(
             f"learned={progress.events_learned} rate={progress.events_per_second:.0f}/s "
-            f"lag={progress.total_lag} dead_lettered={progress.dead_lettered} {metrics}",
+            f"lag={progress.total_lag} dead_lettered={progress.dead_lettered} {metrics}{join}",
             file=self.stream,
             flush=True,
         )
@@ -126,14 +170,41 @@ class LogView:
         print(final_line(summary), file=self.stream, flush=True)
 
 
+def join_fields(progress: Progress, previous: Progress | None) -> str:
+    """A log line's join part: ``pending=... joined=... joins=.../s ...`` (the rate since
+    ``previous``, left out without one)."""
+    join = progress.join or {}
+    rate = joins_per_second(previous, progress)
+    fields = [
+        f"pending={join['pending']}",
+        f"held_labels={join['held_labels']}",
+        f"joined={join['joined']}",
+        *([] if rate is None else [f"joins={rate:.0f}/s"]),
+        *(f"{name}={join[name]}" for name in _OUTCOMES),
+        *(
+            f"{name}={join[name]:.0f}"
+            for name in ("label_delay_p50_ms", "label_delay_p99_ms")
+            if join[name] is not None
+        ),
+    ]
+    return " ".join(fields)
+
+
 def final_line(summary: Summary) -> str:
     metrics = ", ".join(f"{k} {_fmt_metric(v)}" for k, v in summary.metrics.items())
     predicted = summary.events_predicted
+    join = summary.join
     return (
         f"learned {summary.events_learned:,} events from {summary.topic} in "
         f"{summary.elapsed_seconds:.1f}s ({summary.events_per_second:,.0f} ev/s), "
         f"dead-lettered {summary.dead_lettered:,}"
         + (f", predicted {predicted:,} unlabelled" if predicted else "")
+        + (
+            ""
+            if join is None
+            else f", joined {join['joined']:,} labels ({join['pending']:,} still pending, "
+            f"{join['expired']:,} expired, {join['unmatched']:,} unmatched)"
+        )
         + f"; {metrics} [{summary.stopped_because}]"
     )
 

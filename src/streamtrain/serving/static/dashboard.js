@@ -420,6 +420,7 @@
 
     renderTiles(last);
     renderDeadLetters(last);
+    if (window.streamtrainJoin) window.streamtrainJoin.render(last); // static/join.js
     for (const c of charts.values()) c.draw();
   }
 
