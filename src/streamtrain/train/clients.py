@@ -7,6 +7,7 @@ control paths (aborts, fencing, lost partitions, stuck commits) without a broker
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -89,8 +90,15 @@ def consumer_config(settings: TrainSettings, group: str) -> dict[str, Any]:
     }
     if settings.name and not settings.partitioned:
         # Static membership (KIP-345): a restarted trainer takes over its predecessor's
-        # place in the group at once, instead of waiting out a killed member's session.
-        conf["group.instance.id"] = f"streamtrain.{settings.name}"
+        # place in the group at once, instead of waiting out a killed member's session. One
+        # id per set of topics read: the broker hands a static member that rejoins a stable
+        # group its previous assignment, even for topics it no longer subscribes to (it does
+        # not compare subscriptions, KAFKA-12759), and librdkafka takes it as is. With another
+        # id, a trainer that reads other topics than the last run joins anew (after the last
+        # run's member has timed out, if that was less than a session ago).
+        topics = [settings.topic, settings.separate_labels_topic or ""]
+        digest = hashlib.sha256("\0".join(topics).encode()).hexdigest()[:12]
+        conf["group.instance.id"] = f"streamtrain.{settings.name}.{digest}"
     if settings.partitioned:
         # A dead process's tasks move after this long; shorter than the 45 s default so
         # that losing a trainer pauses its partitions for seconds, not most of a minute.
