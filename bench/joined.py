@@ -14,7 +14,9 @@ from typing import Any
 import orjson
 
 DELAY = 1000  # events (1 ms apart in event time)
-START = 1_700_000_000_000
+# Event time of the first feature event (ms): recent, since the broker deletes records older
+# than its retention (7 days) at its next retention check, even from a topic's active segment.
+START = int(time.time() * 1000) - 600_000
 
 
 def _fill(bootstrap: str, features: str, labels: str, stream: list[Any]) -> None:

@@ -25,7 +25,9 @@ from streamtrain.state.keys import SigningKey
 pytestmark = pytest.mark.kafka
 
 SECRET = "join-visible-test-secret-0123456789"
-START = 1_700_000_000_000  # event time of feature 0, in ms
+# Event time of the first feature event (ms): recent, since the broker deletes records older
+# than its retention (7 days) at its next retention check, even from a topic's active segment.
+START = int(time.time() * 1000) - 600_000
 EVENTS = 200
 DELAY_MS = 5  # each label comes this long after its features, in event time
 TTL_MS = 50
