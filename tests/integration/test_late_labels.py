@@ -91,6 +91,26 @@ def _river(stream: list[Any], delays: list[int]) -> tuple[float, Any]:
     return metric.get(), model
 
 
+def _unnamed_joined(bootstrap: str, features: str, labels: str, *extra: str) -> list[str]:
+    """An unnamed trainer joining ``labels`` to ``features`` (no checkpoint to resume from);
+    ``extra`` flags come last, so they override these."""
+    return [
+        sys.executable,
+        "-m",
+        "streamtrain",
+        "train",
+        "--topic",
+        features,
+        "--labels-topic",
+        labels,
+        "--view",
+        "none",
+        "--bootstrap-servers",
+        bootstrap,
+        *extra,
+    ]
+
+
 def _run(cmd: list[str], summary: Path) -> dict[str, Any]:
     proc = subprocess.run(
         [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
@@ -197,22 +217,7 @@ def test_the_same_logs_give_the_same_model_whatever_the_write_order_and_fetch_si
         features, labels = unique_name("feat"), unique_name("lab")
         _fill_joined(kafka_bootstrap, features, labels, stream, delays, 1, labels_first)
         summary_path = tmp_path / f"summary-{batch}.json"
-        cmd = [
-            sys.executable,
-            "-m",
-            "streamtrain",
-            "train",
-            "--topic",
-            features,
-            "--labels-topic",
-            labels,
-            "--batch-size",
-            batch,
-            "--view",
-            "none",
-            "--bootstrap-servers",
-            kafka_bootstrap,
-        ]
+        cmd = _unnamed_joined(kafka_bootstrap, features, labels, "--batch-size", batch)
         summary = _run(cmd, summary_path)
         assert summary["metrics"]["ROCAUC"] == auc, (labels_first, batch)
         assert summary["join"]["joined"] == len(stream)
@@ -283,14 +288,9 @@ def test_an_empty_labels_topic_does_not_hold_the_features_back(
     features, labels = unique_name("feat"), unique_name("lab")
     _fill_features(kafka_bootstrap, features, stream, 1)
     create_topic(kafka_bootstrap, labels, partitions=1)
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamtrain",
-        "train",
-        "--topic",
+    cmd = _unnamed_joined(
+        kafka_bootstrap,
         features,
-        "--labels-topic",
         labels,
         "--view",
         "log",
@@ -298,9 +298,7 @@ def test_an_empty_labels_topic_does_not_hold_the_features_back(
         "2",
         "--summary",
         str(tmp_path / "summary.json"),
-        "--bootstrap-servers",
-        kafka_bootstrap,
-    ]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, env=trainer_env(SECRET), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "merging without them" not in proc.stderr  # the stall warning

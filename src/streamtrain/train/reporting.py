@@ -85,7 +85,7 @@ def _task_summaries(registry: TaskRegistry) -> dict[str, dict[str, Any]]:
 def join_summary(registry: TaskRegistry) -> dict[str, Any] | None:
     """The join counters summed over tasks (delay quantiles: the largest task's, a replica's
     own stream being the only exact one); None when labels are not joined."""
-    joins = [t.join_state.summary() for t in registry.tasks.values() if t.join_state]
+    joins = [t.join_state.summary() for t in registry.tasks.values() if t.join_state is not None]
     if not joins:
         return None
     total: dict[str, Any] = {}
