@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamtrain.data.events import InvalidEvent
+from streamtrain.faults import crash_point
 from streamtrain.join.events import INLINE, LABEL, decode_item
 from streamtrain.join.state import (
     DUPLICATE_ID,
@@ -159,6 +160,7 @@ class _Run:
         self.out.predictions.append(
             Prediction(item.record, answer, positions, self.learned, label_positions)
         )
+        crash_point("after-join-predict")
         if event_id is None:
             return  # an unlabelled event with no id: nothing can complete it
         stored = StoredRecord.of(item.record, item.ts)
