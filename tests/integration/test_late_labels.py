@@ -14,10 +14,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, TopicPartition
+from joined import fill_features, fill_joined
 from river import datasets, evaluate, linear_model, metrics, preprocessing
-from topics import create_topic, fill
+from topics import create_topic
 from trainers import train_command, trainer_env
 
 from streamtrain.config import KafkaSettings
@@ -27,60 +27,10 @@ from streamtrain.state.store import CheckpointStore
 
 SECRET = "late-labels-test-secret-0123456789"
 KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
-# Event time of the first feature event (ms): recent, since the broker deletes records older
-# than its retention (7 days) at its next retention check, even from a topic's active segment.
-START = int(time.time() * 1000) - 600_000
 
 
 def _stream() -> list[Any]:
     return list(datasets.Phishing())
-
-
-def _fill_joined(
-    bootstrap: str,
-    features: str,
-    labels: str,
-    stream: list[Any],
-    delays: list[int],
-    parts: int,
-    labels_first: bool = False,
-) -> None:
-    """Feature i at START + i ms on partition i % parts; its label at + delays[i], each
-    partition's labels in due order (what `streamtrain produce --label-delay` writes)."""
-    if labels_first:  # the labels topic is written (and its log complete) before the features
-        _fill_labels(bootstrap, labels, stream, delays, parts)
-    _fill_features(bootstrap, features, stream, parts)
-    if not labels_first:
-        _fill_labels(bootstrap, labels, stream, delays, parts)
-
-
-def _fill_features(bootstrap: str, features: str, stream: list[Any], parts: int) -> None:
-    ids = [str(i) for i in range(len(stream))]
-    fill(
-        bootstrap,
-        features,
-        [orjson.dumps({"id": ids[i], "x": x}) for i, (x, _y) in enumerate(stream)],
-        keys=[i.encode() for i in ids],
-        partitions=parts,
-        timestamps=[START + i for i in range(len(stream))],
-        to=[i % parts for i in range(len(stream))],
-    )
-
-
-def _fill_labels(
-    bootstrap: str, labels: str, stream: list[Any], delays: list[int], parts: int
-) -> None:
-    ids = [str(i) for i in range(len(stream))]
-    due = sorted(range(len(stream)), key=lambda i: (i + delays[i], i))
-    fill(
-        bootstrap,
-        labels,
-        [orjson.dumps({"id": ids[i], "y": stream[i][1]}) for i in due],
-        keys=[ids[i].encode() for i in due],
-        partitions=parts,
-        timestamps=[START + i + delays[i] for i in due],
-        to=[i % parts for i in due],
-    )
 
 
 def _river(stream: list[Any], delays: list[int]) -> tuple[float, Any]:
@@ -157,7 +107,7 @@ def test_delayed_labels_score_as_river_and_survive_kill_9(
     delays = [rng.randint(0, 300) for _ in stream]
     features, labels = unique_name("feat"), unique_name("lab")
     name, ckpt = unique_name("joined"), unique_name("ckpt")
-    _fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
+    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
     cmd = train_command(
         kafka_bootstrap, features, name, ckpt, "--labels-topic", labels, "--checkpoint-every", "97"
     )
@@ -215,7 +165,7 @@ def test_the_same_logs_give_the_same_model_whatever_the_write_order_and_fetch_si
     auc, _oracle = _river(stream, delays)
     for labels_first, batch in ((False, "500"), (True, "7")):
         features, labels = unique_name("feat"), unique_name("lab")
-        _fill_joined(kafka_bootstrap, features, labels, stream, delays, 1, labels_first)
+        fill_joined(kafka_bootstrap, features, labels, stream, delays, 1, labels_first)
         summary_path = tmp_path / f"summary-{batch}.json"
         cmd = _unnamed_joined(kafka_bootstrap, features, labels, "--batch-size", batch)
         summary = _run(cmd, summary_path)
@@ -252,7 +202,7 @@ def test_partitioned_join_expires_what_waits_past_the_ttl_in_each_task(
     delays = [rng.randint(0, 120) for _ in stream]
     features, labels = unique_name("feat"), unique_name("lab")
     name, ckpt = unique_name("joined"), unique_name("ckpt")
-    _fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=3)
+    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=3)
     cmd = train_command(
         kafka_bootstrap,
         features,
@@ -286,7 +236,7 @@ def test_an_empty_labels_topic_does_not_hold_the_features_back(
     watermark), not after the merge's stall bound; its predictions wait for labels."""
     stream = _stream()[:300]
     features, labels = unique_name("feat"), unique_name("lab")
-    _fill_features(kafka_bootstrap, features, stream, 1)
+    fill_features(kafka_bootstrap, features, stream, 1)
     create_topic(kafka_bootstrap, labels, partitions=1)
     cmd = _unnamed_joined(
         kafka_bootstrap,
