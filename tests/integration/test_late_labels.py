@@ -173,6 +173,31 @@ def test_the_same_logs_give_the_same_model_whatever_the_write_order_and_fetch_si
         assert summary["join"]["joined"] == len(stream)
 
 
+def test_a_regressor_with_labels_a_constant_delay_later_scores_as_river(
+    kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    """A regression dataset, each label 25 events after its features: MAE as River's
+    ``progressive_val_score(delay=25)``, to the last bit."""
+    stream = list(datasets.TrumpApproval())
+    delays = [25] * len(stream)
+    model = preprocessing.StandardScaler() | linear_model.LinearRegression()
+    mae = metrics.MAE()
+    evaluate.progressive_val_score(stream, model, mae, delay=25)
+    features, labels = unique_name("feat"), unique_name("lab")
+    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
+    cmd = _unnamed_joined(
+        kafka_bootstrap, features, labels, "--model", "StandardScaler | LinearRegression"
+    )
+    summary = _run(cmd, tmp_path / "summary.json")
+    assert summary["metrics"]["MAE"] == mae.get()
+    inline = metrics.MAE()  # the delay is what this checks: with none, MAE would differ
+    evaluate.progressive_val_score(
+        stream, preprocessing.StandardScaler() | linear_model.LinearRegression(), inline
+    )
+    assert inline.get() != mae.get()
+    assert summary["join"]["joined"] == len(stream) and summary["events_learned"] == len(stream)
+
+
 def test_partitioned_join_refuses_topics_not_co_partitioned(
     kafka_bootstrap: str, unique_name: Callable[..., str]
 ) -> None:
