@@ -12,6 +12,7 @@ import orjson
 import pytest
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
+from streamtrain.join.merge import EventTimeMerge
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.state.payload import TrainState, freeze, thaw
 from streamtrain.train.tasks import JoinSpec, Task
@@ -348,3 +349,17 @@ def test_ids_from_record_keys_join_the_same_way() -> None:
     reference = run(fresh_task(), *by_value, random.Random(0))
     assert task.join_state is not None and task.join_state.counts["joined"] == len(stream)
     assert task.evaluator.values()["ROCAUC"] == reference.evaluator.values()["ROCAUC"]
+
+
+def test_ties_between_partitions_do_not_depend_on_the_order_they_were_assigned() -> None:
+    """Records of two feature partitions stamped the same millisecond: merged by (topic,
+    partition), whichever partition the group handed over first."""
+    orders = []
+    for inputs in ([("f", 0), ("f", 1), ("l", 0)], [("l", 0), ("f", 1), ("f", 0)]):
+        merge = EventTimeMerge(inputs, max_wait=0.0)
+        for key in inputs:
+            for ts in (5, 7):
+                merge.add(key, ts, 0 if key[0] == "l" else 1, (key, ts))
+        orders.append(list(merge.take(0.0, lambda _key: True)))
+    assert orders[0] == orders[1]
+    assert orders[0][:3] == [(("l", 0), 5), (("f", 0), 5), (("f", 1), 5)]

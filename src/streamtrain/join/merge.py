@@ -3,8 +3,9 @@
 A joined task reads several partitions (its feature partitions and its label partitions). Each
 partition is taken in log order; *between* partitions, the record with the smallest timestamp
 goes first, a label before a feature at the same time (River's ``simulate_qa`` rule: an answer
-due at ``t`` is revealed before the question asked at ``t``), then the order the inputs were
-given in. A record is only taken once every input has a record buffered to compare it with —
+due at ``t`` is revealed before the question asked at ``t``), then by input key — (topic,
+partition) in a trainer — so ties between partitions do not depend on the order the group
+assigned them in. A record is only taken once every input has a record buffered to compare it with —
 the rule Kafka Streams applies per task (``max.task.idle.ms``, KIP-695) — except that an input
 with nothing buffered may be passed over when
 
@@ -49,9 +50,7 @@ class EventTimeMerge:
     ) -> None:
         self.max_wait = max_wait
         self.stall = max(stall, max_wait)
-        self._order: dict[Hashable, int] = {}
-        self._next_order = 0
-        self._queues: dict[Hashable, deque[tuple[int, int, int, Hashable, Any]]] = {}
+        self._queues: dict[Any, deque[tuple[int, int, Any, Any]]] = {}
         self._blocked_since: float | None = None
         self._warned = False
         for key in inputs:
@@ -59,13 +58,10 @@ class EventTimeMerge:
 
     def add_input(self, key: Hashable) -> None:
         if key not in self._queues:
-            self._order[key] = self._next_order
-            self._next_order += 1
             self._queues[key] = deque()
 
     def remove_input(self, key: Hashable) -> None:
         self._queues.pop(key, None)
-        self._order.pop(key, None)
 
     @property
     def inputs(self) -> list[Hashable]:
@@ -73,8 +69,9 @@ class EventTimeMerge:
 
     def add(self, key: Hashable, timestamp: int, rank: int, item: Any) -> None:
         """Buffer ``item`` of input ``key`` (log order within an input); ``rank`` breaks
-        timestamp ties (smaller first: labels are 0, features 1)."""
-        self._queues[key].append((timestamp, rank, self._order[key], key, item))
+        timestamp ties (smaller first: labels are 0, features 1), then the keys (which must
+        compare with each other)."""
+        self._queues[key].append((timestamp, rank, key, item))
 
     def buffered(self, key: Hashable) -> int:
         queue = self._queues.get(key)
@@ -96,8 +93,8 @@ class EventTimeMerge:
             elif not self._may_pass(empty, now, caught_up):
                 return
             best = min((q[0] for q in queues.values() if q), key=_order_key)
-            queues[best[3]].popleft()
-            yield best[4]
+            queues[best[2]].popleft()
+            yield best[3]
 
     def _may_pass(
         self, empty: list[Hashable], now: float, caught_up: Callable[[Hashable], bool]
@@ -120,5 +117,5 @@ class EventTimeMerge:
         return True
 
 
-def _order_key(head: tuple[int, int, int, Hashable, Any]) -> tuple[int, int, int]:
+def _order_key(head: tuple[int, int, Any, Any]) -> tuple[int, int, Any]:
     return head[0], head[1], head[2]
