@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import logging
 import socket
 import ssl
 import sys
@@ -97,6 +98,12 @@ def register(subparsers: Any) -> None:
         "--ssl-keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM)"
     )
     serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log a line per request to stdout (client, method, path, status; no headers)",
+    )
+    serve.add_argument(
         "--log-topic",
         metavar="TOPIC",
         help="write each predicted instance here as a feature event keyed by its id, answering "
@@ -155,6 +162,7 @@ def serve_settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> 
         "token_file": args.token_file,
         "ssl_certfile": args.ssl_certfile,
         "ssl_keyfile": args.ssl_keyfile,
+        "access_log": args.access_log,
     }
     return resolve(ServeSettings, flags, file=file, section="serve")
 
@@ -195,12 +203,14 @@ def run_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         log_level="warning",
-        access_log=False,
+        access_log=settings.access_log,
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         # Dashboards hold event streams open: don't wait on them forever at Ctrl-C.
         timeout_graceful_shutdown=2,
     )
+    if settings.access_log:  # uvicorn logs requests at info, the rest of it stays at warning
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     host, port = sock.getsockname()[:2]
     writes = "".join(
         [

@@ -30,7 +30,8 @@ class ServeSettings:
     prediction log (feature events), ``labels_topic`` ``POST /labels``; ``''`` is the same as
     None. Both wait at most ``delivery_timeout`` seconds for the broker's acknowledgement.
     ``token_file`` turns on bearer tokens (:mod:`streamtrain.serving.tokens`), ``ssl_certfile``
-    and ``ssl_keyfile`` (PEM, both or neither) HTTPS.
+    and ``ssl_keyfile`` (PEM, both or neither) HTTPS; ``access_log`` a line per request
+    (method, path, status: never a header, so never a token).
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +48,7 @@ class ServeSettings:
     token_file: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         # A flag given as '' arrives as ''; env and file values as None: one meaning, "off".
