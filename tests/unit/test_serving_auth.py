@@ -218,6 +218,10 @@ def test_who_may_call_what() -> None:
         for malformed in (f"Basic {FULL}", "Bearer", "Bearer ", FULL):
             refused = client.get("/model", headers={"Authorization": malformed})
             assert (refused.status_code, refused.json()["reason"]) == (401, "bad-authorization")
+        document = client.get("/openapi.json", headers=_bearer(READ)).json()
+        assert document["security"] == [{"bearer": []}]
+        assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        assert document["paths"]["/healthz"]["get"]["security"] == []
         # An unknown path is a 401 before it is a 404: nothing is learned without a token.
         assert client.get("/no-such-page").status_code == 401
         assert client.get("/no-such-page", headers=_bearer(READ)).status_code == 404

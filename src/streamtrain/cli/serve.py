@@ -45,7 +45,9 @@ def register(subparsers: Any) -> None:
         "dashboard; /model, /healthz, /readyz and /metrics (Prometheus) are for operators. "
         "For labels that arrive later: --log-topic writes each predicted instance as a feature "
         "event under its id, --labels-topic takes the outcomes at POST /labels; a trainer run "
-        "with --topic LOG --labels-topic LABELS learns from them, and serve hot-swaps it in.",
+        "with --topic LOG --labels-topic LABELS learns from them, and serve hot-swaps it in. "
+        "--token-file requires a bearer token on every route but /healthz (a read-only token "
+        "may look but not write), --ssl-certfile/--ssl-keyfile serve HTTPS.",
     )
     serve.add_argument("--name", required=True, help="model name (as given to train --name)")
     serve.add_argument("--host", help="address to listen on [default: 127.0.0.1]")

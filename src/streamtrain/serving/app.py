@@ -67,7 +67,7 @@ from fastapi.responses import Response
 
 from streamtrain.config import KafkaSettings
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
-from streamtrain.serving.auth import BearerAuth
+from streamtrain.serving.auth import BearerAuth, document_bearer
 from streamtrain.serving.dashboard import add_dashboard
 from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT, EventLog, Sink
 from streamtrain.serving.follower import (
@@ -176,6 +176,7 @@ def create_app(
     add_dashboard(app, name, feed)
     if tokens is not None:
         app.add_middleware(BearerAuth, tokens=tokens, secure_cookie=secure_cookie)
+        document_bearer(app)
     return app
 
 

@@ -19,13 +19,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+from fastapi import FastAPI
 from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from streamtrain.serving.responses import json_response
 from streamtrain.serving.tokens import Role, TokenSet
 
-__all__ = ["COOKIE", "OPEN_PATHS", "BearerAuth"]
+__all__ = ["COOKIE", "OPEN_PATHS", "BearerAuth", "document_bearer"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -109,6 +110,23 @@ class BearerAuth:
         if not role.allows(needed):
             return _forbidden()
         return None
+
+
+def document_bearer(app: FastAPI) -> None:
+    """Say in ``app``'s OpenAPI document that its routes, but the open ones, need a token."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # built once and cached by FastAPI; the changes below are idempotent
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+        schema["security"] = [{"bearer": []}]
+        for path in OPEN_PATHS:
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class _Login:
