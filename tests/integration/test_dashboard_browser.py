@@ -26,6 +26,7 @@ from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.serving.app import BackgroundServer, create_app, create_kafka_app
 from streamtrain.serving.follower import MetricsHub, StaticSnapshotSource
+from streamtrain.serving.tokens import parse_tokens
 from streamtrain.state.keys import SigningKey
 
 pytestmark = pytest.mark.kafka
@@ -246,4 +247,35 @@ def test_dashboard_shows_the_join_of_a_joined_model() -> None:
         "p50": f"{join['label_delay_p50_ms']:.0f} ms",
         "p99": f"{join['label_delay_p99_ms'] / 1000:.1f} s",
     }
+    assert not problems, problems
+
+
+def test_dashboard_signs_in_with_a_read_token() -> None:
+    """With tokens, the page at / asks for one; after a read token, the dashboard draws its
+    event stream (which a browser cannot send a header with) from the cookie alone."""
+    token = "dashboard-read-token-0123456789"
+    tokens = parse_tokens(f"read {token}\nfull dashboard-full-token-0123456789", "test")
+    hub = MetricsHub()
+    hub.publish({"kind": "progress", "ts": time.time(), "events_learned": 10, "metrics": {}})
+    problems: list[str] = []
+    app = create_app("guarded", StaticSnapshotSource(None), hub, tokens=tokens)
+    with BackgroundServer(app) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            first = page.goto(server.url + "/")
+            assert first is not None and first.status == 401
+            page.fill("#token", "not-the-token-0123456789")
+            page.click("input[type=submit]")
+            assert "not valid" in (page.text_content("body") or "")
+            assert page.url == server.url + "/login"  # the form's answer, no token in it
+            page.fill("#token", token)
+            with page.expect_navigation(url=server.url + "/"):
+                page.click("input[type=submit]")
+            page.wait_for_function("() => window.streamtrain.records() === 1", timeout=10_000)
+            assert page.text_content("#model-name") == "guarded"
+            assert page.evaluate("document.cookie") == ""  # HttpOnly: no script can read it
+        finally:
+            browser.close()
     assert not problems, problems

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
+import logging
 import socket
+import ssl
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -21,7 +24,12 @@ from streamtrain.errors import ConfigError, StreamtrainError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
 from streamtrain.serving.settings import ServeSettings
-from streamtrain.serving.validation import DEFAULT_MAX_INSTANCES
+from streamtrain.serving.tokens import ENV_TOKENS, Role, TokenSet, load_tokens
+from streamtrain.serving.validation import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_FEATURES,
+    DEFAULT_MAX_INSTANCES,
+)
 from streamtrain.stopping import stop_on_signals
 
 if TYPE_CHECKING:
@@ -37,7 +45,9 @@ def register(subparsers: Any) -> None:
         "dashboard; /model, /healthz, /readyz and /metrics (Prometheus) are for operators. "
         "For labels that arrive later: --log-topic writes each predicted instance as a feature "
         "event under its id, --labels-topic takes the outcomes at POST /labels; a trainer run "
-        "with --topic LOG --labels-topic LABELS learns from them, and serve hot-swaps it in.",
+        "with --topic LOG --labels-topic LABELS learns from them, and serve hot-swaps it in. "
+        "--token-file requires a bearer token on every route but /healthz (a read-only token "
+        "may look but not write), --ssl-certfile/--ssl-keyfile serve HTTPS.",
     )
     serve.add_argument("--name", required=True, help="model name (as given to train --name)")
     serve.add_argument("--host", help="address to listen on [default: 127.0.0.1]")
@@ -59,6 +69,41 @@ def register(subparsers: Any) -> None:
         type=positive_int,
         metavar="N",
         help=f"most instances (or labels) in one request [default: {DEFAULT_MAX_INSTANCES}]",
+    )
+    serve.add_argument(
+        "--max-features",
+        type=positive_int,
+        metavar="N",
+        help=f"most features in one instance, then 422 [default: {DEFAULT_MAX_FEATURES}]",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        metavar="BYTES",
+        help=f"largest request body, then 413 [default: {DEFAULT_MAX_BODY_BYTES}]",
+    )
+    serve.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help="bearer tokens, one '<role> <token>' a line (role full or read; mode 600); every "
+        f"route but /healthz then needs one. Or the same lines in {ENV_TOKENS} "
+        "[default: none, no authentication]",
+    )
+    serve.add_argument(
+        "--ssl-certfile",
+        type=Path,
+        metavar="PATH",
+        help="serve HTTPS with this certificate (PEM, chain included) [default: HTTP]",
+    )
+    serve.add_argument(
+        "--ssl-keyfile", type=Path, metavar="PATH", help="the certificate's private key (PEM)"
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log a line per request to stdout (client, method, path, status; no headers)",
     )
     serve.add_argument(
         "--log-topic",
@@ -114,6 +159,12 @@ def serve_settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> 
         "log_topic": args.log_topic,
         "labels_topic": args.labels_topic,
         "delivery_timeout": args.delivery_timeout,
+        "max_features": args.max_features,
+        "max_body_bytes": args.max_body_bytes,
+        "token_file": args.token_file,
+        "ssl_certfile": args.ssl_certfile,
+        "ssl_keyfile": args.ssl_keyfile,
+        "access_log": args.access_log,
     }
     return resolve(ServeSettings, flags, file=file, section="serve")
 
@@ -126,6 +177,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     kafka, file = kafka_settings_from_args(args)
     settings = serve_settings_from_args(args, file)
+    tokens = load_tokens(settings.token_file)
+    https = _check_tls(settings)
     key = load_signing_key(settings.secret_file)
     app = create_kafka_app(
         kafka,
@@ -134,9 +187,13 @@ def run_serve(args: argparse.Namespace) -> int:
         checkpoint_topic=settings.checkpoint_topic,
         metrics_topic=settings.metrics_topic or None,
         max_instances=settings.max_instances,
+        max_features=settings.max_features,
+        max_body_bytes=settings.max_body_bytes,
         log_topic=settings.log_topic,
         labels_topic=settings.labels_topic,
         delivery_timeout=settings.delivery_timeout,
+        tokens=tokens,
+        secure_cookie=https,
     )
     # Bind here rather than in uvicorn, so a taken port is a one-line error, not a log dump.
     try:
@@ -148,10 +205,14 @@ def run_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         log_level="warning",
-        access_log=False,
+        access_log=settings.access_log,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
         # Dashboards hold event streams open: don't wait on them forever at Ctrl-C.
         timeout_graceful_shutdown=2,
     )
+    if settings.access_log:  # uvicorn logs requests at info, the rest of it stays at warning
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     host, port = sock.getsockname()[:2]
     writes = "".join(
         [
@@ -159,16 +220,73 @@ def run_serve(args: argparse.Namespace) -> int:
             f", POST /labels to {settings.labels_topic!r}" if settings.labels_topic else "",
         ]
     )
+    scheme = "https" if https else "http"
     print(
-        f"streamtrain: serving model {args.name!r} at http://{host}:{port}/ (dashboard), "
+        f"streamtrain: serving model {args.name!r} at {scheme}://{host}:{port}/ (dashboard), "
         f"POST /predict{writes}",
         file=sys.stderr,
     )
+    for line in access_notes(settings.host, tokens, https):
+        print(f"streamtrain: {line}", file=sys.stderr)
     server = _server_without_signal_handlers(config)
     # uvicorn's own answer to a signal: the first stops gracefully, a second SIGINT at once.
     with sock, stop_on_signals(lambda sig: server.handle_exit(sig, None)):
         server.run(sockets=[sock])
     return 0
+
+
+def access_notes(host: str, tokens: TokenSet | None, https: bool) -> list[str]:
+    """Who may use this server, and a warning where that is more than its host intended.
+
+    >>> access_notes("127.0.0.1", None, False)
+    ['no --token-file: anyone on this machine may predict and post labels']
+    >>> access_notes("0.0.0.0", None, False)[0].startswith("warning:")
+    True
+    """
+    local = _is_loopback(host)
+    notes = []
+    if tokens is None and local:
+        notes.append("no --token-file: anyone on this machine may predict and post labels")
+    elif tokens is None:
+        notes.append(
+            f"warning: no --token-file: anyone who can reach {host} may predict and post "
+            "labels; give --token-file, or listen on 127.0.0.1 behind an authenticating proxy"
+        )
+    else:
+        notes.append(
+            f"{tokens.count(Role.FULL)} full and {tokens.count(Role.READ)} read-only token(s) "
+            f"from {tokens.source}; /healthz is open"
+        )
+        if not https and not local:
+            notes.append(
+                f"warning: tokens cross the network to {host} in clear text; "
+                "give --ssl-certfile and --ssl-keyfile, or put a TLS proxy in front"
+            )
+    return notes
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+def _check_tls(settings: ServeSettings) -> bool:
+    """True for HTTPS, once the certificate and key load: a bad pair is a one-line error."""
+    if settings.ssl_certfile is None or settings.ssl_keyfile is None:
+        return False
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            f"cannot use {settings.ssl_certfile} with key {settings.ssl_keyfile} for HTTPS: "
+            f"{getattr(err, 'strerror', None) or err}"
+        ) from None
+    return True
 
 
 def _server_without_signal_handlers(config: uvicorn.Config) -> uvicorn.Server:

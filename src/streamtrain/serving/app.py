@@ -10,7 +10,8 @@ One app serves one named model (``streamtrain serve --name NAME``). Routes:
     is refused whole with ``{"error": ..., "reason": ...}`` (plus ``"instance": i`` for an
     element of a batch): 400 when the body is not JSON (NaN and Infinity are not JSON), 413
     for a body over ``max_body_bytes`` or more than ``max_instances`` instances, 422 for JSON of
-    the wrong shape or features that are not finite numbers; 503 until a model is loaded; 404
+    the wrong shape or features that are not finite numbers, ``too-many-features`` for an
+    instance over ``max_features``; 503 until a model is loaded; 404
     for another model's name.
     An instance may carry an ``"id"`` (a string of 1-256 characters, or an integer taken as its
     decimal string); its answer echoes it first: ``{"id": ..., "prediction": ...}``. 422
@@ -40,6 +41,9 @@ One app serves one named model (``streamtrain serve --name NAME``). Routes:
     The dashboard, and its server-sent events: one ``history`` event (a JSON array of the
     metrics records kept so far) then one ``record`` event per new record.
 
+With tokens (``serve --token-file``), every route but ``/healthz`` answers only a bearer token:
+401 without a valid one, 403 for a read-only token on ``POST`` (see :mod:`.auth`).
+
 The loop for labels that arrive later: a client predicts with an id (or keeps the generated
 one), learns the outcome later and posts it to ``/labels``; a trainer run with
 ``--topic LOG --labels-topic LABELS`` joins feature and label events by id and learns; its next
@@ -63,6 +67,7 @@ from fastapi.responses import Response
 
 from streamtrain.config import KafkaSettings
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.serving.auth import BearerAuth, document_bearer
 from streamtrain.serving.dashboard import add_dashboard
 from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT, EventLog, Sink
 from streamtrain.serving.follower import (
@@ -77,8 +82,10 @@ from streamtrain.serving.predict import Predictor
 from streamtrain.serving.prometheus import ServingMetrics
 from streamtrain.serving.responses import RequestRefused, json_response, refusal_response
 from streamtrain.serving.server import BackgroundServer
+from streamtrain.serving.tokens import TokenSet
 from streamtrain.serving.validation import (
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_FEATURES,
     DEFAULT_MAX_INSTANCES,
     labels_openapi,
     parse_instances,
@@ -103,16 +110,20 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
+    max_features: int = DEFAULT_MAX_FEATURES,
     event_log: EventLog | None = None,
     log_topic: str | None = None,
     labels_topic: str | None = None,
+    tokens: TokenSet | None = None,
+    secure_cookie: bool = False,
 ) -> FastAPI:
     """The app serving model ``name`` from ``source``; its lifespan starts and stops both feeds.
 
     ``source`` is usually a :class:`CheckpointFollower`, ``metrics_feed`` a
     :class:`MetricsFollower`; tests inject a :class:`StaticSnapshotSource` and a bare
     :class:`MetricsHub`. ``log_topic`` and ``labels_topic`` are written through ``event_log``
-    (required with either), which the app closes at shutdown.
+    (required with either), which the app closes at shutdown. With ``tokens``, every route but
+    ``/healthz`` needs one (:mod:`streamtrain.serving.auth`); ``secure_cookie`` for HTTPS.
     """
     if (log_topic or labels_topic) and event_log is None:
         raise ValueError("log_topic and labels_topic need an event_log to write through")
@@ -124,6 +135,7 @@ def create_app(
         metrics,
         max_body_bytes=max_body_bytes,
         max_instances=max_instances,
+        max_features=max_features,
         log=Sink(event_log, log_topic, "feature events") if event_log and log_topic else None,
     )
     taker = LabelTaker(
@@ -162,6 +174,9 @@ def create_app(
     _add_label_routes(app, name, taker, labels_openapi(max_instances))
     _add_probe_routes(app, source, metrics)
     add_dashboard(app, name, feed)
+    if tokens is not None:
+        app.add_middleware(BearerAuth, tokens=tokens, secure_cookie=secure_cookie)
+        document_bearer(app)
     return app
 
 
@@ -277,9 +292,12 @@ def create_kafka_app(
     metrics_topic: str | None = DEFAULT_METRICS_TOPIC,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_instances: int = DEFAULT_MAX_INSTANCES,
+    max_features: int = DEFAULT_MAX_FEATURES,
     log_topic: str | None = None,
     labels_topic: str | None = None,
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
+    tokens: TokenSet | None = None,
+    secure_cookie: bool = False,
 ) -> FastAPI:
     """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics.
 
@@ -296,7 +314,10 @@ def create_kafka_app(
         feed,
         max_body_bytes=max_body_bytes,
         max_instances=max_instances,
+        max_features=max_features,
         event_log=EventLog(kafka, delivery_timeout=delivery_timeout) if writes else None,
         log_topic=log_topic,
         labels_topic=labels_topic,
+        tokens=tokens,
+        secure_cookie=secure_cookie,
     )

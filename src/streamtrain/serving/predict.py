@@ -23,7 +23,12 @@ from streamtrain.serving.follower import Servable, SnapshotSource
 from streamtrain.serving.prometheus import ServingMetrics
 from streamtrain.serving.records import feature_event, now_ms
 from streamtrain.serving.responses import RequestRefused, json_response
-from streamtrain.serving.validation import Instance, parse_instances, read_body
+from streamtrain.serving.validation import (
+    DEFAULT_MAX_FEATURES,
+    Instance,
+    parse_instances,
+    read_body,
+)
 
 __all__ = ["Predictor"]
 
@@ -39,6 +44,7 @@ class Predictor:
         *,
         max_body_bytes: int,
         max_instances: int,
+        max_features: int = DEFAULT_MAX_FEATURES,
         log: Sink | None = None,
     ) -> None:
         self.name = name
@@ -46,6 +52,7 @@ class Predictor:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
+        self.max_features = max_features
         self.log = log
         # One thread runs every prediction: River models are not documented as thread-safe,
         # and keeping them off the event loop keeps /healthz and /metrics answering.
@@ -56,7 +63,7 @@ class Predictor:
         code = 500
         try:
             body = await read_body(request, self.max_body_bytes)
-            instances, batch = parse_instances(body, self.max_instances)
+            instances, batch = parse_instances(body, self.max_instances, self.max_features)
             snapshot = self._loaded()  # read once: every answer of this request uses it
             loop = asyncio.get_running_loop()
             answers = await loop.run_in_executor(

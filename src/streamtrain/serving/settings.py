@@ -13,7 +13,11 @@ from pathlib import Path
 from streamtrain.errors import ConfigError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
-from streamtrain.serving.validation import DEFAULT_MAX_INSTANCES
+from streamtrain.serving.validation import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_FEATURES,
+    DEFAULT_MAX_INSTANCES,
+)
 
 __all__ = ["ServeSettings"]
 
@@ -25,6 +29,9 @@ class ServeSettings:
     ``metrics_topic`` ``''`` turns the dashboard's feed off. ``log_topic`` turns on the
     prediction log (feature events), ``labels_topic`` ``POST /labels``; ``''`` is the same as
     None. Both wait at most ``delivery_timeout`` seconds for the broker's acknowledgement.
+    ``token_file`` turns on bearer tokens (:mod:`streamtrain.serving.tokens`), ``ssl_certfile``
+    and ``ssl_keyfile`` (PEM, both or neither) HTTPS; ``access_log`` a line per request
+    (method, path, status: never a header, so never a token).
     """
 
     host: str = "127.0.0.1"
@@ -33,9 +40,15 @@ class ServeSettings:
     metrics_topic: str = DEFAULT_METRICS_TOPIC
     secret_file: Path | None = None
     max_instances: int = DEFAULT_MAX_INSTANCES
+    max_features: int = DEFAULT_MAX_FEATURES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     log_topic: str | None = None
     labels_topic: str | None = None
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT
+    token_file: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         # A flag given as '' arrives as ''; env and file values as None: one meaning, "off".
@@ -45,6 +58,12 @@ class ServeSettings:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
         if self.max_instances < 1:
             raise ConfigError(f"max-instances must be >= 1, got {self.max_instances}")
+        if self.max_features < 1:
+            raise ConfigError(f"max-features must be >= 1, got {self.max_features}")
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max-body-bytes must be >= 1, got {self.max_body_bytes}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ConfigError("HTTPS needs both ssl-certfile and ssl-keyfile")
         if not (math.isfinite(self.delivery_timeout) and 0 < self.delivery_timeout <= 300):
             raise ConfigError(
                 "delivery-timeout must be more than 0 and at most 300 seconds, "

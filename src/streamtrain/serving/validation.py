@@ -22,6 +22,7 @@ from streamtrain.serving.responses import RequestRefused
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_FEATURES",
     "DEFAULT_MAX_INSTANCES",
     "MAX_ID_LENGTH",
     "Instance",
@@ -36,6 +37,8 @@ __all__ = [
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_INSTANCES = 1_000
+# Far above any tabular model's width, far below what would make one request a memory burden.
+DEFAULT_MAX_FEATURES = 10_000
 # Ids become record keys: long enough for any UUID or composite key, short enough to index.
 MAX_ID_LENGTH = 256
 
@@ -90,15 +93,22 @@ def _too_large(limit: int) -> RequestRefused:
     return RequestRefused(413, "body-too-large", f"request body is over {limit} bytes")
 
 
-def parse_instances(body: bytes, max_instances: int) -> tuple[list[Instance], bool]:
-    """Decode a predict body into its instances; True when it was a batch (an array)."""
+def parse_instances(
+    body: bytes, max_instances: int, max_features: int = DEFAULT_MAX_FEATURES
+) -> tuple[list[Instance], bool]:
+    """Decode a predict body into its instances; True when it was a batch (an array).
+
+    >>> parse_instances(b'{"x": {"a": 1, "b": 2}}', 10, max_features=1)
+    Traceback (most recent call last):
+    streamtrain.serving.responses.RequestRefused: 2 features in one instance; the limit is 1
+    """
     data = _json(body)
     if isinstance(data, list):
         _check_batch_size(len(data), max_instances, "instances")
-        instances = [_instance_of(item, i) for i, item in enumerate(data)]
+        instances = [_instance_of(item, i, max_features) for i, item in enumerate(data)]
         _check_unique([inst.id for inst in instances])
         return instances, True
-    return [_instance_of(data, None)], False
+    return [_instance_of(data, None, max_features)], False
 
 
 def parse_labels(body: bytes, max_labels: int) -> tuple[list[Label], bool]:
@@ -169,7 +179,7 @@ def _check_unique(ids: list[str | None]) -> None:
         seen.add(id_)
 
 
-def _instance_of(item: Any, index: int | None) -> Instance:
+def _instance_of(item: Any, index: int | None, max_features: int) -> Instance:
     if not isinstance(item, dict):
         raise RequestRefused(
             422,
@@ -182,6 +192,13 @@ def _instance_of(item: Any, index: int | None) -> Instance:
             422, Reason.BAD_FEATURES.value, 'an instance needs an "x" field', instance=index
         )
     _refuse_extra(item, {"x", "id"}, "{'x': {...}[, 'id': ...]}", index)
+    if isinstance(item["x"], dict) and len(item["x"]) > max_features:
+        raise RequestRefused(
+            422,
+            "too-many-features",
+            f"{len(item['x'])} features in one instance; the limit is {max_features}",
+            instance=index,
+        )
     id_ = parse_id(item["id"], index) if "id" in item else None
     return Instance(id_, item["x"])
 
