@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test bench chaos lint typecheck unit clean
+.PHONY: install browser promtool demo test bench chaos lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ typecheck: install
 browser:
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-test: lint typecheck browser
+# The deploy/ tests check the Prometheus rules with promtool, from Debian's prometheus package.
+promtool:
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: lint typecheck browser promtool
 	$(BIN)/pytest
 
 # Writes bench/results.json and bench/results.md (about 6-8 minutes; --quick for a short run).
@@ -41,7 +45,7 @@ CYCLES ?= 40
 chaos: install
 	STREAMTRAIN_CHAOS_CYCLES=$(CYCLES) $(BIN)/pytest -m chaos tests/integration/test_chaos.py
 
-unit: install
+unit: install promtool
 	$(BIN)/pytest tests/unit tests/pipeline src/streamtrain
 
 clean:

@@ -1,8 +1,10 @@
 """Prometheus metrics of one served model, in a registry of the app's own: requests, the served
-checkpoint, and the join of labels as the trainer's newest metrics record tells it."""
+checkpoint, and the trainer (progress, lag, dead letters, the join of labels) as its newest
+metrics record tells it. ``deploy/`` has alert rules and a Grafana dashboard over these series."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeGuard
 
 from fastapi.responses import Response
@@ -65,6 +67,7 @@ class ServingMetrics:
         )
         self.registry.register(_ModelCollector(name, source))
         if feed is not None:
+            self.registry.register(_TrainerCollector(name, feed))
             self.registry.register(_JoinCollector(name, feed))
 
     def predicted(self, instances: int) -> None:
@@ -157,6 +160,51 @@ def _events_learned(snapshot: Servable) -> int:
     if isinstance(snapshot, ModelSnapshot):
         return snapshot.header.events_learned
     return snapshot.events_learned
+
+
+class _TrainerCollector(Collector):
+    """The trainer as its newest metrics record (of all its processes, merged) tells it: how
+    long ago it reported, what it learned and dead-lettered, its lag. No series before the
+    first record, so an alert can tell "no trainer record" from "lag 0"."""
+
+    def __init__(self, name: str, feed: MetricsHub) -> None:
+        self.name = name
+        self.feed = feed
+
+    def collect(self) -> Any:
+        record = self.feed.latest()
+        if record is None:
+            return
+        age = GaugeMetricFamily(
+            "streamtrain_trainer_record_age_seconds",
+            "Seconds since the trainer's newest metrics record (grows when it stops or hangs)",
+            labels=["model"],
+        )
+        ts = record.get("ts")
+        _add(age, [self.name], max(time.time() - ts, 0.0) if _is_number(ts) else None)
+        learned = CounterMetricFamily(
+            "streamtrain_trainer_events_learned",
+            "Events learned, as the trainer last reported (ahead of the served checkpoint)",
+            labels=["model"],
+        )
+        _add(learned, [self.name], record.get("events_learned"))
+        dead = CounterMetricFamily(
+            "streamtrain_trainer_dead_lettered",
+            "Records dead-lettered, by reason, as the trainer last reported",
+            labels=["model", "reason"],
+        )
+        reasons = record.get("dead_letter_reasons")
+        for reason, n in (reasons if isinstance(reasons, dict) else {}).items():
+            _add(dead, [self.name, str(reason)], n)
+        lag = GaugeMetricFamily(
+            "streamtrain_trainer_lag",
+            "Records in the input partition not yet consumed, as the trainer last reported",
+            labels=["model", "partition"],
+        )
+        partitions = record.get("lag")
+        for partition, n in (partitions if isinstance(partitions, dict) else {}).items():
+            _add(lag, [self.name, str(partition)], n)
+        yield from (f for f in (age, learned, dead, lag) if f.samples)
 
 
 # The join's counters in metrics records (streamtrain.formats), as Prometheus counters.
