@@ -91,6 +91,12 @@ def test_report_is_self_contained_and_escapes_record_text() -> None:
     assert "default-src 'none'" in page  # CSP: even an injected reference would not load
 
 
+def test_a_metric_at_negative_zero_prints_without_its_sign() -> None:
+    records = [_record(i, i * 0.5, metrics={"R2": -0.0}, rolling={"R2": -0.0}) for i in range(3)]
+    page = render_report("m", records, generated_at=1_800_000_100.0)
+    assert "0.0000" in page and "-0.0000" not in page
+
+
 def test_report_of_no_records() -> None:
     page = render_report("nobody", [])
     assert "No metrics records" in page and "<svg" not in page

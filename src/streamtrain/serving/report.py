@@ -342,6 +342,7 @@ def _int(value: float | None) -> str:
 def _metric(value: float | None) -> str:
     if value is None:
         return "—"
+    value += 0.0  # -0.0 (a metric such as R2 or a difference at zero) prints as 0.0000
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         return f"{value:.3e}"
     return f"{value:.4f}"
