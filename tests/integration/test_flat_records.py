@@ -11,7 +11,7 @@ import orjson
 import pytest
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing
 from river.datasets import synth
-from topics import fill
+from topics import fill, read_log
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -35,17 +35,18 @@ def _oracle_model() -> Any:
     return union | linear_model.LogisticRegression()
 
 
-def _agrawal(n: int) -> tuple[list[bytes], list[tuple[dict[str, Any], bool]], int, int]:
+def _agrawal(n: int) -> tuple[list[bytes], list[tuple[dict[str, Any], bool]], int, list[str]]:
     """Nested loan records with categorical columns as strings, some poison and some without
     a decision; and the flat ``(x, y)`` River learns from, written out by hand."""
     values: list[bytes] = []
     learned: list[tuple[dict[str, Any], bool]] = []
-    poison = unlabelled = 0
+    poison = 0
+    undecided: list[str] = []
     stream = synth.Agrawal(classification_function=5, seed=7).take(n)
     for i, (row, label) in enumerate(stream):
         owns = row["hyears"] > 10
         record = {
-            "id": f"loan-{i}",
+            "meta": {"id": f"loan-{i}"},
             "applicant": {
                 "salary": row["salary"],
                 "age": row["age"],
@@ -65,7 +66,7 @@ def _agrawal(n: int) -> tuple[list[bytes], list[tuple[dict[str, Any], bool]], in
             poison += 1
         if i % 40 == 3:  # no decision yet: predicted, not learned
             values.append(orjson.dumps({k: v for k, v in record.items() if k != "decision"}))
-            unlabelled += 1
+            undecided.append(f"loan-{i}")
         values.append(orjson.dumps(record))
         x = {
             "applicant.salary": row["salary"],
@@ -76,14 +77,14 @@ def _agrawal(n: int) -> tuple[list[bytes], list[tuple[dict[str, Any], bool]], in
             "profile.elevel": f"level{row['elevel']}",
         }
         learned.append((x, bool(label)))
-    return values, learned, poison, unlabelled
+    return values, learned, poison, undecided
 
 
 def test_categorical_flat_records_learn_as_river(
     kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
 ) -> None:
     topic = unique_name("loans")
-    values, learned, poison, unlabelled = _agrawal(600)
+    values, learned, poison, undecided = _agrawal(600)
     fill(kafka_bootstrap, topic, values)
     summary_path = tmp_path / "summary.json"
     code = main(
@@ -100,7 +101,7 @@ def test_categorical_flat_records_learn_as_river(
             "--target",
             "decision.approved",
             "--id-field",
-            "id",
+            "meta.id",
             "--drop",
             "loan,applicant.comm*",
             "--exit-when-idle",
@@ -116,7 +117,7 @@ def test_categorical_flat_records_learn_as_river(
     assert code == 0
     summary = json.loads(summary_path.read_text())
     assert summary["events_learned"] == len(learned) == 600
-    assert summary["events_predicted"] == unlabelled > 0
+    assert summary["events_predicted"] == len(undecided) > 0
     assert summary["dead_letter_reasons"] == {"bad-features": poison}
     rocauc, accuracy = (
         evaluate.progressive_val_score(learned, _oracle_model(), metric).get()
@@ -125,6 +126,9 @@ def test_categorical_flat_records_learn_as_river(
     assert summary["metrics"]["ROCAUC"] == pytest.approx(rocauc, abs=1e-12)
     assert summary["metrics"]["Accuracy"] == pytest.approx(accuracy, abs=1e-12)
     assert 0.65 < rocauc < 1  # it learned something from the categories and numbers
+    # Undecided records were predicted, their id taken from --id-field.
+    predictions = [orjson.loads(v) for v in read_log(kafka_bootstrap, f"{topic}.predictions", 1)[0]]
+    assert [p["id"] for p in predictions] == undecided
 
 
 def test_phishing_as_flat_records_equals_its_x_y_run(

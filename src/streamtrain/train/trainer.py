@@ -131,6 +131,7 @@ class Trainer:
             model_name=settings.name,
             input_topic=settings.topic,
             labels_topic=settings.separate_labels_topic,
+            id_field="id" if settings.target is None else settings.id_field,
         )
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
