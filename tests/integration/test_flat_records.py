@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from joined import fill_features, fill_labels
 from river import compose, datasets, evaluate, linear_model, metrics, preprocessing
 from river.datasets import synth
 from topics import fill, read_log
@@ -150,3 +152,41 @@ def test_phishing_as_flat_records_equals_its_x_y_run(
         events, preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.ROCAUC()
     )
     assert runs[1].metrics["ROCAUC"] == pytest.approx(oracle.get(), abs=1e-12)
+
+
+def test_flat_labels_joined_later_by_id_field_score_as_river(
+    kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    """Flat feature records and flat label records, joined by --id-field as River's
+    progressive validation with each label's delay."""
+    stream = list(datasets.Phishing())[:400]
+    rng = random.Random(5)
+    delays = [rng.randint(0, 100) for _ in stream]
+    features, labels = unique_name("flat-feat"), unique_name("flat-lab")
+    fill_features(
+        kafka_bootstrap, features, stream, 1, lambda i, x: orjson.dumps({"ref": {"n": i}, **x})
+    )
+    fill_labels(
+        kafka_bootstrap,
+        labels,
+        stream,
+        delays,
+        1,
+        lambda i, y: orjson.dumps({"ref": {"n": i}, "verdict": {"phishing": y}}),
+    )
+    settings = TrainSettings(
+        topic=features,
+        labels_topic=labels,
+        target="verdict.phishing",
+        id_field="ref.n",
+        exit_when_idle=2.0,
+    )
+    summary = Trainer(KafkaSettings(bootstrap_servers=kafka_bootstrap), settings).run()
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    it = iter(delays)
+    oracle = evaluate.progressive_val_score(
+        stream, model, metrics.ROCAUC(), delay=lambda _x, _y: next(it)
+    )
+    assert summary.events_learned == len(stream) and summary.dead_lettered == 0
+    assert summary.join is not None and summary.join["joined"] == len(stream)
+    assert summary.metrics["ROCAUC"] == oracle.get()
