@@ -296,3 +296,32 @@ def test_union_and_select_specs() -> None:
     ):
         with pytest.raises(ConfigError):
             parse_spec(bad, registry)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--features", "a", "--bootstrap-servers", "127.0.0.1:1"],
+        ["train", "--target", "y", "--id-field", "y", "--bootstrap-servers", "127.0.0.1:1"],
+        ["train", "--target", "y", "--labels-topic", "l", "--bootstrap-servers", "127.0.0.1:1"],
+        ["train", "--model", "SelectType(object)", "--bootstrap-servers", "127.0.0.1:1"],
+    ],
+)
+def test_flat_misuse_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamtrain.cli.main import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "Traceback" not in err[0]
+
+
+def test_a_numbers_only_model_says_so_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    with caplog.at_level("WARNING", logger="streamtrain.records.models"):
+        model_shape(RecordShape(target="y"), model, warn=True)
+        model_shape(SEED, model, warn=True)  # the seed's format has numbers only
+    assert len(caplog.records) == 1
+    assert "StandardScaler takes numbers only" in caplog.records[0].getMessage()
