@@ -105,6 +105,21 @@ def test_values_a_model_cannot_take_are_refused(value: Any, reason: str) -> None
     assert _reason(RecordShape(target="y"), {"ok": 1, "f": value, "y": True}) == reason
 
 
+@pytest.mark.parametrize(
+    ("others", "reason"),
+    [
+        ({"f": math.inf, "g": -math.inf}, "non-finite-feature"),  # their sum is NaN
+        ({"f": math.nan, "s": "text"}, "non-finite-feature"),
+        ({"f": -1e151, "s": "text", "g": 2.0}, "feature-out-of-range"),
+        ({"f": 1e151, "b": True}, "feature-out-of-range"),
+    ],
+)
+def test_bad_numbers_among_strings_and_booleans_are_refused(
+    others: dict[str, Any], reason: str
+) -> None:
+    assert _reason(RecordShape(target="y"), {"ok": 1.0, **others, "y": True}) == reason
+
+
 def test_a_refused_field_that_is_not_a_feature_is_ignored() -> None:
     shape = RecordShape(target="y", drop=("tags",))
     assert shape.check({"a": 1, "tags": ["x"], "y": False}, CLS) == ({"a": 1}, False)

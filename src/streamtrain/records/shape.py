@@ -52,6 +52,8 @@ __all__ = ["RecordShape", "flatten"]
 
 _MAX_REMEMBERED = 10_000  # feature names whose selection is cached (a stream has few)
 _GLOB = frozenset("*?[")
+_PLAIN = frozenset((int, float, str))
+_MAX = MAX_FEATURE_MAGNITUDE
 
 
 def flatten(obj: dict[str, Any]) -> dict[str, Any]:
@@ -115,23 +117,39 @@ class RecordShape:
     def extract(self, obj: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
         """``(id, x, y)`` of a decoded record: the id field's and target's values as they are
         (None when absent), the features by the rules above; or :class:`InvalidEvent`."""
-        flat = flatten(obj)
+        flat = flatten(obj) if dict in set(map(type, obj.values())) else dict(obj)
         y = flat.pop(self.target, None)
         if y is None:
             prefix = f"{self.target}."
             if any(name.startswith(prefix) for name in flat):
                 raise InvalidEvent(Reason.BAD_LABEL, f"the target {self.target!r} is an object")
         event_id = None if self.id_field is None else flat.pop(self.id_field, None)
-        keeps = self.keeps
+        if self.features or self.drop:
+            kept, keeps = self._kept, self.keeps
+            flat = {k: v for k, v in flat.items() if kept.get(k) or (k not in kept and keeps(k))}
+        # The common case in C-level passes: numbers in range, and strings if allowed.
+        types = set(map(type, flat.values()))
+        if types <= _PLAIN and (str not in types or self.numbers_only is None):
+            if float not in types:
+                return event_id, flat, y
+            plain = flat.values()
+            numbers = plain if str not in types else [v for v in plain if type(v) is not str]
+            total = sum(numbers)  # NaN if one is NaN (or +inf and -inf): then one at a time
+            if total == total and min(numbers) >= -_MAX and max(numbers) <= _MAX:
+                return event_id, flat, y
+        return event_id, self._features(flat), y
+
+    def _features(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """The features of ``flat`` one value at a time, refusing with the exact reason."""
         x: dict[str, Any] = {}
         for name, v in flat.items():
-            if v is None or not keeps(name):
-                continue
             tv = type(v)
+            if v is None:
+                continue
             if tv is bool:
                 v = int(v)
             elif tv is float:
-                if not -MAX_FEATURE_MAGNITUDE <= v <= MAX_FEATURE_MAGNITUDE:
+                if not -_MAX <= v <= _MAX:
                     if not isfinite(v):
                         raise InvalidEvent(
                             Reason.NON_FINITE, f"feature {name!r} is not finite: {v!r}"
@@ -152,7 +170,7 @@ class RecordShape:
                     f"feature {name!r} must be a number, string or boolean, got {json_type(v)}",
                 )
             x[name] = v
-        return event_id, x, y
+        return x
 
     def check(self, obj: dict[str, Any], problem: Problem) -> tuple[dict[str, Any], Any]:
         """``(x, y)`` of a decoded record, validated (``y`` None: unlabelled)."""
