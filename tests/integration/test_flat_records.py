@@ -190,3 +190,34 @@ def test_flat_labels_joined_later_by_id_field_score_as_river(
     assert summary.events_learned == len(stream) and summary.dead_lettered == 0
     assert summary.join is not None and summary.join["joined"] == len(stream)
     assert summary.metrics["ROCAUC"] == oracle.get()
+
+
+def test_a_named_flat_model_resumes_from_its_checkpoint_as_river(
+    kafka_bootstrap: str, unique_name: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMTRAIN_SECRET", "flat-records-test-secret-0123456789")
+    topic, name, ckpt = unique_name("loans"), unique_name("loans-model"), unique_name("ckpt")
+    values, learned, poison, undecided = _agrawal(400)
+    fill(kafka_bootstrap, topic, values)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+
+    def run(**stop: Any) -> Any:
+        settings = TrainSettings(
+            topic=topic,
+            name=name,
+            checkpoint_topic=ckpt,
+            model=SPEC,
+            target="decision.approved",
+            id_field="meta.id",
+            **stop,
+        )
+        return Trainer(kafka, settings).run()
+
+    first = run(max_events=150)
+    assert first.stopped_because == "max-events" and first.events_learned == 150
+    final = run(exit_when_idle=2.0)
+    assert final.events_learned == len(learned) == 400
+    assert final.dead_letter_reasons == {"bad-features": poison}
+    assert final.events_predicted == len(undecided)
+    expected = evaluate.progressive_val_score(learned, _oracle_model(), metrics.ROCAUC())
+    assert final.metrics["ROCAUC"] == pytest.approx(expected.get(), abs=1e-12)
