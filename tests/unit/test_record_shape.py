@@ -10,7 +10,7 @@ import pytest
 from river import compose, evaluate, linear_model, metrics, preprocessing
 
 from streamtrain.config import resolve
-from streamtrain.data.events import InvalidEvent, decode_event
+from streamtrain.data.events import InvalidEvent, Reason, decode_event
 from streamtrain.errors import ConfigError
 from streamtrain.join.events import FEATURE, INLINE, LABEL, UNLABELLED
 from streamtrain.models.problem import Problem
@@ -140,6 +140,25 @@ def test_strings_for_a_numbers_only_model_are_refused_before_it_sees_them() -> N
     assert shape.check({"a": 1, "b": True, "y": True}, CLS) == ({"a": 1, "b": 1}, True)
     assert model_shape(SEED, model) is SEED
     assert model_shape(RecordShape(target="y"), union) == RecordShape(target="y")
+
+
+def test_a_format_plugs_in_as_the_loader() -> None:
+    def pairs(value: bytes | None) -> dict[str, Any]:  # "k=v;k=v", a stand-in format
+        if not value:
+            raise InvalidEvent(Reason.UNDECODABLE, "empty")
+        return dict(pair.split("=") for pair in value.decode().split(";"))
+
+    shape = RecordShape(target="y", id_field="id", load=pairs)
+    assert shape.decode(b"a=FR;y=yes", CLS) == ({"a": "FR"}, "yes")
+    assert shape.decode_item(b"id=7;a=DE", None, CLS, "value") == (FEATURE, "7", {"a": "DE"}, None)
+    evaluator = ProgressiveEvaluator(
+        parse_spec("OneHotEncoder | HoeffdingTreeClassifier", estimator_registry()),
+        {"Accuracy": metrics.Accuracy()},
+    )
+    out = RiverStep(evaluator, shape).run(
+        [SimpleRecord(b"a=FR;y=yes", 0, 0), SimpleRecord(b"", 0, 1)], {}, 0
+    )
+    assert out.learned == 1 and [d.reason for d in out.dead_letters] == ["undecodable"]
 
 
 def test_joined_items_of_flat_records() -> None:

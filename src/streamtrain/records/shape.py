@@ -19,6 +19,9 @@ with target ``is_fraud`` and id field ``txn`` is the event ``x = {"amount": 12.3
   ``{"x"}`` event without ``y`` is (and, with ``--labels-topic``, a feature event waiting for
   its label). A target that names an object is ``bad-label``; labels follow the seed's rules.
 
+The bytes are JSON unless another ``load`` is given: a format's decoder (bytes → dict, raising
+:class:`~streamtrain.data.events.InvalidEvent`) plugs in there, and the rest stays.
+
 >>> from streamtrain.models.problem import Problem
 >>> shape = RecordShape(target="is_fraud", id_field="txn", drop=("debug.*",))
 >>> shape.extract({"amount": 12.3, "device": {"os": "ios", "rooted": True}, "coupon": None,
@@ -31,7 +34,7 @@ with target ``is_fraud`` and id field ``txn`` is the event ``x = {"amount": 12.3
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from math import isfinite
 from typing import Any
@@ -82,7 +85,8 @@ def _flatten_into(out: dict[str, Any], prefix: str, obj: dict[str, Any]) -> None
 class RecordShape:
     """Where a flat record keeps its label (``target``), its id (``id_field``) and features.
 
-    ``numbers_only`` names the model step that takes numbers only (strings refused), if any.
+    ``numbers_only`` names the model step that takes numbers only (strings refused), if any;
+    ``load`` turns a record's bytes into its object (JSON by default).
     """
 
     target: str
@@ -90,6 +94,11 @@ class RecordShape:
     features: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     numbers_only: str | None = None
+    # Bytes to the record's object: JSON here; a format (Avro...) plugs in its own decoder,
+    # raising InvalidEvent for bytes it cannot read.
+    load: Callable[[bytes | None], dict[str, Any]] = dataclasses.field(
+        default=load_object, repr=False
+    )
     _kept: dict[str, bool] = dataclasses.field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -180,8 +189,8 @@ class RecordShape:
         return x, (None if y is None else validate_label(y, problem))
 
     def decode(self, value: bytes | None, problem: Problem) -> tuple[dict[str, Any], Any]:
-        """``(x, y)`` of a JSON record's bytes (a format decoder would call :meth:`check`)."""
-        return self.check(load_object(value), problem)
+        """``(x, y)`` of a record's bytes, read by ``load``."""
+        return self.check(self.load(value), problem)
 
     def decode_batch(self, values: Sequence[bytes | None], problem: Problem) -> DecodedBatch:
         xs: list[dict[str, Any]] = []
@@ -207,7 +216,7 @@ class RecordShape:
     ) -> tuple[str, str | None, dict[str, Any] | None, Any]:
         """A joined stream's record: a record with the target and no feature is a label event,
         one with features and no target a feature event (see :mod:`streamtrain.join.events`)."""
-        raw_id, x, y = self.extract(load_object(value))
+        raw_id, x, y = self.extract(self.load(value))
         missing = f"a label record needs its id field {self.id_field!r}"
         if y is not None:
             y = validate_label(y, problem)
