@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,6 +15,17 @@ from topics import fill
 # check, which can come while a test reads it (its trainer then resumes at an offset that is
 # gone and is reset to the log's new start).
 START = int(time.time() * 1000) - 600_000
+
+# The bytes of a feature event (id, x) and of a label event (id, y): the seed's JSON.
+Encode = Callable[[str, Any], bytes]
+
+
+def seed_feature(event_id: str, x: Any) -> bytes:
+    return orjson.dumps({"id": event_id, "x": x})
+
+
+def seed_label(event_id: str, y: Any) -> bytes:
+    return orjson.dumps({"id": event_id, "y": y})
 
 
 def fill_joined(
@@ -36,12 +48,14 @@ def fill_joined(
         fill_labels(bootstrap, labels, stream, delays, parts)
 
 
-def fill_features(bootstrap: str, features: str, stream: list[Any], parts: int) -> None:
+def fill_features(
+    bootstrap: str, features: str, stream: list[Any], parts: int, encode: Encode = seed_feature
+) -> None:
     ids = [str(i) for i in range(len(stream))]
     fill(
         bootstrap,
         features,
-        [orjson.dumps({"id": ids[i], "x": x}) for i, (x, _y) in enumerate(stream)],
+        [encode(ids[i], x) for i, (x, _y) in enumerate(stream)],
         keys=[i.encode() for i in ids],
         partitions=parts,
         timestamps=[START + i for i in range(len(stream))],
@@ -50,14 +64,19 @@ def fill_features(bootstrap: str, features: str, stream: list[Any], parts: int) 
 
 
 def fill_labels(
-    bootstrap: str, labels: str, stream: list[Any], delays: list[int], parts: int
+    bootstrap: str,
+    labels: str,
+    stream: list[Any],
+    delays: list[int],
+    parts: int,
+    encode: Encode = seed_label,
 ) -> None:
     ids = [str(i) for i in range(len(stream))]
     due = sorted(range(len(stream)), key=lambda i: (i + delays[i], i))
     fill(
         bootstrap,
         labels,
-        [orjson.dumps({"id": ids[i], "y": stream[i][1]}) for i in due],
+        [encode(ids[i], stream[i][1]) for i in due],
         keys=[ids[i].encode() for i in due],
         partitions=parts,
         timestamps=[START + i + delays[i] for i in due],

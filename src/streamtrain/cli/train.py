@@ -18,8 +18,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "train",
         help="learn a model from a topic, predicting each event before learning it",
-        description="Consume a topic of {x, y} JSON events; for each, predict then learn "
-        "(progressive validation). Records that cannot be learned go to a dead-letter topic.",
+        description="Consume a topic of {x, y} JSON events (or flat records, with --target); "
+        "for each, predict then learn (progressive validation). Records that cannot be learned "
+        "go to a dead-letter topic.",
     )
     parser.add_argument("--topic", help=f"topic to learn from [default: {DEFAULT_TOPIC}]")
     parser.add_argument(
@@ -176,6 +177,33 @@ def register(subparsers: Any) -> None:
         metavar="DURATION",
         help="how long a caught-up input may hold back the event-time merge [default: 0]",
     )
+    flat = parser.add_argument_group(
+        "flat records (one object per event, its label in a field, instead of {x, y})"
+    )
+    flat.add_argument(
+        "--target",
+        metavar="FIELD",
+        help="the label's field (a.b when nested); turns flat records on. A record without "
+        "it is unlabelled: predicted, not learned",
+    )
+    flat.add_argument(
+        "--id-field",
+        metavar="FIELD",
+        help="the event id's field: never a feature; with --labels-topic, the join key",
+    )
+    flat.add_argument(
+        "--features",
+        action="append",
+        metavar="NAMES",
+        help="features: names or globs (device.*), comma-separated, repeatable "
+        "[default: every field but the target and id]",
+    )
+    flat.add_argument(
+        "--drop",
+        action="append",
+        metavar="NAMES",
+        help="fields never taken as features: names or globs, comma-separated, repeatable",
+    )
     parser.add_argument(
         "--view",
         choices=("auto", "live", "log", "none"),
@@ -217,8 +245,23 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "label_grace": args.label_grace,
         "max_pending": args.max_pending,
         "max_wait": args.max_wait,
+        "target": args.target,
+        "id_field": args.id_field,
+        "features": _names(args.features),
+        "drop": _names(args.drop),
     }
     return resolve(TrainSettings, flags, file=file, section="train")
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeated, comma-separated names as one tuple (None: not given).
+
+    >>> _names(["a,b", "device.*"])
+    ('a', 'b', 'device.*')
+    """
+    if not values:
+        return None
+    return tuple(n.strip() for v in values for n in v.split(",") if n.strip())
 
 
 def run(args: argparse.Namespace) -> int:

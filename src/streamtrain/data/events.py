@@ -48,6 +48,8 @@ class Reason(enum.StrEnum):
     OUT_OF_RANGE = "feature-out-of-range"  # finite, but its square overflows a double
     BAD_LABEL = "bad-label"
     BAD_ID = "bad-id"  # a feature or label event to be joined whose id is missing or invalid
+    # A string (categorical) feature for a model that takes numbers only (flat records).
+    CATEGORICAL = "categorical-feature"
 
 
 class InvalidEvent(ValueError):

@@ -38,9 +38,10 @@ class DecodedBatch:
     """Valid events (``xs``, ``ys``, and their ``positions`` in the input, ascending) and the
     invalid ones (``invalid``: position and the :class:`InvalidEvent`), in input order.
 
-    An unlabelled event is valid, with ``None`` for its ``y``."""
+    An unlabelled event is valid, with ``None`` for its ``y``. ``numeric``: every feature value
+    is an int or a float (always, in the seed's format; flat records may hold strings)."""
 
-    __slots__ = ("invalid", "positions", "xs", "ys")
+    __slots__ = ("invalid", "numeric", "positions", "xs", "ys")
 
     def __init__(
         self,
@@ -48,7 +49,9 @@ class DecodedBatch:
         ys: list[Any],
         positions: list[int],
         invalid: list[tuple[int, InvalidEvent]],
+        numeric: bool = True,
     ) -> None:
+        self.numeric = numeric
         self.xs = xs
         self.ys = ys
         self.positions = positions

@@ -38,7 +38,15 @@ from streamtrain.data.events import (
 )
 from streamtrain.models.problem import Problem
 
-__all__ = ["FEATURE", "INLINE", "LABEL", "MAX_ID_LENGTH", "UNLABELLED", "decode_item"]
+__all__ = [
+    "FEATURE",
+    "INLINE",
+    "LABEL",
+    "MAX_ID_LENGTH",
+    "UNLABELLED",
+    "decode_item",
+    "resolve_id",
+]
 
 FEATURE = "feature"
 LABEL = "label"
@@ -65,21 +73,30 @@ def decode_item(
 
 
 def _id_of(event: dict[str, Any], key: bytes | None, id_from: str, *, required: bool) -> str | None:
+    return resolve_id(
+        event.get("id"), key, id_from, required=required, missing='a label event needs an "id"'
+    )
+
+
+def resolve_id(
+    raw: Any, key: bytes | None, id_from: str, *, required: bool, missing: str
+) -> str | None:
+    """The id of a record: ``raw`` (the id field's value, None if absent) or with ``id_from``
+    ``key`` the record key; None when absent and not ``required``, else :class:`InvalidEvent`
+    (``missing`` is the message for an absent id field)."""
     if id_from == "key":
         if key is None:
             if not required:
                 return None
             raise InvalidEvent(Reason.BAD_ID, "the record has no key to take the id from")
         try:
-            raw: Any = key.decode()
+            raw = key.decode()
         except UnicodeDecodeError:
             raise InvalidEvent(Reason.BAD_ID, "the record key is not UTF-8 text") from None
-    else:
-        raw = event.get("id")
-        if raw is None:
-            if not required:
-                return None
-            raise InvalidEvent(Reason.BAD_ID, 'a label event needs an "id"')
+    elif raw is None:
+        if not required:
+            return None
+        raise InvalidEvent(Reason.BAD_ID, missing)
     if type(raw) is int:
         return str(raw)
     if type(raw) is not str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from streamtrain.data.events import InvalidEvent
 from streamtrain.faults import crash_point
-from streamtrain.join.events import INLINE, LABEL, decode_item
+from streamtrain.join.events import INLINE, LABEL
 from streamtrain.join.state import (
     DUPLICATE_ID,
     DUPLICATE_LABEL,
@@ -33,6 +33,7 @@ from streamtrain.join.state import (
 )
 from streamtrain.models.prediction import answer_from_proba
 from streamtrain.models.problem import Problem
+from streamtrain.records.seed import SEED, EventShape
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.step import MODEL_ERROR, DeadLetter, Outcome, Prediction
 
@@ -68,15 +69,17 @@ class JoinStep:
         policy: JoinPolicy,
         *,
         id_from: str = "value",
+        shape: EventShape = SEED,
     ) -> None:
         self.evaluator = evaluator
         self.state = state
         self.policy = policy
         self.id_from = id_from
+        self.shape = shape
 
     def decode(self, msg: Any, ts: int, from_labels: bool) -> Item:
         try:
-            kind, event_id, x, y = decode_item(
+            kind, event_id, x, y = self.shape.decode_item(
                 msg.value(), msg.key(), self.evaluator.problem, self.id_from
             )
         except InvalidEvent as bad:
@@ -260,7 +263,7 @@ class _Run:
     def _features_of(self, record: StoredRecord) -> dict[str, float]:
         # The bytes decoded on arrival, decoded again: the same features, and the join state
         # keeps one copy of each event instead of two.
-        _kind, _id, x, _y = decode_item(
+        _kind, _id, x, _y = self.step.shape.decode_item(
             record.value(), record.key(), self.evaluator.problem, self.step.id_from
         )
         assert x is not None

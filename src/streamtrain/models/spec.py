@@ -6,7 +6,13 @@ A spec is a small expression language, parsed with :mod:`ast` and never evaluate
   allow-list of River classes, optionally called with literal arguments (numbers, strings,
   booleans, ``None``, lists, tuples, dicts) or with nested specs
   (``LogisticRegression(optimizer=optim.SGD(0.05))``);
-* ``a | b`` builds a River pipeline from two specs.
+* ``a | b`` builds a River pipeline from two specs, ``a + b`` a union of two transformers
+  (``compose.TransformerUnion``: their features side by side), so that a flat record's columns
+  can be treated apart:
+  ``(Select('amount') | StandardScaler) + (Select('country') | OneHotEncoder) | LogisticRegression``
+  (``+`` binds tighter than ``|``, as in Python);
+* ``SelectType(...)`` takes type names from a short allow-list (:data:`TYPE_NAMES`:
+  ``numbers.Number``, ``str``...), resolved by table lookup.
 
 Anything else (attribute access outside the allow-list, subscripts, lambdas, comprehensions,
 names of non-River objects) is refused with a :class:`~streamtrain.errors.ConfigError`.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -24,6 +31,7 @@ from typing import Any
 from streamtrain.errors import ConfigError
 
 __all__ = [
+    "TYPE_NAMES",
     "Registry",
     "dataset_registry",
     "estimator_registry",
@@ -53,6 +61,17 @@ ESTIMATOR_MODULES = (
     "stats",
     "drift",
 )
+
+
+# The types a SelectType may name: a flat record's values are numbers or strings.
+TYPE_NAMES: dict[str, type] = {
+    "numbers.Number": numbers.Number,
+    "numbers.Real": numbers.Real,
+    "numbers.Integral": numbers.Integral,
+    "int": int,
+    "float": float,
+    "str": str,
+}
 
 
 class Registry:
@@ -187,12 +206,18 @@ def parse_spec(spec: str, registry: Registry) -> Any:
 def _build(node: ast.expr, registry: Registry, spec: str) -> Any:
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _build(node.left, registry, spec) | _build(node.right, registry, spec)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and registry.kind == "model":
+        return _union(_build(node.left, registry, spec), _build(node.right, registry, spec), spec)
     if isinstance(node, ast.Name | ast.Attribute):
         return registry.lookup(_dotted_name(node, registry, spec))()
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name | ast.Attribute):
             raise ConfigError(f"in {spec!r}: only named {registry.kind}s can be called")
         cls = registry.lookup(_dotted_name(node.func, registry, spec))
+        if cls.__name__ == "SelectType" and cls.__module__.startswith("river.compose"):
+            if node.keywords:
+                raise ConfigError(f"in {spec!r}: SelectType takes type names only")
+            return cls(*(_type_name(a, spec) for a in node.args))
         args = [_argument(a, registry, spec) for a in node.args]
         kwargs: dict[str, Any] = {}
         for kw in node.keywords:
@@ -201,9 +226,28 @@ def _build(node: ast.expr, registry: Registry, spec: str) -> Any:
             kwargs[kw.arg] = _argument(kw.value, registry, spec)
         return cls(*args, **kwargs)
     raise ConfigError(
-        f"in {spec!r}: expected a {registry.kind} name, a call or 'a | b', "
+        f"in {spec!r}: expected a {registry.kind} name, a call, 'a | b' or 'a + b', "
         f"got {ast.unparse(node)!r}"
     )
+
+
+def _union(left: Any, right: Any, spec: str) -> Any:
+    from river import base
+
+    for side in (left, right):
+        if not isinstance(side, base.Transformer):
+            raise ConfigError(
+                f"in {spec!r}: '+' joins transformers (their features side by side); "
+                f"{type(side).__name__} is not one"
+            )
+    return left + right
+
+
+def _type_name(node: ast.expr, spec: str) -> type:
+    name = ast.unparse(node)
+    if not isinstance(node, ast.Name | ast.Attribute) or name not in TYPE_NAMES:
+        raise ConfigError(f"in {spec!r}: SelectType takes {', '.join(TYPE_NAMES)}, not {name!r}")
+    return TYPE_NAMES[name]
 
 
 def _argument(node: ast.expr, registry: Registry, spec: str) -> Any:

@@ -44,7 +44,9 @@ class Outputs:
         model_name: str | None,
         input_topic: str,
         labels_topic: str | None = None,
+        id_field: str | None = "id",
     ) -> None:
+        self.id_field = id_field  # the event's id, copied into its prediction
         self.dlq_topic = dlq_topic
         self.predictions_topic = predictions_topic
         self.model_name = model_name
@@ -59,7 +61,7 @@ class Outputs:
                 yield OutputRecord(self.dlq_topic, msg.value(), msg.key(), headers)
             else:
                 value, key, headers = prediction_record(
-                    item, self.model_name, self.input_topic, self.labels_topic
+                    item, self.model_name, self.input_topic, self.labels_topic, self.id_field
                 )
                 yield OutputRecord(self.predictions_topic, value, key, headers)
 

@@ -8,7 +8,7 @@ topic (default ``<topic>.predictions``), keyed like the event, value (format 1):
     {"format": 1, "model": "NAME" | null, "prediction": true,
      "probabilities": {"false": 0.12, "true": 0.88},
      "model_version": "ml_training_data:0@1250", "events_learned": 1250,
-     "id": <the event's "id" field, when it has one>,
+     "id": <the event's "id" field (flat records: its --id-field), when it has one>,
      "source": {"topic": "ml_training_data", "partition": 0, "offset": 1250,
                 "timestamp": 1764150000123}}
 
@@ -29,6 +29,8 @@ from typing import Any
 import orjson
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
+from streamtrain.data.events import InvalidEvent
+from streamtrain.records.shape import flatten
 from streamtrain.state.envelope import model_version
 from streamtrain.train.deadletter import Headers, origin_headers
 from streamtrain.train.step import Prediction
@@ -39,7 +41,11 @@ FORMAT = 1
 
 
 def prediction_record(
-    item: Prediction, model_name: str | None, topic: str, labels_topic: str | None = None
+    item: Prediction,
+    model_name: str | None,
+    topic: str,
+    labels_topic: str | None = None,
+    id_field: str | None = "id",
 ) -> tuple[bytes, Any, Headers]:
     """``(value, key, headers)`` of the record for one prediction (see the module doc)."""
     version = model_version(topic, item.positions)
@@ -56,7 +62,7 @@ def prediction_record(
         "model_version": version,
         "events_learned": item.events_learned,
     }
-    event_id = _event_id(msg.value())
+    event_id = None if id_field is None else _event_id(msg.value(), id_field)
     if event_id is not None:
         record["id"] = event_id
     record["source"] = {
@@ -68,12 +74,19 @@ def prediction_record(
     return orjson.dumps(record), msg.key(), origin_headers(msg)
 
 
-def _event_id(value: bytes | None) -> Any:
+def _event_id(value: bytes | None, id_field: str) -> Any:
     # Decoded again here rather than carried through the learning path: unlabelled events
     # are the exception in a training topic, and the hot path stays free of it.
     try:
         event = orjson.loads(value or b"")
     except orjson.JSONDecodeError:  # pragma: no cover - the event was decoded before
         return None
-    event_id = event.get("id") if type(event) is dict else None
+    if type(event) is not dict:
+        return None
+    event_id = event.get(id_field)
+    if event_id is None and "." in id_field:  # a flat record's nested id (a.b)
+        try:
+            event_id = flatten(event).get(id_field)
+        except InvalidEvent:  # pragma: no cover - the event was decoded before
+            return None
     return event_id if isinstance(event_id, str | int) and not isinstance(event_id, bool) else None

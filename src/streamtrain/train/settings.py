@@ -12,6 +12,7 @@ import orjson
 from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
+from streamtrain.records import SEED, EventShape, RecordShape
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -49,6 +50,11 @@ class TrainSettings:
     JSON text such as ``false``, instead of dead-lettering it), ``label_grace`` (how long a label
     waits for its features), ``max_wait`` (how long a caught-up input may hold back the
     event-time merge, like Kafka Streams' ``max.task.idle.ms``).
+
+    ``target`` reads flat records instead of the seed's ``{"x", "y"}``
+    (:mod:`streamtrain.records.shape`): the label is that field (``a.b`` when nested), the id
+    ``id_field``, the features every other field or those matching ``features`` (names or
+    globs), less those matching ``drop``.
     """
 
     topic: str = DEFAULT_TOPIC
@@ -83,6 +89,10 @@ class TrainSettings:
     label_grace: str = "0"
     max_pending: int = 1_000_000
     max_wait: str = "0"
+    target: str | None = None
+    id_field: str | None = None
+    features: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -146,6 +156,27 @@ class TrainSettings:
             )
         if self.default_label is not None and self.label_ttl is None:
             raise ConfigError("--default-label needs --label-ttl: it is the label of expiry")
+        self._check_shape()
+
+    def _check_shape(self) -> None:
+        if self.target is None:
+            flat = {"--id-field": self.id_field, "--features": self.features, "--drop": self.drop}
+            given = [flag for flag, value in flat.items() if value]
+            if given:
+                raise ConfigError(f"{given[0]} needs --target: it reads flat records")
+            return
+        if self.labels_topic is not None and self.id_from == "value" and self.id_field is None:
+            raise ConfigError("--labels-topic with --target needs --id-field (or --id-from key)")
+        self.record_shape()  # its own checks
+
+    def record_shape(self) -> EventShape:
+        """How records are read: flat records with ``target``, else the seed's format."""
+        if self.target is None:
+            return SEED
+        try:
+            return RecordShape(self.target, self.id_field, self.features, self.drop)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     @property
     def separate_labels_topic(self) -> str | None:

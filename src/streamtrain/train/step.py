@@ -35,10 +35,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from streamtrain.data.events import InvalidEvent, decode_event
+from streamtrain.data.events import InvalidEvent
 from streamtrain.fastpath import FastEvaluator, FastPathDisabled, FastPathFallback
-from streamtrain.fastpath.decode import decode_batch
 from streamtrain.models.prediction import answer_from_fast_path, predict_answer
+from streamtrain.records.seed import SEED, EventShape
 from streamtrain.train.progressive import ProgressiveEvaluator
 
 __all__ = [
@@ -130,16 +130,18 @@ class Step(Protocol):
 
 
 class RiverStep:
-    """River's per-event path."""
+    """River's per-event path; ``shape`` reads the records (the seed's ``{"x", "y"}``, or
+    flat records: :mod:`streamtrain.records`)."""
 
-    def __init__(self, evaluator: ProgressiveEvaluator) -> None:
+    def __init__(self, evaluator: ProgressiveEvaluator, shape: EventShape = SEED) -> None:
         self.evaluator = evaluator
+        self.shape = shape
 
     def run(self, records: Sequence[Record], offsets: Mapping[int, int], learned: int) -> Outcome:
         evaluator = self.evaluator
         learn = evaluator.learn
         problem = evaluator.problem
-        decode = decode_event
+        decode = self.shape.decode
         out = Outcome()
         ends = out.offsets
         n = 0
@@ -174,10 +176,13 @@ class FastStep:
     goes to River. Either way it is logged once.
     """
 
-    def __init__(self, evaluator: ProgressiveEvaluator, fast: FastEvaluator) -> None:
+    def __init__(
+        self, evaluator: ProgressiveEvaluator, fast: FastEvaluator, shape: EventShape = SEED
+    ) -> None:
         self.evaluator = evaluator
         self.fast: FastEvaluator | None = fast
-        self.river = RiverStep(evaluator)
+        self.shape = shape
+        self.river = RiverStep(evaluator, shape)
         self.disabled: str | None = None
 
     def sync(self) -> None:
@@ -190,7 +195,11 @@ class FastStep:
         if fast is None:
             return self.river.run(records, offsets, learned)
         problem = self.evaluator.problem
-        batch = decode_batch([r.value() for r in records], problem)
+        batch = self.shape.decode_batch([r.value() for r in records], problem)
+        if not batch.numeric:
+            # Categorical values: numpy would read "1.5" as a number where River refuses it.
+            fast.sync()
+            return self.river.run(records, offsets, learned)
         xs, ys = batch.xs, batch.ys
         values = None
         if xs:

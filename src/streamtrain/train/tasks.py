@@ -18,6 +18,7 @@ from streamtrain.fastpath import FastEvaluator
 from streamtrain.join.merge import EventTimeMerge
 from streamtrain.join.state import JoinPolicy, JoinState
 from streamtrain.join.step import JoinStep
+from streamtrain.records.seed import SEED, EventShape
 from streamtrain.state.payload import TrainState
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.settings import TrainSettings
@@ -73,16 +74,26 @@ class Task:
 
     @classmethod
     def from_state(
-        cls, key: str, state: TrainState, *, fast: bool = False, join: JoinSpec | None = None
+        cls,
+        key: str,
+        state: TrainState,
+        *,
+        fast: bool = False,
+        join: JoinSpec | None = None,
+        shape: EventShape = SEED,
     ) -> Task:
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
         step: RiverStep | FastStep | JoinStep
         if join is None:
-            step = _step_for(evaluator, fast)
+            step = _step_for(evaluator, fast, shape)
         else:
             # The compiled path learns inline labels only; a joined task uses River's.
             step = JoinStep(
-                evaluator, JoinState.from_plain(state.join), join.policy, id_from=join.id_from
+                evaluator,
+                JoinState.from_plain(state.join),
+                join.policy,
+                id_from=join.id_from,
+                shape=shape,
             )
         return cls(
             key=key,
@@ -235,7 +246,9 @@ class Task:
         }
 
 
-def _step_for(evaluator: ProgressiveEvaluator, fast: bool) -> RiverStep | FastStep:
+def _step_for(
+    evaluator: ProgressiveEvaluator, fast: bool, shape: EventShape
+) -> RiverStep | FastStep:
     """The compiled path if asked for and this model and its metrics qualify, else River.
 
     Rolling-window metrics are not compiled, so a task that keeps them stays on River.
@@ -246,5 +259,5 @@ def _step_for(evaluator: ProgressiveEvaluator, fast: bool) -> RiverStep | FastSt
         # wait=False: learn with River until the kernel is loaded, with the same results.
         compiled = fast_evaluator_for(evaluator.model, evaluator.metrics, wait=False)
         if compiled is not None:
-            return FastStep(evaluator, compiled)
-    return RiverStep(evaluator)
+            return FastStep(evaluator, compiled, shape)
+    return RiverStep(evaluator, shape)

@@ -42,6 +42,7 @@ from streamtrain.kafka.transactions import (
     is_stale_member,
 )
 from streamtrain.models.spec import estimator_registry, parse_spec
+from streamtrain.records.models import model_shape
 from streamtrain.state.payload import TrainState
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
@@ -107,6 +108,7 @@ class Trainer:
         self._template = ProgressiveEvaluator(
             model, metrics, build_rolling(metrics, settings.rolling_window)
         )
+        model_shape(settings.record_shape(), model, warn=True)  # says what it will refuse
         if settings.fast_path and not self._template.rolling:
             # Compile or load the kernel while this trainer connects (and, named, restores):
             # until it is ready, batches are learned by River, correct but slower.
@@ -129,6 +131,7 @@ class Trainer:
             model_name=settings.name,
             input_topic=settings.topic,
             labels_topic=settings.separate_labels_topic,
+            id_field="id" if settings.target is None else settings.id_field,
         )
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
@@ -477,10 +480,13 @@ def new_registry(
     joined or not)."""
     ts = settings.from_timestamp
     join = join_spec(settings)
+    shape = model_shape(settings.record_shape(), template.model)
     return TaskRegistry(
         name=settings.name,
         partitioned=settings.partitioned,
-        build=lambda key, state: Task.from_state(key, state, fast=settings.fast_path, join=join),
+        build=lambda key, state: Task.from_state(
+            key, state, fast=settings.fast_path, join=join, shape=shape
+        ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),
         checkpointing=checkpointing,
