@@ -68,9 +68,11 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_format_options(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
-    """Add ``--format``, ``--schema-registry``, ``--registry-wait`` and ``-S``, as
-    :func:`format_settings_from_args` expects."""
+def add_format_options(
+    parser: argparse.ArgumentParser, formats: tuple[str, ...], *, reader: bool = True
+) -> None:
+    """Add ``--format``, ``--schema-registry``, ``-S`` and (for a ``reader``)
+    ``--registry-wait``, as :func:`format_settings_from_args` expects."""
     group = parser.add_argument_group("record format")
     group.add_argument(
         "--format",
@@ -85,12 +87,13 @@ def add_format_options(parser: argparse.ArgumentParser, formats: tuple[str, ...]
         metavar="URL",
         help="Confluent-compatible schema registry API root (streamtrain registry up runs one)",
     )
-    group.add_argument(
-        "--registry-wait",
-        type=positive_float,
-        metavar="SECONDS",
-        help="stop when the registry does not answer within this time [default: 30]",
-    )
+    if reader:
+        group.add_argument(
+            "--registry-wait",
+            type=positive_float,
+            metavar="SECONDS",
+            help="stop when the registry does not answer within this time [default: 30]",
+        )
     group.add_argument(
         "-S",
         dest="registry_options",
@@ -109,7 +112,7 @@ def format_settings_from_args(
         {
             "format": args.format,
             "schema_registry": args.schema_registry,
-            "registry_wait": args.registry_wait,
+            "registry_wait": getattr(args, "registry_wait", None),
         },
         file=file,
         section=section,
