@@ -68,7 +68,10 @@ def register(subparsers: Any) -> None:
         help="River dataset, e.g. Phishing or 'synth.Agrawal(seed=42)' [default: Phishing]",
     )
     source.add_argument(
-        "--file", type=Path, metavar="PATH", help="a .jsonl/.ndjson or .csv file to replay"
+        "--file",
+        type=Path,
+        metavar="PATH",
+        help="a .jsonl/.ndjson, .csv or .avro (container) file to replay",
     )
     parser.add_argument(
         "--target",
