@@ -128,3 +128,7 @@ def test_an_unreachable_registry_is_not_the_records_fault(
     with pytest.raises(SchemaRegistryUnreachable):
         decode(value, topic)
     assert 2 <= time.monotonic() - started < 10
+    # A URL that answers 404 for everything is no registry: not every record's unknown schema.
+    wrong_path = decoder(FormatSettings(format="avro", schema_registry=schema_registry + "/no"))
+    with pytest.raises(SchemaRegistryUnreachable):
+        wrong_path(value, topic)

@@ -99,6 +99,7 @@ class RegistryDecoder:
         self._avro = AvroDeserializer(self.client, conf=_READ_CONF)
         self._json = JSONDeserializer(None, conf=_READ_CONF, schema_registry_client=self.client)
         self._protobuf: dict[tuple[int, tuple[int, ...]], ProtobufDeserializer] = {}
+        self._api_checked = False
 
     def __call__(self, value: bytes | None, topic: str) -> dict[str, Any]:
         if not is_wire_format(value):
@@ -155,6 +156,7 @@ class RegistryDecoder:
             except ClientRegistryError as err:
                 status = err.http_status_code
                 if status == 404:
+                    self._check_api()
                     raise RecordUndecodable(
                         UNKNOWN_SCHEMA, f"schema id {schema_id} is not in the registry"
                     ) from err
@@ -179,6 +181,20 @@ class RegistryDecoder:
                 ) from failure
             self._sleep(min(backoff, remaining))
             backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+
+    def _check_api(self) -> None:
+        """Once: make sure a 404 comes from a registry, not from a URL that is none (every
+        record would be dead-lettered as ``unknown-schema`` otherwise)."""
+        if self._api_checked:
+            return
+        try:
+            self.client.get_subjects()
+        except (ClientRegistryError, httpx.TransportError) as err:
+            raise SchemaRegistryUnreachable(
+                f"no schema registry API answers at {self.settings.schema_registry} "
+                f"({_describe(err)} listing its subjects); check --schema-registry"
+            ) from err
+        self._api_checked = True
 
     def _protobuf_deserializer(
         self, schema_id: int, schema: Schema, value: bytes
