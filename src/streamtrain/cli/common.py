@@ -79,7 +79,9 @@ def add_format_options(
         choices=formats,
         help=(
             "how record values are encoded: avro, protobuf and jsonschema in the schema-registry "
-            "wire format; auto tells the wire format (magic byte 0) from JSON [default: json]"
+            "wire format"
+            + ("; auto tells the wire format (magic byte 0) from JSON" if "auto" in formats else "")
+            + " [default: json]"
         ),
     )
     group.add_argument(

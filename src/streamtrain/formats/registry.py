@@ -100,6 +100,8 @@ class RegistryDecoder:
         self._json = JSONDeserializer(None, conf=_READ_CONF, schema_registry_client=self.client)
         self._protobuf: dict[tuple[int, tuple[int, ...]], ProtobufDeserializer] = {}
         self._api_checked = False
+        self._schemas: dict[int, Schema] = {}
+        self._contexts: dict[str, SerializationContext] = {}
 
     def __call__(self, value: bytes | None, topic: str) -> dict[str, Any]:
         if not is_wire_format(value):
@@ -111,15 +113,21 @@ class RegistryDecoder:
                 "with the magic byte 0 and a 4-byte schema id)",
             )
         assert value is not None
-        (schema_id,) = struct.unpack(">I", value[1:5])
-        schema = self._schema(schema_id)
+        schema_id = int.from_bytes(value[1:5], "big")
+        schema = self._schemas.get(schema_id)
+        if schema is None:
+            schema = self._schema(schema_id)
         kind = _SCHEMA_TYPES.get(schema.schema_type or "AVRO")
         if kind is None or (self.settings.format != AUTO and kind != self.settings.format):
             raise RecordUndecodable(
                 UNUSABLE_SCHEMA,
                 f"schema id {schema_id} is {schema.schema_type}, not {self.settings.format}",
             )
-        ctx = SerializationContext(topic, MessageField.VALUE)
+        # Kept only once usable: the client's cache holds it anyway, this saves its lock.
+        self._schemas[schema_id] = schema
+        ctx = self._contexts.get(topic)
+        if ctx is None:
+            ctx = self._contexts[topic] = SerializationContext(topic, MessageField.VALUE)
         try:
             if kind == PROTOBUF:
                 result = message_to_dict(
