@@ -1,27 +1,54 @@
-"""Formats: what records look like on the topics streamtrain reads and writes.
+"""What trainers and servers agree on: default topic names, record keys, the metrics format;
+and how training records are decoded.
 
-:mod:`~streamtrain.formats.metrics` is what trainers and servers agree on (topic names, record
-keys, the metrics records); its names are re-exported here. Decoding training records lives in
-:mod:`~streamtrain.formats.decoding` (JSON, the reasons records fail) and
-:mod:`~streamtrain.formats.registry` (Avro, Protobuf, JSON Schema through a schema registry);
-:func:`decoder` picks one from :class:`~streamtrain.formats.settings.FormatSettings`.
+Both sides import these from here, so neither imports the other.
+
+Training records: :func:`decoder` picks the decoder of a
+:class:`~streamtrain.formats.settings.FormatSettings`, from :mod:`~streamtrain.formats.decoding`
+(JSON, the dead-letter reasons) or :mod:`~streamtrain.formats.registry` (Avro, Protobuf, JSON
+Schema through a schema registry).
+
+Checkpoints go to a compacted topic, ``streamtrain.checkpoints`` by default, keyed by model
+name; a partitioned model writes one checkpoint per replica under :func:`replica_key`.
+
+Metrics records go to ``streamtrain.metrics`` by default, one JSON object per progress report,
+keyed by the model name (or the consumer group of an unnamed trainer). Format 1::
+
+    {"format": 1, "kind": "progress" | "final", "ts": 1764150000.123,
+     "model": "NAME" | null, "group": "...", "topic": "ml_training_data", "spec": "...",
+     "events_learned": 1250, "events_per_second": 812.5, "elapsed_seconds": 3.1,
+     "dead_lettered": 2, "dead_letter_reasons": {"bad-label": 2}, "events_predicted": 3,
+     "metrics": {"ROCAUC": 0.95}, "rolling": {"ROCAUC": 0.97},
+     "lag": {"0": 0}, "total_lag": 0, "positions": {"0": 1250},
+     "model_version": "ml_training_data:0@1250", "broker_error": null,
+     "process": "host:pid", "tasks": {"NAME/p0": {"events_learned": 1250, ...}}}
+
+``tasks`` is filled for partitioned models only: one entry per replica the writing process
+holds. A ``final`` record is a trainer's last, written when it stops cleanly.
+
+A trainer that joins labels (``train --labels-topic``) adds a ``join`` object; other records
+have none (an additive field: still format 1)::
+
+    "join": {"pending": 120, "held_labels": 3, "joined": 9870, "expired": 4, "defaulted": 0,
+             "unmatched": 1, "duplicate": 0, "evicted": 0,
+             "label_delay_p50_ms": 5000.0, "label_delay_p99_ms": 58000.0,
+             "joins_per_second": 195.2}
+
+``pending`` predictions wait for their label and ``held_labels`` for their features; the next
+six count since the model's start (a named model's are restored with its checkpoint); the
+label delay is the label's event time minus its features' (null before the first join);
+``joins_per_second`` is over the interval since the writer's previous record (null in its
+first; a ``final`` record repeats its last progress record's). A partitioned model's task
+entries carry their own ``join`` (without ``joins_per_second``), and the top-level one sums
+them, its delays being those of the task with the most joins.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from streamtrain.formats.metrics import (
-    DEFAULT_CHECKPOINT_TOPIC,
-    DEFAULT_METRICS_TOPIC,
-    FINAL,
-    METRICS_FORMAT,
-    PROGRESS,
-    decode_metrics_record,
-    encode_metrics_record,
-    replica_key,
-    replica_partition,
-)
+import orjson
 
 if TYPE_CHECKING:
     from streamtrain.formats.decoding import Decoder
@@ -39,6 +66,44 @@ __all__ = [
     "replica_key",
     "replica_partition",
 ]
+
+DEFAULT_CHECKPOINT_TOPIC = "streamtrain.checkpoints"
+DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
+
+METRICS_FORMAT = 1
+# The two kinds of metrics record.
+PROGRESS = "progress"
+FINAL = "final"
+
+
+def replica_key(name: str, partition: int) -> str:
+    """The checkpoint (and task) key of partitioned model ``name``'s replica of ``partition``."""
+    return f"{name}/p{partition}"
+
+
+def replica_partition(key: str, name: str) -> int | None:
+    """The partition of a replica key of model ``name`` (see :func:`replica_key`), else None."""
+    prefix = f"{name}/p"
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :])
+    return None
+
+
+def encode_metrics_record(record: Mapping[str, Any]) -> bytes:
+    """The bytes of a metrics record as it goes on the topic."""
+    return orjson.dumps(record)
+
+
+def decode_metrics_record(value: bytes | None) -> dict[str, Any] | None:
+    """A metrics record read from the topic, or None when the value is not a JSON object.
+
+    Fields are not checked: readers treat every field as possibly missing or mistyped.
+    """
+    try:
+        record = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def decoder(settings: FormatSettings) -> Decoder:
