@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/streamtrain broker fetch
+	$(BIN)/streamtrain registry fetch
 	touch $(STAMP)
 
 demo: install

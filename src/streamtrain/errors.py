@@ -45,3 +45,14 @@ class TopicReadError(StreamtrainError):
     def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
         super().__init__(message)
         self.kafka_error = kafka_error
+
+
+class SchemaRegistryError(StreamtrainError):
+    """The local schema registry could not be fetched, started, stopped or inspected."""
+
+
+class SchemaRegistryUnreachable(StreamtrainError):
+    """No schema registry answered within the bounded wait: not the fault of any record, so
+    the run stops (nothing is dead-lettered for it)."""
+
+    exit_code = 5

@@ -7,6 +7,10 @@ have (say the docker-compose one); it is then neither started nor stopped.
 Tests of broker failover ask for ``kafka_cluster`` instead: a 3-node :class:`LocalCluster`
 started the first time a test requests it (and only then), stopped at the end of the session.
 It is always a cluster of the session's own, since tests stop and restart its nodes.
+
+Tests of Avro, Protobuf and JSON Schema topics ask for ``schema_registry``: a local Apicurio
+Registry on a free port, likewise started only when first requested. Set
+``STREAMTRAIN_TEST_SCHEMA_REGISTRY=URL`` to use a registry you already have.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import pytest
 
 from streamtrain.broker import LocalBroker, LocalCluster
 from streamtrain.broker.process import broker_answers, free_ports
+from streamtrain.schema_registry import LocalSchemaRegistry, registry_answers
 
 EXTERNAL_BOOTSTRAP_ENV = "STREAMTRAIN_TEST_BOOTSTRAP"
+EXTERNAL_REGISTRY_ENV = "STREAMTRAIN_TEST_SCHEMA_REGISTRY"
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +110,34 @@ def kafka_cluster(
         yield cluster
     finally:
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def local_schema_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalSchemaRegistry | None]:
+    """The session's own schema registry, or None when the tests use
+    ``$STREAMTRAIN_TEST_SCHEMA_REGISTRY``."""
+    if os.environ.get(EXTERNAL_REGISTRY_ENV):
+        yield None
+        return
+    registry = LocalSchemaRegistry(data_dir=tmp_path_factory.mktemp("registry"), port=0)
+    registry.up(wait_seconds=120)
+    try:
+        yield registry
+    finally:
+        registry.down()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(local_schema_registry: LocalSchemaRegistry | None) -> str:
+    """The Confluent-compatible API root of a running schema registry (compatibility BACKWARD).
+
+    Schemas registered by one test stay for the next: tests use subjects of their own.
+    """
+    if local_schema_registry is not None:
+        return local_schema_registry.url
+    url = os.environ[EXTERNAL_REGISTRY_ENV]
+    if not registry_answers(url, timeout=15):
+        pytest.fail(f"{EXTERNAL_REGISTRY_ENV}={url} but no schema registry answers there")
+    return url

@@ -235,10 +235,47 @@ def test_csv_limit(tmp_path: Path) -> None:
 
 def test_unsupported_extension_is_an_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "data.txt", "1,2\n")
-    with pytest.raises(ConfigError, match=r"\.jsonl, \.ndjson or \.csv"):
+    with pytest.raises(ConfigError, match=r"\.jsonl, \.ndjson, \.csv or \.avro"):
         open_source(file=path)
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         open_source(file=tmp_path / "nope.jsonl")
+
+
+def test_an_avro_container_file_replays_its_records_with_the_target_as_label(
+    tmp_path: Path,
+) -> None:
+    import fastavro
+
+    path = tmp_path / "events.avro"
+    schema = {
+        "type": "record",
+        "name": "Row",
+        "fields": [
+            {"name": "amount", "type": "double"},
+            {"name": "country", "type": ["null", "string"]},
+            {"name": "is_fraud", "type": "boolean"},
+        ],
+    }
+    rows = [
+        {"amount": 1.5, "country": "FR", "is_fraud": False},
+        {"amount": 9.0, "country": None, "is_fraud": True},
+    ]
+    with path.open("wb") as fh:
+        fastavro.writer(fh, schema, rows)
+    source = open_source(file=path, target="is_fraud")
+    assert source.size == 2
+    assert list(source) == [
+        ({"amount": 1.5, "country": "FR"}, False),
+        ({"amount": 9.0, "country": None}, True),
+    ]
+    with pytest.raises(ConfigError):
+        list(open_source(file=path, target="missing"))
+    with pytest.raises(ConfigError):
+        open_source(file=path)
+    not_avro = tmp_path / "not.avro"
+    not_avro.write_bytes(b'{"a": 1}\n')
+    with pytest.raises(ConfigError):
+        list(open_source(file=not_avro, target="a"))

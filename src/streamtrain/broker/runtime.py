@@ -112,7 +112,7 @@ def parse_java_major(version_output: str) -> int | None:
 
 
 @functools.cache
-def _checked_java(candidate: str) -> str:
+def _checked_java(candidate: str, needed_for: str) -> str:
     try:
         result = subprocess.run(
             [candidate, "-version"],
@@ -131,14 +131,15 @@ def _checked_java(candidate: str) -> str:
         raise BrokerError(f"cannot tell the Java version of {candidate}: {_last_line(output)}")
     if major < MIN_JAVA_VERSION:
         raise BrokerError(
-            f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA_VERSION} or newer, "
+            f"{needed_for} needs Java {MIN_JAVA_VERSION} or newer, "
             f"but {candidate} is Java {major}; install a newer JDK or point JAVA_HOME at one"
         )
     return candidate
 
 
-def find_java() -> str:
-    """The ``java`` to run Kafka with: ``$JAVA_HOME/bin/java``, else ``java`` on ``PATH``.
+def find_java(needed_for: str = f"Kafka {KAFKA_VERSION}") -> str:
+    """The ``java`` to run Kafka (or ``needed_for``) with: ``$JAVA_HOME/bin/java``, else
+    ``java`` on ``PATH``.
 
     Raises :class:`BrokerError` when there is none or it is older than Java 17.
     """
@@ -147,14 +148,14 @@ def find_java() -> str:
         candidate = Path(java_home) / "bin" / "java"
         if not candidate.is_file():
             raise BrokerError(f"JAVA_HOME is {java_home} but {candidate} does not exist")
-        return _checked_java(str(candidate))
+        return _checked_java(str(candidate), needed_for)
     found = shutil.which("java")
     if found is None:
         raise BrokerError(
-            f"Java {MIN_JAVA_VERSION}+ is needed to run Kafka but `java` is not on PATH "
+            f"Java {MIN_JAVA_VERSION}+ is needed to run {needed_for} but `java` is not on PATH "
             "(install a JDK or set JAVA_HOME)"
         )
-    return _checked_java(found)
+    return _checked_java(found, needed_for)
 
 
 def is_installed(home: Path) -> bool:

@@ -11,10 +11,13 @@ import sys
 from typing import Any, TextIO
 
 from streamtrain.config import KafkaSettings, load_config_file, resolve_kafka
+from streamtrain.formats.settings import FormatSettings, resolve_format_settings
 
 __all__ = [
+    "add_format_options",
     "add_kafka_options",
     "configure_logging",
+    "format_settings_from_args",
     "kafka_settings_from_args",
     "non_negative_float",
     "non_negative_int",
@@ -62,6 +65,60 @@ def add_kafka_options(parser: argparse.ArgumentParser) -> None:
         "--verbose",
         action="store_true",
         help="log progress details and librdkafka's own messages to stderr",
+    )
+
+
+def add_format_options(
+    parser: argparse.ArgumentParser, formats: tuple[str, ...], *, reader: bool = True
+) -> None:
+    """Add ``--format``, ``--schema-registry``, ``-S`` and (for a ``reader``)
+    ``--registry-wait``, as :func:`format_settings_from_args` expects."""
+    group = parser.add_argument_group("record format")
+    group.add_argument(
+        "--format",
+        choices=formats,
+        help=(
+            "how record values are encoded: avro, protobuf and jsonschema in the schema-registry "
+            "wire format"
+            + ("; auto tells the wire format (magic byte 0) from JSON" if "auto" in formats else "")
+            + " [default: json]"
+        ),
+    )
+    group.add_argument(
+        "--schema-registry",
+        metavar="URL",
+        help="Confluent-compatible schema registry API root (streamtrain registry up runs one)",
+    )
+    if reader:
+        group.add_argument(
+            "--registry-wait",
+            type=positive_float,
+            metavar="SECONDS",
+            help="stop when the registry does not answer within this time [default: 30]",
+        )
+    group.add_argument(
+        "-S",
+        dest="registry_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="raw schema-registry client option (basic.auth.user.info=..., ssl.ca.location=...)",
+    )
+
+
+def format_settings_from_args(
+    args: argparse.Namespace, file: dict[str, Any], section: str
+) -> FormatSettings:
+    """The record-format settings from the flags :func:`add_format_options` added."""
+    return resolve_format_settings(
+        {
+            "format": args.format,
+            "schema_registry": args.schema_registry,
+            "registry_wait": getattr(args, "registry_wait", None),
+        },
+        file=file,
+        section=section,
+        raw_flags=args.registry_options or (),
     )
 
 

@@ -27,7 +27,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamtrain.cli import broker, catalog, demo, models, produce, serve, train
+    from streamtrain.cli import broker, catalog, demo, models, produce, registry, serve, train
 
     parser = OneLineArgumentParser(
         prog="streamtrain",
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=OneLineArgumentParser
     )
-    for module in (demo, produce, train, models, serve, broker, catalog):
+    for module in (demo, produce, train, models, serve, broker, registry, catalog):
         module.register(subparsers)
     return parser
 

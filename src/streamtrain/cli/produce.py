@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamtrain.cli.common import (
+    add_format_options,
     add_kafka_options,
+    format_settings_from_args,
     kafka_settings_from_args,
     non_negative_float,
     non_negative_int,
@@ -29,11 +31,14 @@ from streamtrain.cli.common import (
 )
 from streamtrain.config import resolve
 from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.formats.settings import JSON, REGISTRY_FORMATS, FormatSettings
 from streamtrain.stopping import stop_on_signals
 
 if TYPE_CHECKING:
     from streamtrain.data.sources import Source
     from streamtrain.produce import ProduceReport, ProduceSettings
+
+DEFAULT_TARGET_FIELD = "y"
 
 # SIGINT is the user interrupting a run: non-zero, as shells expect, so `produce && train`
 # does not go on. SIGTERM is a supervisor asking for a clean shutdown, which this is.
@@ -63,12 +68,19 @@ def register(subparsers: Any) -> None:
         help="River dataset, e.g. Phishing or 'synth.Agrawal(seed=42)' [default: Phishing]",
     )
     source.add_argument(
-        "--file", type=Path, metavar="PATH", help="a .jsonl/.ndjson or .csv file to replay"
+        "--file",
+        type=Path,
+        metavar="PATH",
+        help="a .jsonl/.ndjson, .csv or .avro (container) file to replay",
     )
     parser.add_argument(
         "--target",
         metavar="COLUMN",
-        help="label column of --file (not needed for JSONL lines that are {x, y} events)",
+        help=(
+            "label column of --file (not needed for JSONL lines that are {x, y} events); with "
+            f"--format avro|protobuf|jsonschema, the record's target field [default: "
+            f"{DEFAULT_TARGET_FIELD}]"
+        ),
     )
     parser.add_argument(
         "--limit", type=non_negative_int, metavar="N", help="replay at most N events"
@@ -95,6 +107,7 @@ def register(subparsers: Any) -> None:
         help="replication factor when the topic is created [default: the broker's]",
     )
     _add_label_options(parser)
+    add_format_options(parser, (JSON, *REGISTRY_FORMATS), reader=False)
     add_kafka_options(parser)
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar, only the final line"
@@ -147,7 +160,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> Produc
     """Flags over ``STREAMTRAIN_*`` env vars over the config file's ``[produce]`` table."""
     from streamtrain.produce import ProduceSettings
 
-    if args.target is not None and args.dataset is not None:
+    if args.target is not None and args.dataset is not None and args.format in (None, JSON):
         raise ConfigError("--target applies to --file only; datasets carry their labels")
     names = [f.name for f in dataclasses.fields(ProduceSettings)]
     settings = resolve(
@@ -165,15 +178,24 @@ def run(args: argparse.Namespace) -> int:
 
     kafka, file = kafka_settings_from_args(args)
     settings = settings_from_args(args, file)
+    formats = format_settings_from_args(args, file, "produce")
     # Opened before connecting, so a bad dataset or file fails fast without a broker.
     source = open_source(
         dataset=None if settings.file is not None else settings.dataset,
         file=settings.file,
-        target=settings.target,
+        # With --format, --target may name a dataset's target field: not a column to read.
+        target=settings.target if settings.file is not None else None,
         limit=settings.limit,
     )
+    encode = None
+    if formats.format != JSON:
+        target = args.target if args.target is not None else settings.target
+        encode = _registry_encoder(formats, settings, source, target or DEFAULT_TARGET_FIELD)
     with _progress(source, enabled=not args.quiet) as on_progress:
-        replayer = Replayer(kafka, settings, on_progress=on_progress)
+        if encode is None:
+            replayer = Replayer(kafka, settings, on_progress=on_progress)
+        else:
+            replayer = Replayer(kafka, settings, on_progress=on_progress, encode=encode)
         # A second SIGINT interrupts, for when the final flush itself hangs.
         with stop_on_signals(lambda _sig: replayer.stop(), second_sigint_interrupts=True) as caught:
             report = replayer.run(source)
@@ -191,6 +213,36 @@ def run(args: argparse.Namespace) -> int:
             f"(first error: {first})"
         )
     return EXIT_CODES[caught[0]] if caught else 0
+
+
+def _registry_encoder(
+    formats: FormatSettings, settings: ProduceSettings, source: Source, target: str
+) -> Callable[[dict[str, Any], Any], bytes]:
+    """Derive a flat record schema (features + ``target``) from the first events, register it
+    for the topic and return the event encoder of the registry wire format."""
+    import itertools
+
+    from streamtrain.formats.encoding import (
+        SAMPLE_EVENTS,
+        RecordEncoder,
+        derive_schema,
+        flat_records,
+    )
+    from streamtrain.formats.settings import JSONSCHEMA
+
+    if settings.labels_topic is not None:
+        raise ConfigError(f"--format {formats.format} cannot be used with --labels-topic yet")
+    sample = flat_records(itertools.islice(iter(source), SAMPLE_EVENTS), target)
+    schema = derive_schema(sample, names_must_be_identifiers=formats.format != JSONSCHEMA)
+    encoder = RecordEncoder(formats, settings.topic, schema)
+    encoder.register()
+
+    def encode(x: dict[str, Any], y: Any) -> bytes:
+        if target in x:
+            raise ConfigError(f"a feature is named {target!r} like the target field; pick --target")
+        return encoder({**x, target: y})
+
+    return encode
 
 
 def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:

@@ -81,7 +81,8 @@ class Replayer:
     when set); ``run`` once, ``stop`` from any thread.
 
     ``on_progress`` receives the number of events sent so far, a few times a second and once
-    at the end, on the thread that calls ``run``.
+    at the end, on the thread that calls ``run``. ``encode`` turns an event into the record
+    value (default: the ``{x, y}`` JSON event); it is not used for split feature/label events.
     """
 
     def __init__(
@@ -90,10 +91,12 @@ class Replayer:
         settings: ProduceSettings,
         *,
         on_progress: Callable[[int], None] | None = None,
+        encode: Callable[[dict[str, Any], Any], bytes] = encode_event,
     ) -> None:
         self.kafka = kafka
         self.settings = settings
         self._on_progress = on_progress
+        self._encode = encode
         self._stop = StopFlag()  # set from signal handlers: see streamtrain.stopping
         self._events = _Tally()
         self._labels = _Tally()
@@ -244,7 +247,7 @@ class Replayer:
                         f"event {i + 1} has no feature {key_name!r} for the message key"
                     )
                 key = str(x[key_name]).encode()
-            yield _Outgoing(topic, key, encode_event(x, y), 0, False, i * interval)
+            yield _Outgoing(topic, key, self._encode(x, y), 0, False, i * interval)
 
     def _schedule(self, events: Iterable[tuple[dict[str, Any], Any]]) -> LabelSchedule:
         s = self.settings

@@ -1,6 +1,12 @@
-"""What trainers and servers agree on: default topic names, record keys, the metrics format.
+"""What trainers and servers agree on: default topic names, record keys, the metrics format;
+and how training records are decoded.
 
 Both sides import these from here, so neither imports the other.
+
+Training records: :func:`decoder` picks the decoder of a
+:class:`~streamtrain.formats.settings.FormatSettings`, from :mod:`~streamtrain.formats.decoding`
+(JSON, the dead-letter reasons) or :mod:`~streamtrain.formats.registry` (Avro, Protobuf, JSON
+Schema through a schema registry).
 
 Checkpoints go to a compacted topic, ``streamtrain.checkpoints`` by default, keyed by model
 name; a partitioned model writes one checkpoint per replica under :func:`replica_key`.
@@ -40,9 +46,13 @@ them, its delays being those of the task with the most joins.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from streamtrain.formats.decoding import Decoder
+    from streamtrain.formats.settings import FormatSettings
 
 __all__ = [
     "DEFAULT_CHECKPOINT_TOPIC",
@@ -51,6 +61,7 @@ __all__ = [
     "METRICS_FORMAT",
     "PROGRESS",
     "decode_metrics_record",
+    "decoder",
     "encode_metrics_record",
     "replica_key",
     "replica_partition",
@@ -93,3 +104,22 @@ def decode_metrics_record(value: bytes | None) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def decoder(settings: FormatSettings) -> Decoder:
+    """The decoder of ``settings.format``: record value and topic in, dict out.
+
+    >>> from streamtrain.formats.settings import FormatSettings
+    >>> decoder(FormatSettings())(b'{"amount": 3.5, "is_fraud": false}', "payments")
+    {'amount': 3.5, 'is_fraud': False}
+    """
+    # Imported here: the registry client and its serdes are heavy, and most users of this
+    # package only want the metrics names.
+    from streamtrain.formats.decoding import decode_json
+    from streamtrain.formats.settings import JSON
+
+    if settings.format == JSON:
+        return decode_json
+    from streamtrain.formats.registry import RegistryDecoder
+
+    return RegistryDecoder(settings)

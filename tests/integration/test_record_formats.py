@@ -1,0 +1,134 @@
+"""Avro, Protobuf and JSON Schema topics through a real broker and a real schema registry:
+``produce --format`` writes Phishing, the decoders read every record back as the source event;
+a compatible schema version is read mid-stream, an incompatible one is refused at produce
+time, an unknown schema id and an unreachable registry fail as they should."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientRegistryError
+from river import datasets
+from topics import fill, read_log
+
+from streamtrain.cli.main import main
+from streamtrain.errors import ConfigError, SchemaRegistryUnreachable
+from streamtrain.formats import decoder
+from streamtrain.formats.decoding import UNKNOWN_SCHEMA, RecordUndecodable
+from streamtrain.formats.encoding import (
+    DOUBLE,
+    LONG,
+    STRING,
+    Field,
+    RecordEncoder,
+    RecordSchema,
+)
+from streamtrain.formats.settings import FormatSettings
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.mark.parametrize("fmt", ["avro", "protobuf", "jsonschema"])
+def test_phishing_produced_in_a_registry_format_decodes_to_the_source_records(
+    fmt: str, kafka_bootstrap: str, schema_registry: str, unique_name: Callable[..., str]
+) -> None:
+    topic = unique_name(fmt)
+    produced = main(
+        [
+            "produce", "--topic", topic, "--dataset", "Phishing", "--format", fmt,
+            "--schema-registry", schema_registry, "--target", "is_phishing",
+            "--bootstrap-servers", kafka_bootstrap, "-q",
+        ]
+    )  # fmt: skip
+    assert produced == 0
+    values = read_log(kafka_bootstrap, topic, 1)[0]
+    expected = [{**x, "is_phishing": y} for x, y in datasets.Phishing()]
+    for chosen in (fmt, "auto"):
+        decode = decoder(FormatSettings(format=chosen, schema_registry=schema_registry))
+        assert [decode(value, topic) for value in values] == expected
+
+
+def test_a_compatible_version_is_read_mid_stream_and_an_incompatible_one_refused(
+    kafka_bootstrap: str,
+    schema_registry: str,
+    unique_name: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    topic = unique_name("evolve")
+    settings = FormatSettings(format="avro", schema_registry=schema_registry)
+    v1 = RecordEncoder(settings, topic, RecordSchema((Field("a", DOUBLE), Field("y", LONG))))
+    # Version 2 adds a field with a default (null): BACKWARD compatible.
+    v2 = RecordEncoder(
+        settings,
+        topic,
+        RecordSchema((Field("a", DOUBLE), Field("b", DOUBLE, nullable=True), Field("y", LONG))),
+    )
+    v1.register()
+    first = [v1({"a": 0.5, "y": 1}), v1({"a": 1.5, "y": 0})]
+    assert v2.register() != v1.schema_id
+    unknown = b"\x00" + (2**31 - 1).to_bytes(4, "big") + first[0][5:]
+    then = [v2({"a": 2.5, "b": 7.0, "y": 1}), unknown, v1({"a": 3.5, "y": 0})]
+    values = fill(kafka_bootstrap, topic, first + then)[0]
+
+    decode = decoder(settings)  # one reader for the whole stream, as a running trainer
+    decoded: list[object] = []
+    for value in values:
+        try:
+            decoded.append(decode(value, topic))
+        except RecordUndecodable as err:
+            decoded.append(err.reason)
+    assert decoded == [
+        {"a": 0.5, "y": 1},
+        {"a": 1.5, "y": 0},
+        {"a": 2.5, "b": 7.0, "y": 1},
+        UNKNOWN_SCHEMA,
+        {"a": 3.5, "y": 0},
+    ]
+
+    # A field changing type is not BACKWARD compatible: the registry refuses it (409), and
+    # produce stops before writing anything.
+    changed = RecordEncoder(settings, topic, RecordSchema((Field("a", STRING), Field("y", LONG))))
+    with pytest.raises(ConfigError) as refused_version:
+        changed.register()
+    cause = refused_version.value.__cause__
+    assert isinstance(cause, ClientRegistryError) and cause.http_status_code == 409
+    incompatible = tmp_path / "incompatible.jsonl"
+    incompatible.write_bytes(orjson.dumps({"a": "text", "y": 1}) + b"\n")
+    refused = main(
+        [
+            "produce", "--topic", topic, "--file", str(incompatible), "--target", "y",
+            "--format", "avro", "--schema-registry", schema_registry,
+            "--bootstrap-servers", kafka_bootstrap, "-q",
+        ]
+    )  # fmt: skip
+    assert refused == 2
+    assert len(read_log(kafka_bootstrap, topic, 1)[0]) == len(values)
+
+
+def test_an_unreachable_registry_is_not_the_records_fault(
+    schema_registry: str, free_ports: Callable[[int], list[int]]
+) -> None:
+    topic = "unreachable"
+    encoder = RecordEncoder(
+        FormatSettings(format="avro", schema_registry=schema_registry),
+        topic,
+        RecordSchema((Field("a", DOUBLE),)),
+    )
+    encoder.register()
+    value = encoder({"a": 1.0})
+    (port,) = free_ports(1)  # nothing listens there
+    decode = decoder(
+        FormatSettings(format="avro", schema_registry=f"http://127.0.0.1:{port}", registry_wait=2)
+    )
+    started = time.monotonic()
+    with pytest.raises(SchemaRegistryUnreachable):
+        decode(value, topic)
+    assert 2 <= time.monotonic() - started < 10
+    # A URL that answers 404 for everything is no registry: not every record's unknown schema.
+    wrong_path = decoder(FormatSettings(format="avro", schema_registry=schema_registry + "/no"))
+    with pytest.raises(SchemaRegistryUnreachable):
+        wrong_path(value, topic)

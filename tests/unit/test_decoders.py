@@ -1,0 +1,109 @@
+"""Record formats without a registry: settings, the JSON decoder, Protobuf messages as dicts,
+and the decoder's bounded wait on a registry that does not answer (a fake client)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from google.protobuf import descriptor_pb2
+
+from streamtrain.errors import ConfigError, SchemaRegistryUnreachable
+from streamtrain.formats import decoder
+from streamtrain.formats.decoding import UNDECODABLE, RecordUndecodable, decode_json
+from streamtrain.formats.protobuf import file_descriptor, message_class, message_to_dict
+from streamtrain.formats.settings import FormatSettings, resolve_format_settings
+
+URL = "http://127.0.0.1:8081/apis/ccompat/v7"
+
+
+def test_registry_options_merge_file_env_and_flags_and_stay_out_of_repr() -> None:
+    settings = resolve_format_settings(
+        {"format": "avro", "schema_registry": URL},
+        file={"schema_registry_options": {"timeout": 3, "ssl.ca.location": "/file"}},
+        env={"STREAMTRAIN_S_SSL_CA_LOCATION": "/env", "STREAMTRAIN_REGISTRY_WAIT": "4"},
+        raw_flags=["basic.auth.user.info=me:s3cret"],
+    )
+    assert settings.registry_wait == 4.0
+    assert settings.client_config() == {
+        "url": URL,
+        "timeout": 3.0,
+        "ssl.ca.location": "/env",
+        "basic.auth.user.info": "me:s3cret",
+    }
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "flags"),
+    [
+        ({"format": "avro"}, []),
+        ({"format": "xml"}, []),
+        ({"format": "avro", "schema_registry": URL}, ["timeout=soon"]),
+        ({"format": "avro", "schema_registry": URL}, ["url=http://elsewhere"]),
+        ({"format": "avro", "schema_registry": URL}, ["no-equals-sign"]),
+    ],
+)
+def test_misuse_is_a_config_error(kwargs: dict[str, str], flags: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        resolve_format_settings(kwargs, env={}, raw_flags=flags)
+
+
+def test_json_decoder_gives_objects_and_refuses_the_rest() -> None:
+    json_decoder = decoder(FormatSettings())
+    assert json_decoder(b'{"a": {"b": 1}, "y": true}', "t") == {"a": {"b": 1}, "y": True}
+    for bad in (b"[1, 2]", b"\x00\x00\x00\x00\x01abc", b"", None):
+        with pytest.raises(RecordUndecodable) as refused:
+            decode_json(bad)
+        assert refused.value.reason == UNDECODABLE
+
+
+def test_a_protobuf_message_built_from_its_schema_reads_back_as_plain_values() -> None:
+    T = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="t.proto", package="p", syntax="proto3")
+    row = file.message_type.add(name="Row")
+    row.field.add(name="amount", number=1, type=T.TYPE_DOUBLE, label=T.LABEL_OPTIONAL)
+    row.field.add(name="count", number=2, type=T.TYPE_INT64, label=T.LABEL_OPTIONAL)
+    row.field.add(
+        name="maybe", number=3, type=T.TYPE_STRING, label=T.LABEL_OPTIONAL, proto3_optional=True
+    )
+    row.oneof_decl.add(name="_maybe")
+    row.field[2].oneof_index = 0
+    row.field.add(name="tags", number=4, type=T.TYPE_STRING, label=T.LABEL_REPEATED)
+    serialized = base64.standard_b64encode(file.SerializeToString()).decode()
+    cls = message_class(file_descriptor(serialized), [0])
+    message = cls(amount=1.5, count=2**40, tags=["a", "b"])
+    assert message_to_dict(cls.FromString(message.SerializeToString())) == {
+        "amount": 1.5,
+        "count": 2**40,
+        "maybe": None,
+        "tags": ["a", "b"],
+    }
+
+
+class _Unreachable:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_schema(self, *_args: object, **_kwargs: object) -> None:
+        from streamtrain.formats import registry
+
+        self.calls += 1
+        # What the registry client raises when nothing listens.
+        raise registry.httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def test_an_unreachable_registry_stops_the_run_after_the_bounded_wait() -> None:
+    from streamtrain.formats import registry
+
+    now = [0.0]
+    client = _Unreachable()
+    decode = registry.RegistryDecoder(
+        FormatSettings(format="avro", schema_registry=URL, registry_wait=5),
+        client,  # type: ignore[arg-type]
+        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+        clock=lambda: now[0],
+    )
+    with pytest.raises(SchemaRegistryUnreachable):
+        decode(b"\x00\x00\x00\x00\x07payload", "t")
+    assert 5.0 <= now[0] < 7.0 and client.calls > 3
