@@ -5,7 +5,7 @@ quorum::
     <data_dir>/node-<id>/                 one node, laid out like a LocalBroker's data directory
 
 Each node is a :class:`~streamtrain.broker.node._Node`, the machinery
-:class:`~streamtrain.broker.node.LocalBroker` runs on; the layout is a
+:class:`~streamtrain.broker.single.LocalBroker` runs on; the layout is a
 :class:`~streamtrain.broker.layout.ClusterLayout`.
 """
 

@@ -2,7 +2,7 @@
 
 Saved as ``<data_dir>/cluster.json`` when the cluster's storage is first formatted; both
 :class:`~streamtrain.broker.cluster.LocalCluster` and
-:class:`~streamtrain.broker.node.LocalBroker` (which refuses a cluster's directory) read it.
+:class:`~streamtrain.broker.single.LocalBroker` (which refuses a cluster's directory) read it.
 """
 
 from __future__ import annotations

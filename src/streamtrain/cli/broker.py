@@ -4,11 +4,15 @@
 broker+controller nodes on consecutive port pairs from ``--port``. The data directory records
 which it holds (a cluster's has a ``cluster.json``), so ``down``, ``status`` and a later ``up``
 find out by themselves; asking for the other kind there is a usage error (exit 2).
+
+``up --secure`` secures a single broker (TLS, SASL/SCRAM-SHA-512, ACLs; see
+:mod:`streamtrain.broker.security`) and hands out a user's client settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,8 @@ from streamtrain.broker.cluster import CLUSTER_SIZES
 from streamtrain.broker.layout import ClusterLayout
 from streamtrain.broker.node import DEFAULT_HEAP, default_data_dir
 from streamtrain.broker.properties import DEFAULT_HOST, DEFAULT_PORT
+from streamtrain.broker.security import DEFAULT_USER, check_user_name
+from streamtrain.broker.tls import write_private
 from streamtrain.errors import ConfigError
 
 _BROKER_CHOICES = (1, *CLUSTER_SIZES)
@@ -64,6 +70,27 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument(
         "--heap", default=DEFAULT_HEAP, help=f"JVM heap size of each node (default: {DEFAULT_HEAP})"
+    )
+    secure = up.add_argument_group("secured broker")
+    secure.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "TLS and SASL/SCRAM-SHA-512 on the client port, ACLs (nothing allowed unless "
+            "granted), a CA and passwords made at first start in DATA_DIR/security; once "
+            "secured, a data directory stays so"
+        ),
+    )
+    secure.add_argument(
+        "--user",
+        default=DEFAULT_USER,
+        help=f"the user whose client settings are given, made if new [default: {DEFAULT_USER}]",
+    )
+    secure.add_argument(
+        "--client-config",
+        type=Path,
+        metavar="PATH",
+        help="write the user's settings (password included) to PATH, mode 0600, instead of stdout",
     )
     up.set_defaults(handler=_up)
 
@@ -145,11 +172,17 @@ def _target(args: argparse.Namespace) -> LocalBroker | LocalCluster:
         host=args.host if args.host is not None else DEFAULT_HOST,
         port=args.port if args.port is not None else DEFAULT_PORT,
         heap=heap,
+        secure=bool(getattr(args, "secure", False)),
     )
 
 
 def _up(args: argparse.Namespace) -> int:
     target = _target(args)
+    if args.secure and isinstance(target, LocalCluster):
+        raise ConfigError("--secure is for a single broker so far, not a cluster")
+    if args.client_config is not None and not (isinstance(target, LocalBroker) and target.secure):
+        raise ConfigError("--client-config needs --secure")
+    check_user_name(args.user)
     ensure_kafka_jars(quiet=False)  # so a first-run download is announced, not a silent wait
     if isinstance(target, LocalCluster):
         if target.up(wait_seconds=args.wait if args.wait is not None else 90.0):
@@ -160,14 +193,41 @@ def _up(args: argparse.Namespace) -> int:
         else:
             print(f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}")
         return 0
+    secured = " (SASL_SSL, SCRAM-SHA-512, ACLs)" if target.secure else ""
     if target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
         print(
-            f"Kafka {KAFKA_VERSION} is up at {target.bootstrap} "
-            f"(data: {target.data_dir}, log: {target.log_path})"
+            f"Kafka {KAFKA_VERSION} is up at {target.bootstrap}{secured} "
+            f"(data: {target.data_dir}, log: {target.log_path})",
+            file=sys.stderr if target.secure and args.client_config is None else sys.stdout,
         )
     else:
-        print(f"Kafka is already running at {target.bootstrap} (pid {target.running_pid()})")
+        print(
+            f"Kafka is already running at {target.bootstrap}{secured} (pid {target.running_pid()})",
+            file=sys.stderr if target.secure and args.client_config is None else sys.stdout,
+        )
+    if target.secure:
+        _hand_out_user(target, args.user, args.client_config)
     return 0
+
+
+def _hand_out_user(broker: LocalBroker, user: str, path: Path | None) -> None:
+    """Make ``user`` if new and give its client settings: to ``path`` (0600), else stdout (the
+    one place a password is shown; the status line went to stderr, so stdout is the file)."""
+    created = broker.add_user(user)
+    assert broker.security is not None
+    text = broker.security.render_client_config(broker.bootstrap, user)
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write_private(path.expanduser(), text.encode())
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
+    made = "new user" if created else "user"
+    print(
+        f"Client settings of {made} {user!r} written to {path} (use: --config {path}); "
+        f"it can do nothing until granted: streamtrain broker acl grant --user {user} ..."
+    )
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -1,0 +1,85 @@
+"""The secured broker's pure parts: certificates, users file, properties, client settings."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from streamtrain.broker.security import ADMIN_USER, BrokerSecurity, check_user_name
+from streamtrain.broker.single import LocalBroker
+from streamtrain.broker.tls import BROKER_PRINCIPAL, ensure_tls
+from streamtrain.config import resolve_kafka
+from streamtrain.errors import ConfigError
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_broker_certificate_is_signed_by_the_ca_and_names_the_host(tmp_path: Path) -> None:
+    tls = ensure_tls(tmp_path / "security", "broker.example")
+    ca = x509.load_pem_x509_certificate(tls.ca_pem.read_bytes())
+    key_pem, cert_pem = tls.broker_key_and_cert()
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    cert.verify_directly_issued_by(ca)  # raises unless the CA signed it
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"broker.example", "localhost"} <= set(names.get_values_for_type(x509.DNSName))
+    assert f"User:{cert.subject.rfc4514_string()}" == BROKER_PRINCIPAL
+    assert key_pem.startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8, as Kafka's PEM store reads
+    assert _mode(tls.broker_pem) == 0o600
+    assert _mode(tmp_path / "security") == 0o700
+    # Kept: a second call makes nothing new, so clients keep trusting the same CA.
+    again = ensure_tls(tmp_path / "security", "broker.example")
+    assert again.ca_pem.read_bytes() == tls.ca_pem.read_bytes()
+
+
+def test_users_get_random_private_passwords(tmp_path: Path) -> None:
+    security = BrokerSecurity.ensure(tmp_path, "localhost")
+    assert list(security.users()) == [ADMIN_USER]
+    assert security.add_user("alice") is True
+    assert security.add_user("alice") is False
+    users = security.users()
+    assert users["alice"] != users[ADMIN_USER] and len(users["alice"]) >= 32
+    assert _mode(security.directory / "users.json") == 0o600
+    assert BrokerSecurity.load(tmp_path) == security
+    assert BrokerSecurity.load(tmp_path / "elsewhere") is None
+    with pytest.raises(ConfigError):
+        check_user_name("bob,admin")
+
+
+def test_client_config_file_gives_sasl_ssl_settings_that_stay_masked(tmp_path: Path) -> None:
+    security = BrokerSecurity.ensure(tmp_path, "localhost")
+    security.add_user("alice")
+    text = security.render_client_config("localhost:9092", "alice")
+    kafka = resolve_kafka({}, file=tomllib.loads(text), env={})
+    assert kafka.bootstrap_servers == "localhost:9092"
+    assert kafka.options["security.protocol"] == "SASL_SSL"
+    assert kafka.options["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert kafka.options["sasl.password"] == security.users()["alice"]
+    assert kafka.options["ssl.ca.location"] == str(security.tls.ca_pem)
+    assert security.users()["alice"] not in repr(kafka)
+
+
+def test_secured_node_has_no_plaintext_listener_and_denies_by_default(tmp_path: Path) -> None:
+    BrokerSecurity.ensure(tmp_path, "localhost")
+    broker = LocalBroker(data_dir=tmp_path, port=19092, controller_port=19093, internal_port=19094)
+    assert broker.secure  # a secured data directory stays secured
+    props = dict(
+        line.split("=", 1)
+        for line in broker.server_properties().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert props["listeners"] == (
+        "CLIENT://localhost:19092,INTERNAL://localhost:19094,CONTROLLER://localhost:19093"
+    )
+    assert "PLAINTEXT" not in props["listener.security.protocol.map"]
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["super.users"] == f"{BROKER_PRINCIPAL};User:admin"
+    assert props["listener.name.internal.ssl.client.auth"] == "required"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert "ANONYMOUS" not in broker.server_properties()
