@@ -1,4 +1,5 @@
-"""The secured broker's pure parts: certificates, users file, properties, client settings."""
+"""The secured broker's pure parts: certificates, users file, properties, client settings, and
+the ACLs each command is granted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from streamtrain.broker.acls import Acl, command_acls
 from streamtrain.broker.security import ADMIN_USER, BrokerSecurity, check_user_name
 from streamtrain.broker.single import LocalBroker
 from streamtrain.broker.tls import BROKER_PRINCIPAL, ensure_tls
@@ -83,3 +85,51 @@ def test_secured_node_has_no_plaintext_listener_and_denies_by_default(tmp_path: 
     assert props["listener.name.internal.ssl.client.auth"] == "required"
     assert props["listener.name.controller.ssl.client.auth"] == "required"
     assert "ANONYMOUS" not in broker.server_properties()
+
+
+def test_unnamed_train_reads_input_and_a_fresh_group_writes_outputs() -> None:
+    acls = command_acls("train", topic="clicks")
+    assert acls == [
+        Acl("topic", "clicks", ("READ",)),
+        Acl("topic", "clicks.dlq", ("WRITE", "CREATE")),
+        Acl("topic", "clicks.predictions", ("WRITE", "CREATE")),
+        Acl("topic", "streamtrain.metrics", ("WRITE", "CREATE")),
+        Acl("group", "streamtrain.ephemeral.", ("READ",), prefixed=True),
+    ]
+
+
+def test_partitioned_train_gets_prefixed_transactional_ids_and_the_labels_topic() -> None:
+    acls = command_acls("train", topic="f", name="m", partitioned=True, labels_topic="l")
+    assert Acl("topic", "l", ("READ",)) in acls
+    assert Acl("transactional-id", "streamtrain.m.", ("WRITE",), prefixed=True) in acls
+    assert Acl("group", "streamtrain.m", ("READ",)) in acls
+    assert not any(a.resource == "transactional-id" and not a.prefixed for a in acls)
+
+
+def test_produce_and_serve_rights() -> None:
+    assert command_acls("produce", topic="f", labels_topic="l") == [
+        Acl("topic", "f", ("WRITE", "CREATE")),
+        Acl("topic", "l", ("WRITE", "CREATE")),
+    ]
+    serve = command_acls("serve", topic="ignored", name="m", log_topic="served")
+    assert [str(a) for a in serve] == [
+        "topic streamtrain.checkpoints: READ",
+        "topic streamtrain.metrics: READ",
+        "topic served: WRITE, CREATE",
+        "group streamtrain.reader.*: DESCRIBE",
+    ]
+    with pytest.raises(ConfigError):
+        command_acls("serve", topic="x")
+    with pytest.raises(ConfigError):
+        command_acls("predict", topic="x")
+
+
+def test_bindings_are_allow_rules_for_the_principal_from_any_host() -> None:
+    from confluent_kafka.admin import AclPermissionType, ResourcePatternType
+
+    bindings = Acl("topic", "t", ("READ", "WRITE")).bindings("User:alice")
+    assert len(bindings) == 2
+    for binding in bindings:
+        assert binding.principal == "User:alice" and binding.host == "*"
+        assert binding.permission_type == AclPermissionType.ALLOW
+        assert binding.resource_pattern_type == ResourcePatternType.LITERAL

@@ -6,7 +6,8 @@ which it holds (a cluster's has a ``cluster.json``), so ``down``, ``status`` and
 find out by themselves; asking for the other kind there is a usage error (exit 2).
 
 ``up --secure`` secures a single broker (TLS, SASL/SCRAM-SHA-512, ACLs; see
-:mod:`streamtrain.broker.security`) and hands out a user's client settings.
+:mod:`streamtrain.broker.security`) and hands out a user's client settings; ``acl grant``
+(:mod:`streamtrain.cli.broker_acl`) gives a user what one command needs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streamtrain.broker.node import DEFAULT_HEAP, default_data_dir
 from streamtrain.broker.properties import DEFAULT_HOST, DEFAULT_PORT
 from streamtrain.broker.security import DEFAULT_USER, check_user_name
 from streamtrain.broker.tls import write_private
+from streamtrain.cli import broker_acl
 from streamtrain.errors import ConfigError
 
 _BROKER_CHOICES = (1, *CLUSTER_SIZES)
@@ -116,6 +118,8 @@ def register(subparsers: Any) -> None:
         "fetch", help=f"only download the Kafka {KAFKA_VERSION} jars (needs mvn)"
     )
     fetch.set_defaults(handler=_fetch)
+
+    broker_acl.register(actions, _add_location_options, _target)
 
 
 def _add_location_options(parser: argparse.ArgumentParser) -> None:
