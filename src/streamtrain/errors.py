@@ -45,3 +45,16 @@ class TopicReadError(StreamtrainError):
     def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
         super().__init__(message)
         self.kafka_error = kafka_error
+
+
+class NotAuthorized(StreamtrainError):
+    """The broker refused a right the command needs (a topic, group or transactional id ACL).
+
+    ``kafka_error`` is the broker's refusal (also the ``__cause__`` where there was one).
+    """
+
+    exit_code = 8
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
