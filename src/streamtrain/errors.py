@@ -58,3 +58,7 @@ class NotAuthorized(StreamtrainError):
     def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
         super().__init__(message)
         self.kafka_error = kafka_error
+
+
+class NotAuthenticated(NotAuthorized):
+    """The broker refused the login (SASL credentials); same exit code as a refused right."""

@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from streamtrain.errors import ConfigError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.kafka.reader import READER_GROUP_PREFIX
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AclBinding
 
 COMMANDS = ("train", "produce", "serve")
-READER_GROUP_PREFIX = "streamtrain.reader."
-"""Readers of the checkpoint and metrics topics take a fresh group id under this prefix; they
-only assign partitions and never join nor commit, but librdkafka still looks the group's
-coordinator up, which needs DESCRIBE on it."""
+# Readers of the checkpoint and metrics topics (kafka/reader.py) take a fresh group id under
+# READER_GROUP_PREFIX; they only assign partitions and never join nor commit, but librdkafka
+# still looks the group's coordinator up, which needs DESCRIBE on it.
 EPHEMERAL_GROUP_PREFIX = "streamtrain.ephemeral."
 """An unnamed trainer's fresh consumer group; it commits no offsets."""
 

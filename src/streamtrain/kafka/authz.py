@@ -41,10 +41,11 @@ def not_authorized(
     group: str | None = None,
     transactional_id: str | None = None,
     topic_right: str = "READ",
+    group_right: str = "READ",
 ) -> NotAuthorized:
     """The :class:`NotAuthorized` error for refusal ``err`` of ``doing``: it names the resource
     of the refused kind among those given and the right it needs (``topic_right`` on topics,
-    READ on the group, WRITE on the transactional id)."""
+    ``group_right`` on the group, WRITE on the transactional id)."""
     code = err.code()
     kind = _RESOURCE.get(code, "resource")
     if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
@@ -53,7 +54,7 @@ def not_authorized(
         right = topic_right
     elif code == KafkaError.GROUP_AUTHORIZATION_FAILED:
         what = f"{kind} {group!r}" if group else kind
-        right = "READ"
+        right = group_right
     elif code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
         what = f"{kind} {transactional_id!r}" if transactional_id else kind
         right = "WRITE"

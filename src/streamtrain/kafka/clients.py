@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import BrokerUnreachable, StreamtrainError, TopicMissing
+from streamtrain.errors import BrokerUnreachable, NotAuthenticated, StreamtrainError, TopicMissing
 from streamtrain.kafka.authz import is_denied, not_authorized
 
 LIBRDKAFKA_LOGGER = logging.getLogger("streamtrain.librdkafka")
@@ -28,16 +28,46 @@ def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+class _Admin(AdminClient):
+    """An admin client that keeps the last login failure librdkafka reported: a broker that
+    refuses the credentials otherwise looks like one that does not answer."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.login_failure: KafkaError | None = None
+        theirs = conf.get("error_cb")
+
+        def on_error(err: KafkaError) -> None:
+            if err.code() in _LOGIN_FAILURES:
+                self.login_failure = err
+            if theirs is not None:
+                theirs(err)
+
+        merged: dict[str, Any] = {**conf, "error_cb": on_error}
+        super().__init__(merged)
+
+
+_LOGIN_FAILURES = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
 def admin_client(settings: KafkaSettings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    return _Admin(client_config(settings))
 
 
 def wait_for_cluster(settings: KafkaSettings, admin: AdminClient | None = None) -> ClusterMetadata:
-    """Return cluster metadata, or raise :class:`BrokerUnreachable` after ``connect_timeout``."""
+    """Return cluster metadata, or raise :class:`BrokerUnreachable` after ``connect_timeout``
+    (:class:`NotAuthenticated` if the broker refused the login)."""
     admin = admin or admin_client(settings)
     try:
         return admin.list_topics(timeout=settings.connect_timeout)
     except KafkaException as err:
+        admin.poll(0)  # error callbacks run only when served
+        refused = getattr(admin, "login_failure", None)
+        if refused is not None:
+            raise NotAuthenticated(
+                f"the broker at {settings.bootstrap_servers} refused the login "
+                f"({refused.name()}): check sasl.username and sasl.password",
+                refused,
+            ) from None
         raise BrokerUnreachable(
             f"no Kafka broker answered at {settings.bootstrap_servers} within "
             f"{settings.connect_timeout:g}s ({_short(err)}); is it running? "
