@@ -14,6 +14,7 @@ from streamtrain.broker.acls import Acl, command_acls
 from streamtrain.broker.security import ADMIN_USER, BrokerSecurity, check_user_name
 from streamtrain.broker.single import LocalBroker
 from streamtrain.broker.tls import BROKER_PRINCIPAL, ensure_tls
+from streamtrain.cli.main import main
 from streamtrain.config import resolve_kafka
 from streamtrain.errors import ConfigError
 
@@ -133,3 +134,31 @@ def test_bindings_are_allow_rules_for_the_principal_from_any_host() -> None:
         assert binding.principal == "User:alice" and binding.host == "*"
         assert binding.permission_type == AclPermissionType.ALLOW
         assert binding.resource_pattern_type == ResourcePatternType.LITERAL
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["broker", "up", "--client-config", "c.toml"],
+        ["broker", "up", "--secure", "--brokers", "3"],
+        ["broker", "up", "--secure", "--user", "bob,admin"],
+        ["broker", "acl", "grant", "--user", "u", "--for", "serve", "--dry-run"],
+        ["broker", "acl", "grant", "--user", "u", "--for", "train", "--partitioned"],
+    ],
+    ids=["client-config-unsecured", "secure-cluster", "bad-user", "serve-no-name", "part-no-name"],
+)
+def test_secured_broker_cli_misuse_is_one_line_and_exit_2(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([*argv, *(["--data-dir", str(tmp_path)] if argv[1] == "up" else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_acl_grant_dry_run_lists_what_it_would_grant(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["broker", "acl", "grant", "--user", "bob", "--for", "produce", "--topic", "t"]
+    assert main([*argv, "--labels-topic", "l", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "would grant User:bob: topic t: WRITE, CREATE",
+        "would grant User:bob: topic l: WRITE, CREATE",
+    ]

@@ -184,7 +184,7 @@ def _up(args: argparse.Namespace) -> int:
     target = _target(args)
     if args.secure and isinstance(target, LocalCluster):
         raise ConfigError("--secure is for a single broker so far, not a cluster")
-    if args.client_config is not None and not (isinstance(target, LocalBroker) and target.secure):
+    if args.client_config is not None and not args.secure:
         raise ConfigError("--client-config needs --secure")
     check_user_name(args.user)
     ensure_kafka_jars(quiet=False)  # so a first-run download is announced, not a silent wait
@@ -198,25 +198,30 @@ def _up(args: argparse.Namespace) -> int:
             print(f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}")
         return 0
     secured = " (SASL_SSL, SCRAM-SHA-512, ACLs)" if target.secure else ""
+    # A user's settings are given only when asked for with --secure; to stdout unless a path
+    # is given, and then the status line goes to stderr so stdout is exactly the config file.
+    to = sys.stderr if args.secure and args.client_config is None else sys.stdout
     if target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
         print(
             f"Kafka {KAFKA_VERSION} is up at {target.bootstrap}{secured} "
             f"(data: {target.data_dir}, log: {target.log_path})",
-            file=sys.stderr if target.secure and args.client_config is None else sys.stdout,
+            file=to,
         )
     else:
         print(
             f"Kafka is already running at {target.bootstrap}{secured} (pid {target.running_pid()})",
-            file=sys.stderr if target.secure and args.client_config is None else sys.stdout,
+            file=to,
         )
-    if target.secure:
+    if args.secure:
         _hand_out_user(target, args.user, args.client_config)
+    elif target.secure:
+        print("`broker up --secure --user U --client-config PATH` gives a user's client settings")
     return 0
 
 
 def _hand_out_user(broker: LocalBroker, user: str, path: Path | None) -> None:
     """Make ``user`` if new and give its client settings: to ``path`` (0600), else stdout (the
-    one place a password is shown; the status line went to stderr, so stdout is the file)."""
+    one place a password is shown)."""
     created = broker.add_user(user)
     assert broker.security is not None
     text = broker.security.render_client_config(broker.bootstrap, user)
