@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamtrain.broker.tls import BROKER_PRINCIPAL, TlsFiles, ensure_tls, write_private
+from streamtrain.broker.tls import (
+    BROKER_FILE,
+    BROKER_PRINCIPAL,
+    CA_FILE,
+    TlsFiles,
+    ensure_tls,
+    write_private,
+)
 from streamtrain.errors import BrokerError, ConfigError
 
 SECURITY_DIR = "security"
@@ -71,7 +78,7 @@ class BrokerSecurity:
         directory = data_dir / SECURITY_DIR
         if not (directory / USERS_FILE).is_file():
             return None
-        return cls(directory, ensure_tls(directory, "localhost"))
+        return cls(directory, TlsFiles(directory / CA_FILE, directory / BROKER_FILE))
 
     @classmethod
     def ensure(cls, data_dir: Path, host: str) -> BrokerSecurity:

@@ -104,7 +104,8 @@ class LocalBroker(_Node):
                 return False
             libs = ensure_kafka_jars(self.cache_dir)
             java = find_java()
-            if self.secure and self.security is None:
+            if self.secure:
+                # Made at first start; certificates lost since are made anew (users are kept).
                 self.security = BrokerSecurity.ensure(self.data_dir, self.host)
             self._check_ports()
             self._write_config()
