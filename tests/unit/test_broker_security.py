@@ -140,12 +140,11 @@ def test_bindings_are_allow_rules_for_the_principal_from_any_host() -> None:
     "argv",
     [
         ["broker", "up", "--client-config", "c.toml"],
-        ["broker", "up", "--secure", "--brokers", "3"],
         ["broker", "up", "--secure", "--user", "bob,admin"],
         ["broker", "acl", "grant", "--user", "u", "--for", "serve", "--dry-run"],
         ["broker", "acl", "grant", "--user", "u", "--for", "train", "--partitioned"],
     ],
-    ids=["client-config-unsecured", "secure-cluster", "bad-user", "serve-no-name", "part-no-name"],
+    ids=["client-config-unsecured", "bad-user", "serve-no-name", "part-no-name"],
 )
 def test_secured_broker_cli_misuse_is_one_line_and_exit_2(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -162,3 +161,27 @@ def test_acl_grant_dry_run_lists_what_it_would_grant(capsys: pytest.CaptureFixtu
         "would grant User:bob: topic t: WRITE, CREATE",
         "would grant User:bob: topic l: WRITE, CREATE",
     ]
+
+
+def test_a_secured_cluster_gets_an_internal_port_per_node_kept_in_its_layout(
+    tmp_path: Path,
+) -> None:
+    from streamtrain.broker.cluster import LocalCluster
+    from streamtrain.broker.layout import ClusterLayout
+
+    cluster = LocalCluster(data_dir=tmp_path / "c", base_port=20000, secure=True)
+    layout = cluster._layout
+    assert cluster.secure and layout.secured
+    # After every (broker, controller) pair, so no node's port is another's internal one.
+    assert [n.internal_port for n in layout.nodes] == [20006, 20007, 20008]
+    assert ClusterLayout.from_json(layout.to_json()) == layout
+    assert cluster.internal_bootstrap == "localhost:20006,localhost:20007,localhost:20008"
+    plain = ClusterLayout.new("localhost", [(1, 2), (3, 4), (5, 6)])
+    assert not plain.secured and "internal_port" not in plain.to_json()
+    # A cluster made plain cannot be secured later: its nodes have no port for it.
+    (tmp_path / "p").mkdir()
+    plain.save(tmp_path / "p")
+    with pytest.raises(ConfigError, match="made without --secure"):
+        LocalCluster(data_dir=tmp_path / "p", secure=True)
+    with pytest.raises(ConfigError, match="internal_ports"):
+        LocalCluster(data_dir=tmp_path / "q", ports=[(1, 2), (3, 4), (5, 6)], secure=True)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,32 @@ class BrokerSecurity:
                 future.result(timeout=timeout)
             except KafkaException as err:
                 raise BrokerError(f"cannot create the broker's user {name!r}: {err}") from err
+
+
+def create_users(
+    security: BrokerSecurity,
+    internal_bootstrap: str,
+    bootstrap: str,
+    names: list[str],
+    timeout: float = 30.0,
+) -> None:
+    """Create ``names`` (stored passwords) in a running secured broker or cluster, and wait
+    until the last can log in at ``bootstrap``: SCRAM credentials reach the client listeners
+    through the metadata log, and settings handed out must work at once."""
+    from streamtrain.broker.process import broker_answers
+
+    security.create_scram_users(internal_bootstrap, names, timeout)
+    options = security.client_options(names[-1])
+    deadline = time.monotonic() + timeout
+    while not broker_answers(bootstrap, timeout=3.0, config=options):
+        if time.monotonic() > deadline:
+            raise BrokerError(f"user {names[-1]!r} cannot log in at {bootstrap}")
+        time.sleep(0.2)
+
+
+def admin_last(names: Iterable[str]) -> list[str]:
+    """``names`` with the admin first (so the login waited for is a user's)."""
+    return sorted(names, key=lambda name: name != ADMIN_USER)
 
 
 def _new_password() -> str:

@@ -7,13 +7,11 @@ Its data directory is laid out as :mod:`streamtrain.broker.node` describes; with
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from streamtrain.broker.layout import ClusterLayout
-from streamtrain.broker.node import _POLL_SECONDS, DEFAULT_HEAP, _Node, default_data_dir
-from streamtrain.broker.process import broker_answers
+from streamtrain.broker.node import DEFAULT_HEAP, _Node, default_data_dir
 from streamtrain.broker.properties import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -21,7 +19,7 @@ from streamtrain.broker.properties import (
     default_controller_port,
 )
 from streamtrain.broker.runtime import ensure_kafka_jars, find_java
-from streamtrain.broker.security import ADMIN_USER, BrokerSecurity
+from streamtrain.broker.security import ADMIN_USER, BrokerSecurity, admin_last, create_users
 from streamtrain.errors import BrokerError, ConfigError
 
 
@@ -113,7 +111,7 @@ class LocalBroker(_Node):
             self._start(java, libs, wait_seconds)
             if self.security is not None:
                 # Users live in the metadata log: those stored, the admin first, are made anew.
-                self._create_users(sorted(self.security.users(), key=lambda u: u != ADMIN_USER))
+                self._create_users(admin_last(self.security.users()))
         return True
 
     def add_user(self, name: str, timeout: float = 30.0) -> bool:
@@ -128,12 +126,4 @@ class LocalBroker(_Node):
 
     def _create_users(self, names: list[str], timeout: float = 30.0) -> None:
         assert self.security is not None
-        self.security.create_scram_users(self.internal_bootstrap, names, timeout)
-        # SCRAM credentials reach the CLIENT listener through the metadata log: wait until
-        # the last one can log in, so the settings handed out work at once.
-        options = self.security.client_options(names[-1])
-        deadline = time.monotonic() + timeout
-        while not broker_answers(self.bootstrap, timeout=3.0, config=options):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"user {names[-1]!r} cannot log in at {self.bootstrap}")
-            time.sleep(_POLL_SECONDS)
+        create_users(self.security, self.internal_bootstrap, self.bootstrap, names, timeout)

@@ -165,11 +165,21 @@ def _target(args: argparse.Namespace) -> LocalBroker | LocalCluster:
                 f"--brokers {len(layout.nodes)} (or without --brokers), or pick another --data-dir"
             )
         return LocalCluster(
-            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+            data_dir=data_dir,
+            brokers=wanted,
+            host=args.host,
+            base_port=args.port,
+            heap=heap,
+            secure=bool(getattr(args, "secure", False)),
         )
     if wanted is not None and wanted > 1:
         return LocalCluster(
-            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+            data_dir=data_dir,
+            brokers=wanted,
+            host=args.host,
+            base_port=args.port,
+            heap=heap,
+            secure=bool(getattr(args, "secure", False)),
         )
     return LocalBroker(
         data_dir=data_dir,
@@ -182,26 +192,29 @@ def _target(args: argparse.Namespace) -> LocalBroker | LocalCluster:
 
 def _up(args: argparse.Namespace) -> int:
     target = _target(args)
-    if args.secure and isinstance(target, LocalCluster):
-        raise ConfigError("--secure is for a single broker so far, not a cluster")
     if args.client_config is not None and not args.secure:
         raise ConfigError("--client-config needs --secure")
     check_user_name(args.user)
     ensure_kafka_jars(quiet=False)  # so a first-run download is announced, not a silent wait
-    if isinstance(target, LocalCluster):
-        if target.up(wait_seconds=args.wait if args.wait is not None else 90.0):
-            print(
-                f"Kafka {KAFKA_VERSION} cluster of {target.brokers} is up at {target.bootstrap} "
-                f"(data: {target.data_dir}, logs: {target.data_dir}/node-*/logs/server.log)"
-            )
-        else:
-            print(f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}")
-        return 0
     secured = " (SASL_SSL, SCRAM-SHA-512, ACLs)" if target.secure else ""
     # A user's settings are given only when asked for with --secure; to stdout unless a path
     # is given, and then the status line goes to stderr so stdout is exactly the config file.
     to = sys.stderr if args.secure and args.client_config is None else sys.stdout
-    if target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
+    if isinstance(target, LocalCluster):
+        if target.up(wait_seconds=args.wait if args.wait is not None else 90.0):
+            print(
+                f"Kafka {KAFKA_VERSION} cluster of {target.brokers} is up at {target.bootstrap}"
+                f"{secured} (data: {target.data_dir}, logs: "
+                f"{target.data_dir}/node-*/logs/server.log)",
+                file=to,
+            )
+        else:
+            print(
+                f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}"
+                f"{secured}",
+                file=to,
+            )
+    elif target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
         print(
             f"Kafka {KAFKA_VERSION} is up at {target.bootstrap}{secured} "
             f"(data: {target.data_dir}, log: {target.log_path})",
@@ -219,7 +232,7 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hand_out_user(broker: LocalBroker, user: str, path: Path | None) -> None:
+def _hand_out_user(broker: LocalBroker | LocalCluster, user: str, path: Path | None) -> None:
     """Make ``user`` if new and give its client settings: to ``path`` (0600), else stdout (the
     one place a password is shown)."""
     created = broker.add_user(user)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamtrain.broker.acls import COMMANDS, command_acls, grant
+from streamtrain.broker.cluster import LocalCluster
 from streamtrain.broker.security import ADMIN_USER, check_user_name
 from streamtrain.broker.single import LocalBroker
 from streamtrain.errors import ConfigError
@@ -77,9 +78,11 @@ def _grant(args: argparse.Namespace, target_of: Callable[[argparse.Namespace], o
     principal = f"User:{args.user}"
     if not args.dry_run:
         broker = target_of(args)
-        if not isinstance(broker, LocalBroker) or broker.security is None:
-            raise ConfigError("acl grant needs a secured single broker (`broker up --secure`)")
-        bootstrap = broker._configured_bootstrap() or broker.bootstrap
+        if not isinstance(broker, LocalBroker | LocalCluster) or broker.security is None:
+            raise ConfigError("acl grant needs a secured broker or cluster (`broker up --secure`)")
+        bootstrap = broker.bootstrap
+        if isinstance(broker, LocalBroker):
+            bootstrap = broker._configured_bootstrap() or bootstrap
         admin: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             **broker.security.client_options(ADMIN_USER),
