@@ -145,6 +145,10 @@ def test_produce_and_train_work_with_exactly_the_granted_acls(
     assert code == 0, err
     rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
     assert rows[name]["events_learned"] == 300 and rows[name]["metrics"]["ROCAUC"] == rocauc
+    # No password in the broker's logs or configuration.
+    written = [secure_broker.log_path, secure_broker.stdout_path, secure_broker.config_path]
+    text = "".join(path.read_text(errors="replace") for path in written)
+    assert not any(pw in text for pw in secure_broker.security.users().values())
 
 
 @pytest.mark.parametrize(
