@@ -1,9 +1,9 @@
 """streamtrain on a secured broker (``broker up --secure``): SASL_SSL with SCRAM-SHA-512, and
 ACLs that deny whatever was not granted.
 
-The commands run with exactly the ACLs ``broker acl grant`` writes; one right less fails at once
-with a one-line error naming it (exit 8) and commits nothing; a wrong password and a client
-without TLS and SASL are refused within the connect bound.
+produce, train and serve run with exactly the ACLs ``broker acl grant`` writes; one right less
+fails at once with a one-line error naming it (exit 8) and commits nothing; a wrong password and
+a client without TLS and SASL are refused within the connect bound.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import (
@@ -34,12 +35,14 @@ from streamtrain.broker.process import broker_answers
 from streamtrain.broker.security import ADMIN_USER
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
+from streamtrain.serving.app import BackgroundServer, create_kafka_app
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore
 
 pytestmark = pytest.mark.kafka
 
 SECRET = "secured-broker-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
 Run = Callable[..., tuple[int, str, str]]
 
 
@@ -102,8 +105,9 @@ def test_produce_and_train_work_with_exactly_the_granted_acls(
                          "--client-config", str(config))  # fmt: skip
     assert code == 0, err
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
-    assert secure_broker.security is not None
-    password = secure_broker.security.users()["alice"]
+    security = secure_broker.security
+    assert security is not None
+    password = security.users()["alice"]
     assert password in config.read_text() and password not in out + err
     for grant_for in (
         ["produce", "--topic", topic],
@@ -145,10 +149,28 @@ def test_produce_and_train_work_with_exactly_the_granted_acls(
     assert code == 0, err
     rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
     assert rows[name]["events_learned"] == 300 and rows[name]["metrics"]["ROCAUC"] == rocauc
+    # serve, as a user with serve's rights only: the committed model answers, and the request
+    # is logged to its log topic (200 only once the broker acknowledged that write).
+    served = unique_name("served")
+    serve_acls = command_acls("serve", topic="", name=name, log_topic=served)
+    grant(_admin(secure_broker), "User:sam", serve_acls, timeout=30)
+    secure_broker.add_user("sam")
+    as_sam = KafkaSettings(secure_broker.bootstrap, options=security.client_options("sam"))
+    app = create_kafka_app(as_sam, KEY, name, log_topic=served)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        deadline = time.monotonic() + 30
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "serve never loaded the model"
+            time.sleep(0.2)
+        answer = http.post("/predict", json={"id": "r1", "x": json.loads(values[0])["x"]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["events_learned"] == 300
+    logged = read_log(secure_broker.bootstrap, served, 1, config=_admin(secure_broker))[0]
+    assert [json.loads(v)["id"] for v in logged] == ["r1"]
     # No password in the broker's logs or configuration.
     written = [secure_broker.log_path, secure_broker.stdout_path, secure_broker.config_path]
     text = "".join(path.read_text(errors="replace") for path in written)
-    assert not any(pw in text for pw in secure_broker.security.users().values())
+    assert not any(pw in text for pw in security.users().values())
 
 
 @pytest.mark.parametrize(
@@ -195,7 +217,7 @@ def test_train_without_one_right_fails_at_once_and_commits_nothing(
     as_admin = secure_broker.security.client_options(ADMIN_USER)
     store = CheckpointStore(
         KafkaSettings(secure_broker.bootstrap, options=as_admin),
-        SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET"),
+        KEY,
         patience=5,
     )
     assert store.partitions() is None or store.latest_raw(name) is None
