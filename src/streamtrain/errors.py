@@ -56,3 +56,20 @@ class SchemaRegistryUnreachable(StreamtrainError):
     the run stops (nothing is dead-lettered for it)."""
 
     exit_code = 5
+
+
+class NotAuthorized(StreamtrainError):
+    """The broker refused a right the command needs (a topic, group or transactional id ACL).
+
+    ``kafka_error`` is the broker's refusal (also the ``__cause__`` where there was one).
+    """
+
+    exit_code = 8
+
+    def __init__(self, message: str, kafka_error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.kafka_error = kafka_error
+
+
+class NotAuthenticated(NotAuthorized):
+    """The broker refused the login (SASL credentials); same exit code as a refused right."""

@@ -50,6 +50,26 @@ def local_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
 
 
 @pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A secured broker (TLS, SASL/SCRAM-SHA-512, ACLs denying by default) on free ports,
+    started the first time a test asks for it, stopped at the end of the session. Its
+    ``security`` has the admin's and the users' passwords."""
+    port, controller_port, internal_port = free_ports(3)
+    broker = LocalBroker(
+        data_dir=tmp_path_factory.mktemp("kafka-secure"),
+        port=port,
+        controller_port=controller_port,
+        internal_port=internal_port,
+        secure=True,
+    )
+    broker.up(wait_seconds=120)
+    try:
+        yield broker
+    finally:
+        broker.down()
+
+
+@pytest.fixture(scope="session")
 def kafka_bootstrap(local_broker: LocalBroker | None) -> str:
     """``host:port`` of a running Kafka broker."""
     if local_broker is not None:

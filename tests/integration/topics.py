@@ -12,14 +12,21 @@ producer (ordered per partition, retries included) and a read-back check.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int = 1, replication: int = 1) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def create_topic(
+    bootstrap: str,
+    topic: str,
+    partitions: int = 1,
+    replication: int = 1,
+    config: Mapping[str, Any] | None = None,
+) -> None:
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, replication)])[topic].result(60)
 
 
@@ -33,17 +40,24 @@ def fill(
     replication: int = 1,
     timestamps: Sequence[int] | None = None,
     to: Sequence[int] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[int, list[bytes]]:
     """Create ``topic`` and write ``values`` round-robin over its partitions (or each to
     partition ``to[i]``), in order, with record timestamps ``timestamps[i]`` if given.
+    ``config`` adds client settings (a secured broker's SASL_SSL login).
 
     Returns each partition's values as read back from the log, after checking that they are
     exactly the values sent to it, in the order sent.
     """
-    create_topic(bootstrap, topic, partitions, replication)
+    create_topic(bootstrap, topic, partitions, replication, config)
     sent: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True}
+        {
+            **(config or {}),
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "enable.idempotence": True,
+        }
     )
     for i, value in enumerate(values):
         partition = to[i] if to is not None else i % partitions
@@ -57,18 +71,27 @@ def fill(
                 producer.poll(0.1)
         sent[partition].append(value)
     assert producer.flush(120) == 0
-    logged = read_log(bootstrap, topic, partitions)
+    logged = read_log(bootstrap, topic, partitions, config=config)
     for p in range(partitions):
         assert logged[p] == sent[p], f"partition {p} of {topic} is not in the order sent"
     return logged
 
 
 def read_log(
-    bootstrap: str, topic: str, partitions: int, timeout: float = 60
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    timeout: float = 60,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[int, list[bytes]]:
     """Every value in each partition of ``topic``, in log order, up to its current end."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "test-log-reader", "enable.auto.commit": False}
+        {
+            **(config or {}),
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-log-reader",
+            "enable.auto.commit": False,
+        }
     )
     out: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     try:

@@ -10,7 +10,6 @@ import pytest
 
 from streamtrain.broker.cluster import LocalCluster
 from streamtrain.broker.layout import CLUSTER_FILE, ClusterLayout, cluster_ports, is_cluster_dir
-from streamtrain.broker.node import LocalBroker
 from streamtrain.broker.process import is_broker_cmdline, last_meaningful_line, parse_pid
 from streamtrain.broker.properties import (
     default_controller_port,
@@ -21,6 +20,7 @@ from streamtrain.broker.properties import (
     render_server_properties,
 )
 from streamtrain.broker.runtime import ensure_kafka_jars, parse_java_major, render_pom
+from streamtrain.broker.single import LocalBroker
 from streamtrain.cli.main import main
 from streamtrain.errors import BrokerError, ConfigError
 

@@ -15,6 +15,7 @@ from streamtrain.kafka.transactions import (
     Fenced,
     TransactionAborted,
     TransactionalProducer,
+    TransactionDenied,
     TransactionFatal,
 )
 from streamtrain.stopping import StopFlag
@@ -154,9 +155,12 @@ def test_stopping_while_a_call_keeps_failing_gives_up(h: Harness):
 def test_missing_rights_are_fatal_without_replacement(h: Harness):
     denied = KafkaError(KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "denied", fatal=True)
     h.fail("commit_transaction", 1, denied)
-    with pytest.raises(TransactionFatal) as caught:
+    with pytest.raises(TransactionDenied) as caught:
         h.checkpoint(b"a", 1)
-    assert caught.value.exit_code == 7 and len(h.made) == 1
+    # A fatal transactional failure whose exit code and message say which right is missing.
+    assert isinstance(caught.value, TransactionFatal) and caught.value.error is denied
+    assert caught.value.exit_code == 8 and len(h.made) == 1
+    assert "needs WRITE on transactional id" in str(caught.value)
 
 
 def test_a_newer_producer_fences_this_one(h: Harness):

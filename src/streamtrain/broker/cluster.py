@@ -5,7 +5,7 @@ quorum::
     <data_dir>/node-<id>/                 one node, laid out like a LocalBroker's data directory
 
 Each node is a :class:`~streamtrain.broker.node._Node`, the machinery
-:class:`~streamtrain.broker.node.LocalBroker` runs on; the layout is a
+:class:`~streamtrain.broker.single.LocalBroker` runs on; the layout is a
 :class:`~streamtrain.broker.layout.ClusterLayout`.
 """
 
@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from streamtrain.broker.layout import ClusterLayout, cluster_ports
+from streamtrain.broker.layout import ClusterLayout, cluster_internal_ports, cluster_ports
 from streamtrain.broker.node import (
     CLUSTER_ID_FILE,
     DEFAULT_HEAP,
@@ -31,9 +31,10 @@ from streamtrain.broker.node import (
     _Node,
     default_data_dir,
 )
-from streamtrain.broker.process import _lock_file, broker_answers
+from streamtrain.broker.process import _lock_file
 from streamtrain.broker.properties import DEFAULT_HOST, DEFAULT_PORT
 from streamtrain.broker.runtime import ensure_kafka_jars, find_java
+from streamtrain.broker.security import ADMIN_USER, BrokerSecurity, admin_last, create_users
 from streamtrain.errors import ConfigError
 
 NODE_DIR_PREFIX = "node-"
@@ -115,6 +116,8 @@ class LocalCluster:
         heap: str = DEFAULT_HEAP,
         extra_properties: Mapping[str, str] | None = None,
         cache_dir: Path | None = None,
+        secure: bool = False,
+        internal_ports: Sequence[int] | None = None,
     ) -> None:
         self.data_dir = (
             Path(data_dir).expanduser().absolute() if data_dir is not None else default_data_dir()
@@ -142,7 +145,25 @@ class LocalCluster:
             )
         else:
             node_ports = saved.ports
-        flat = [port for pair in node_ports for port in pair]
+        internal: list[int] | None = None
+        if saved is not None:
+            if secure and not saved.secured:
+                raise ConfigError(
+                    f"the cluster in {self.data_dir} was made without --secure; a cluster is "
+                    "secured when it is made (its nodes need a port more), so use another "
+                    "data directory"
+                )
+        elif secure:
+            if internal_ports is not None:
+                internal = [int(p) for p in internal_ports]
+            elif ports is None:
+                base = base_port if base_port is not None else DEFAULT_PORT
+                internal = cluster_internal_ports(base, brokers)
+            else:
+                raise ConfigError("a secured cluster on given ports needs internal_ports too")
+            if len(internal) != brokers:
+                raise ConfigError(f"{brokers} brokers need {brokers} internal ports")
+        flat = [port for pair in node_ports for port in pair] + (internal or [])
         if len(set(flat)) != len(flat):
             raise ConfigError(f"cluster nodes cannot share ports: {node_ports}")
         if saved is not None:
@@ -167,7 +188,11 @@ class LocalCluster:
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
         self.cache_dir = cache_dir
-        self._layout = saved if saved is not None else ClusterLayout.new(host, node_ports)
+        self._layout = saved if saved is not None else ClusterLayout.new(host, node_ports, internal)
+        # Secured: TLS and SASL for clients, mutual TLS between the nodes (broker/security.py);
+        # one certificate for every node, as they share the host.
+        self.secure = self._layout.secured
+        self.security = BrokerSecurity.load(self.data_dir) if self.secure else None
         self._nodes = self._make_nodes(self._layout)
 
     def __repr__(self) -> str:
@@ -218,7 +243,30 @@ class LocalCluster:
         the nodes it started) when a port is taken, a JVM exits, or a node does not answer
         within ``wait_seconds``.
         """
-        return self._start_nodes(self.node_ids, wait_seconds)
+        started = self._start_nodes(self.node_ids, wait_seconds)
+        if started and self.security is not None:
+            # Users live in the metadata log: those stored, the admin first, are made anew.
+            self._create_users(admin_last(self.security.users()))
+        return started
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """Where streamtrain itself reaches the nodes (their internal listeners if secured)."""
+        if not self._layout.secured:
+            return self.bootstrap
+        return ",".join(f"{self.host}:{node.internal_port}" for node in self._layout.nodes)
+
+    def add_user(self, name: str, timeout: float = 30.0) -> bool:
+        """As :meth:`LocalBroker.add_user <streamtrain.broker.single.LocalBroker.add_user>`."""
+        if self.security is None:
+            raise ConfigError(f"the cluster in {self.data_dir} is not secured")
+        created = self.security.add_user(name)
+        self._create_users(admin_last({ADMIN_USER, name}), timeout)
+        return created
+
+    def _create_users(self, names: list[str], timeout: float = 30.0) -> None:
+        assert self.security is not None
+        create_users(self.security, self.internal_bootstrap, self.bootstrap, names, timeout)
 
     def start_node(self, node_id: int, wait_seconds: float = 60) -> bool:
         """Start one node (after :meth:`stop_node`) and wait until it answers.
@@ -266,7 +314,7 @@ class LocalCluster:
                 port=node.port,
                 controller_port=node.controller_port,
                 bootstrap=node.bootstrap,
-                answering=broker_answers(node.bootstrap, timeout=timeout),
+                answering=node.answers(timeout),
                 data_dir=node.data_dir,
                 log_path=node.log_path,
             )
@@ -292,6 +340,8 @@ class LocalCluster:
                 replication_factor=min(CLUSTER_REPLICATION_FACTOR, len(layout.nodes)),
                 initial_controllers=layout.initial_controllers,
                 cluster_id=layout.cluster_id,
+                security=self.security,
+                internal_port=spec.internal_port,
             )
             for spec in layout.nodes
         )
@@ -316,6 +366,11 @@ class LocalCluster:
                     return False
                 libs = ensure_kafka_jars(self.cache_dir)
                 java = find_java()
+                if self.secure:
+                    # Made at first start; certificates lost since are made anew.
+                    self.security = BrokerSecurity.ensure(self.data_dir, self.host)
+                    self._nodes = self._make_nodes(self._layout)
+                    todo = [self._node(node.node_id) for node in todo]
                 for node in todo:
                     node._check_ports()
                 for node in todo:

@@ -2,7 +2,7 @@
 
 Saved as ``<data_dir>/cluster.json`` when the cluster's storage is first formatted; both
 :class:`~streamtrain.broker.cluster.LocalCluster` and
-:class:`~streamtrain.broker.node.LocalBroker` (which refuses a cluster's directory) read it.
+:class:`~streamtrain.broker.single.LocalBroker` (which refuses a cluster's directory) read it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class ClusterNodeSpec:
     controller_port: int
     directory_id: str
     """The metadata log directory's id, part of the controller quorum's identity (KIP-853)."""
+    internal_port: int | None = None
+    """A secured cluster's inter-broker listener (see broker/security.py); None when plain."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,15 @@ class ClusterLayout:
     nodes: tuple[ClusterNodeSpec, ...]
 
     @classmethod
-    def new(cls, host: str, ports: Sequence[tuple[int, int]]) -> ClusterLayout:
+    def new(
+        cls,
+        host: str,
+        ports: Sequence[tuple[int, int]],
+        internal_ports: Sequence[int] | None = None,
+    ) -> ClusterLayout:
+        internal: Sequence[int | None] = (
+            list(internal_ports) if internal_ports is not None else [None] * len(ports)
+        )
         return cls(
             cluster_id=new_cluster_id(),
             host=host,
@@ -60,10 +70,15 @@ class ClusterLayout:
                     controller_port=controller_port,
                     # Directory ids are Kafka Uuids, the same format as cluster ids.
                     directory_id=new_cluster_id(),
+                    internal_port=internal[index],
                 )
                 for index, (port, controller_port) in enumerate(ports)
             ),
         )
+
+    @property
+    def secured(self) -> bool:
+        return all(node.internal_port is not None for node in self.nodes)
 
     @property
     def ports(self) -> list[tuple[int, int]]:
@@ -101,6 +116,11 @@ class ClusterLayout:
                             "port": node.port,
                             "controller_port": node.controller_port,
                             "directory_id": node.directory_id,
+                            **(
+                                {"internal_port": node.internal_port}
+                                if node.internal_port is not None
+                                else {}
+                            ),
                         }
                         for node in self.nodes
                     ],
@@ -122,6 +142,7 @@ class ClusterLayout:
                     port=int(node["port"]),
                     controller_port=int(node["controller_port"]),
                     directory_id=str(node["directory_id"]),
+                    internal_port=(int(node["internal_port"]) if "internal_port" in node else None),
                 )
                 for node in raw["nodes"]
             ),
@@ -166,3 +187,9 @@ def cluster_ports(base_port: int, brokers: int) -> list[tuple[int, int]]:
         _checked_port(port, "broker port")
         _checked_port(controller_port, "controller port")
     return ports
+
+
+def cluster_internal_ports(base_port: int, brokers: int) -> list[int]:
+    """A secured cluster's inter-broker ports, one per node, after all the (broker,
+    controller) pairs of :func:`cluster_ports`."""
+    return [_checked_port(base_port + 2 * brokers + i, "internal port") for i in range(brokers)]

@@ -9,6 +9,7 @@
     <data_dir>/kafka-logs/                Kafka's log.dirs (topic data and the metadata log)
     <data_dir>/logs/server.log            the broker's log
     <data_dir>/logs/stdout.log            JVM stdout/stderr (crashes before logging is up)
+    <data_dir>/security/                  a secured node's CA, key and users (broker/security.py)
 
 Each node of a :class:`~streamtrain.broker.cluster.LocalCluster` is laid out the same way, and
 both run their JVMs with the same node machinery, :class:`_Node`.
@@ -26,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamtrain.broker.layout import ClusterLayout
 from streamtrain.broker.process import (
     BROKER_MAIN_CLASS,
     _lock_file,
@@ -40,15 +40,12 @@ from streamtrain.broker.process import (
     process_cmdline,
 )
 from streamtrain.broker.properties import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
     _checked_port,
-    default_controller_port,
     new_cluster_id,
     render_log4j2_properties,
     render_server_properties,
 )
-from streamtrain.broker.runtime import ensure_kafka_jars, find_java
+from streamtrain.broker.security import BrokerSecurity, default_internal_port
 from streamtrain.errors import BrokerError, ConfigError
 
 DEFAULT_HEAP = "512m"
@@ -129,6 +126,8 @@ class _Node:
         replication_factor: int = 1,
         initial_controllers: str | None = None,
         cluster_id: str | None = None,
+        security: BrokerSecurity | None = None,
+        internal_port: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.node_id = node_id
@@ -150,11 +149,29 @@ class _Node:
         self.initial_controllers = initial_controllers
         # None reads (or creates) <data_dir>/cluster.id; a cluster passes its shared id.
         self.cluster_id = cluster_id
+        # With security, clients use SASL_SSL on ``port``; the broker itself mutual TLS on
+        # ``internal_port`` (see broker/security.py).
+        self.security = security
+        self.internal_port = _checked_port(
+            internal_port if internal_port is not None else default_internal_port(self.port),
+            "internal port",
+        )
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """Where streamtrain itself checks the node: the client port, or on a secured node the
+        internal listener, where it authenticates with the broker's certificate."""
+        return self.bootstrap if self.security is None else f"{self.host}:{self.internal_port}"
+
+    def answers(self, timeout: float) -> bool:
+        """True if the node answers a metadata request (as the broker itself when secured)."""
+        config = None if self.security is None else self.security.internal_client_config()
+        return broker_answers(self.internal_bootstrap, timeout=timeout, config=config)
 
     @property
     def config_path(self) -> Path:
@@ -181,6 +198,17 @@ class _Node:
         return self.data_dir / LOG_DIRS
 
     def server_properties(self) -> str:
+        extra = dict(self.extra_properties)
+        if self.security is not None:
+            extra = {
+                **self.security.server_properties(
+                    host=self.host,
+                    port=self.port,
+                    internal_port=self.internal_port,
+                    controller_port=self.controller_port,
+                ),
+                **extra,
+            }
         return render_server_properties(
             node_id=self.node_id,
             log_dir=self.log_dir,
@@ -189,7 +217,7 @@ class _Node:
             controller_port=self.controller_port,
             controllers=self.controllers,
             replication_factor=self.replication_factor,
-            extra=self.extra_properties,
+            extra=extra,
         )
 
     def down(self, timeout: float = 30) -> bool:
@@ -207,7 +235,7 @@ class _Node:
             running=pid is not None,
             pid=pid,
             bootstrap=self.bootstrap,
-            answering=broker_answers(self.bootstrap, timeout=timeout),
+            answering=self.answers(timeout),
             data_dir=self.data_dir,
             log_path=self.log_path,
         )
@@ -233,7 +261,10 @@ class _Node:
     # -- internals ---------------------------------------------------------------------------
 
     def _check_ports(self) -> None:
-        for port in (self.port, self.controller_port):
+        ports = [self.port, self.controller_port]
+        if self.security is not None:
+            ports.append(self.internal_port)
+        for port in ports:
             if not port_is_free(self.host, port):
                 who = "another process"
                 if port == self.port and broker_answers(self.bootstrap, timeout=2):
@@ -403,8 +434,19 @@ class _Node:
             text = self.config_path.read_text(encoding="ascii", errors="replace")
         except OSError:
             return None
-        match = re.search(r"^advertised\.listeners=PLAINTEXT://(\S+)$", text, re.MULTILINE)
+        match = re.search(
+            r"^advertised\.listeners=(?:PLAINTEXT|CLIENT)://([^,\s]+)", text, re.MULTILINE
+        )
         return match.group(1) if match else None
+
+    def _configured_internal_port(self) -> int | None:
+        """The internal listener's port in the written configuration (a secured node's)."""
+        try:
+            text = self.config_path.read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None
+        match = re.search(r"^advertised\.listeners=.*INTERNAL://[^,\s]+:(\d+)", text, re.MULTILINE)
+        return int(match.group(1)) if match else None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -434,81 +476,8 @@ def _await_answers(launched: Sequence[tuple[_Node, _Launch]], wait_seconds: floa
         pending = [
             (node, launch)
             for node, launch in pending
-            if not broker_answers(node.bootstrap, timeout=min(2.0, remaining))
+            if not node.answers(timeout=min(2.0, remaining))
         ]
         if not pending:
             return
         time.sleep(_POLL_SECONDS)
-
-
-class LocalBroker(_Node):
-    """One local Kafka node (broker and controller in one JVM) owned through its data directory.
-
-    Any process can manage the broker another one started: the pid file and the process's
-    command line identify it, and a lock file serialises ``up`` and ``down``.
-    """
-
-    def __init__(
-        self,
-        *,
-        data_dir: Path | None = None,
-        host: str = DEFAULT_HOST,
-        port: int = DEFAULT_PORT,
-        controller_port: int | None = None,
-        heap: str = DEFAULT_HEAP,
-        extra_properties: Mapping[str, str] | None = None,
-        cache_dir: Path | None = None,
-    ) -> None:
-        port = _checked_port(port, "broker port")
-        super().__init__(
-            data_dir=(
-                Path(data_dir).expanduser().absolute()
-                if data_dir is not None
-                else default_data_dir()
-            ),
-            node_id=1,
-            host=host,
-            port=port,
-            controller_port=(
-                controller_port if controller_port is not None else default_controller_port(port)
-            ),
-            heap=heap,
-            extra_properties=extra_properties,
-            cache_dir=cache_dir,
-        )
-
-    def __repr__(self) -> str:
-        return f"LocalBroker(bootstrap={self.bootstrap!r}, data_dir={str(self.data_dir)!r})"
-
-    def up(self, wait_seconds: float = 60) -> bool:
-        """Start the broker and wait until it answers a metadata request.
-
-        Returns True if it started one, False if a broker from this data directory was already
-        running. Raises :class:`BrokerError` (after stopping anything it started) when the
-        ports are taken, the JVM exits, or it does not answer within ``wait_seconds``, and
-        :class:`ConfigError` if the directory holds a :class:`LocalCluster`.
-        """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            layout = ClusterLayout.load(self.data_dir)
-            if layout is not None:
-                raise ConfigError(
-                    f"{self.data_dir} holds a {len(layout.nodes)}-broker cluster, not a single "
-                    "broker; start it as a cluster or use another data directory"
-                )
-            pid = self.running_pid()
-            if pid is not None:
-                running_at = self._configured_bootstrap()
-                if running_at is not None and running_at != self.bootstrap:
-                    raise BrokerError(
-                        f"the broker in {self.data_dir} is already running at {running_at} "
-                        f"(pid {pid}), not {self.bootstrap}; stop it first"
-                    )
-                return False
-            libs = ensure_kafka_jars(self.cache_dir)
-            java = find_java()
-            self._check_ports()
-            self._write_config()
-            self._format_storage(java, libs)
-            self._start(java, libs, wait_seconds)
-        return True

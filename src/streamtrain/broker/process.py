@@ -11,7 +11,7 @@ import re
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,8 +94,13 @@ def _lock_file(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True if a Kafka broker at ``bootstrap`` (``host:port[,...]``) answers a metadata request."""
+def broker_answers(
+    bootstrap: str, timeout: float = 3.0, config: Mapping[str, Any] | None = None
+) -> bool:
+    """True if a Kafka broker at ``bootstrap`` (``host:port[,...]``) answers a metadata request.
+
+    ``config`` adds client settings (TLS, SASL) for a secured broker.
+    """
     deadline = time.monotonic() + timeout
     # A refused TCP connection settles it at once; the Kafka client would keep retrying.
     if not any(_tcp_connects(address, timeout) for address in bootstrap.split(",")):
@@ -103,14 +108,15 @@ def broker_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    config: dict[str, Any] = {
+    full: dict[str, Any] = {
+        **(config or {}),
         "bootstrap.servers": bootstrap,
         "reconnect.backoff.max.ms": 500,
         # Connection errors are the expected answer while polling a starting broker.
         "log_level": 0,
         "error_cb": _ignore,
     }
-    admin = AdminClient(config)
+    admin = AdminClient(full)
     try:
         metadata = admin.list_topics(timeout=max(0.5, deadline - time.monotonic()))
     except KafkaException:

@@ -128,7 +128,8 @@ def render_server_properties(
             },
         ),
         (
-            "Everything is plaintext on the given host: this node is for local development.",
+            "Plaintext on the given host, for local development; a secured node (`up --secure`)"
+            " has these replaced by TLS and SASL listeners (streamtrain/broker/security.py).",
             {
                 "listeners": ",".join(listeners),
                 **({"advertised.listeners": f"PLAINTEXT://{host}:{port}"} if is_broker else {}),

@@ -4,11 +4,16 @@
 broker+controller nodes on consecutive port pairs from ``--port``. The data directory records
 which it holds (a cluster's has a ``cluster.json``), so ``down``, ``status`` and a later ``up``
 find out by themselves; asking for the other kind there is a usage error (exit 2).
+
+``up --secure`` secures a single broker (TLS, SASL/SCRAM-SHA-512, ACLs; see
+:mod:`streamtrain.broker.security`) and hands out a user's client settings; ``acl grant``
+(:mod:`streamtrain.cli.broker_acl`) gives a user what one command needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,9 @@ from streamtrain.broker.cluster import CLUSTER_SIZES
 from streamtrain.broker.layout import ClusterLayout
 from streamtrain.broker.node import DEFAULT_HEAP, default_data_dir
 from streamtrain.broker.properties import DEFAULT_HOST, DEFAULT_PORT
+from streamtrain.broker.security import DEFAULT_USER, check_user_name
+from streamtrain.broker.tls import write_private
+from streamtrain.cli import broker_acl
 from streamtrain.errors import ConfigError
 
 _BROKER_CHOICES = (1, *CLUSTER_SIZES)
@@ -65,6 +73,27 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--heap", default=DEFAULT_HEAP, help=f"JVM heap size of each node (default: {DEFAULT_HEAP})"
     )
+    secure = up.add_argument_group("secured broker")
+    secure.add_argument(
+        "--secure",
+        action="store_true",
+        help=(
+            "TLS and SASL/SCRAM-SHA-512 on the client port, ACLs (nothing allowed unless "
+            "granted), a CA and passwords made at first start in DATA_DIR/security; once "
+            "secured, a data directory stays so"
+        ),
+    )
+    secure.add_argument(
+        "--user",
+        default=DEFAULT_USER,
+        help=f"the user whose client settings are given, made if new [default: {DEFAULT_USER}]",
+    )
+    secure.add_argument(
+        "--client-config",
+        type=Path,
+        metavar="PATH",
+        help="write the user's settings (password included) to PATH, mode 0600, instead of stdout",
+    )
     up.set_defaults(handler=_up)
 
     down = actions.add_parser("down", help="stop the broker (or every node of the cluster)")
@@ -89,6 +118,8 @@ def register(subparsers: Any) -> None:
         "fetch", help=f"only download the Kafka {KAFKA_VERSION} jars (needs mvn)"
     )
     fetch.set_defaults(handler=_fetch)
+
+    broker_acl.register(actions, _add_location_options, _target)
 
 
 def _add_location_options(parser: argparse.ArgumentParser) -> None:
@@ -134,40 +165,91 @@ def _target(args: argparse.Namespace) -> LocalBroker | LocalCluster:
                 f"--brokers {len(layout.nodes)} (or without --brokers), or pick another --data-dir"
             )
         return LocalCluster(
-            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+            data_dir=data_dir,
+            brokers=wanted,
+            host=args.host,
+            base_port=args.port,
+            heap=heap,
+            secure=bool(getattr(args, "secure", False)),
         )
     if wanted is not None and wanted > 1:
         return LocalCluster(
-            data_dir=data_dir, brokers=wanted, host=args.host, base_port=args.port, heap=heap
+            data_dir=data_dir,
+            brokers=wanted,
+            host=args.host,
+            base_port=args.port,
+            heap=heap,
+            secure=bool(getattr(args, "secure", False)),
         )
     return LocalBroker(
         data_dir=data_dir,
         host=args.host if args.host is not None else DEFAULT_HOST,
         port=args.port if args.port is not None else DEFAULT_PORT,
         heap=heap,
+        secure=bool(getattr(args, "secure", False)),
     )
 
 
 def _up(args: argparse.Namespace) -> int:
     target = _target(args)
+    if args.client_config is not None and not args.secure:
+        raise ConfigError("--client-config needs --secure")
+    check_user_name(args.user)
     ensure_kafka_jars(quiet=False)  # so a first-run download is announced, not a silent wait
+    secured = " (SASL_SSL, SCRAM-SHA-512, ACLs)" if target.secure else ""
+    # A user's settings are given only when asked for with --secure; to stdout unless a path
+    # is given, and then the status line goes to stderr so stdout is exactly the config file.
+    to = sys.stderr if args.secure and args.client_config is None else sys.stdout
     if isinstance(target, LocalCluster):
         if target.up(wait_seconds=args.wait if args.wait is not None else 90.0):
             print(
-                f"Kafka {KAFKA_VERSION} cluster of {target.brokers} is up at {target.bootstrap} "
-                f"(data: {target.data_dir}, logs: {target.data_dir}/node-*/logs/server.log)"
+                f"Kafka {KAFKA_VERSION} cluster of {target.brokers} is up at {target.bootstrap}"
+                f"{secured} (data: {target.data_dir}, logs: "
+                f"{target.data_dir}/node-*/logs/server.log)",
+                file=to,
             )
         else:
-            print(f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}")
-        return 0
-    if target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
+            print(
+                f"Kafka cluster of {target.brokers} is already running at {target.bootstrap}"
+                f"{secured}",
+                file=to,
+            )
+    elif target.up(wait_seconds=args.wait if args.wait is not None else 60.0):
         print(
-            f"Kafka {KAFKA_VERSION} is up at {target.bootstrap} "
-            f"(data: {target.data_dir}, log: {target.log_path})"
+            f"Kafka {KAFKA_VERSION} is up at {target.bootstrap}{secured} "
+            f"(data: {target.data_dir}, log: {target.log_path})",
+            file=to,
         )
     else:
-        print(f"Kafka is already running at {target.bootstrap} (pid {target.running_pid()})")
+        print(
+            f"Kafka is already running at {target.bootstrap}{secured} (pid {target.running_pid()})",
+            file=to,
+        )
+    if args.secure:
+        _hand_out_user(target, args.user, args.client_config)
+    elif target.secure:
+        print("`broker up --secure --user U --client-config PATH` gives a user's client settings")
     return 0
+
+
+def _hand_out_user(broker: LocalBroker | LocalCluster, user: str, path: Path | None) -> None:
+    """Make ``user`` if new and give its client settings: to ``path`` (0600), else stdout (the
+    one place a password is shown)."""
+    created = broker.add_user(user)
+    assert broker.security is not None
+    text = broker.security.render_client_config(broker.bootstrap, user)
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        write_private(path.expanduser(), text.encode())
+    except OSError as err:
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
+    made = "new user" if created else "user"
+    print(
+        f"Client settings of {made} {user!r} written to {path} (use: --config {path}); "
+        f"it can do nothing until granted: streamtrain broker acl grant --user {user} ..."
+    )
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import BrokerUnreachable, StreamtrainError, TopicMissing
+from streamtrain.errors import BrokerUnreachable, NotAuthenticated, StreamtrainError, TopicMissing
+from streamtrain.kafka.authz import is_denied, not_authorized
 
 LIBRDKAFKA_LOGGER = logging.getLogger("streamtrain.librdkafka")
 
@@ -27,16 +28,46 @@ def client_config(settings: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return conf
 
 
+class _Admin(AdminClient):
+    """An admin client that keeps the last login failure librdkafka reported: a broker that
+    refuses the credentials otherwise looks like one that does not answer."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.login_failure: KafkaError | None = None
+        theirs = conf.get("error_cb")
+
+        def on_error(err: KafkaError) -> None:
+            if err.code() in _LOGIN_FAILURES:
+                self.login_failure = err
+            if theirs is not None:
+                theirs(err)
+
+        merged: dict[str, Any] = {**conf, "error_cb": on_error}
+        super().__init__(merged)
+
+
+_LOGIN_FAILURES = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
 def admin_client(settings: KafkaSettings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    return _Admin(client_config(settings))
 
 
 def wait_for_cluster(settings: KafkaSettings, admin: AdminClient | None = None) -> ClusterMetadata:
-    """Return cluster metadata, or raise :class:`BrokerUnreachable` after ``connect_timeout``."""
+    """Return cluster metadata, or raise :class:`BrokerUnreachable` after ``connect_timeout``
+    (:class:`NotAuthenticated` if the broker refused the login)."""
     admin = admin or admin_client(settings)
     try:
         return admin.list_topics(timeout=settings.connect_timeout)
     except KafkaException as err:
+        admin.poll(0)  # error callbacks run only when served
+        refused = getattr(admin, "login_failure", None)
+        if refused is not None:
+            raise NotAuthenticated(
+                f"the broker at {settings.bootstrap_servers} refused the login "
+                f"({refused.name()}): check sasl.username and sasl.password",
+                refused,
+            ) from None
         raise BrokerUnreachable(
             f"no Kafka broker answered at {settings.bootstrap_servers} within "
             f"{settings.connect_timeout:g}s ({_short(err)}); is it running? "
@@ -56,6 +87,7 @@ def require_topic(settings: KafkaSettings, topic: str) -> int:
     """Partition count of an existing topic; :class:`TopicMissing` when absent."""
     count = partition_count(wait_for_cluster(settings), topic)
     if count is None:
+        _check_visible(settings, topic, "reading a topic", "READ")
         raise TopicMissing(
             f"topic {topic!r} does not exist at {settings.bootstrap_servers} "
             "(`streamtrain produce` creates it)"
@@ -79,6 +111,8 @@ def ensure_topic(
     admin = admin or admin_client(settings)
     if partition_count(wait_for_cluster(settings, admin), topic) is not None:
         return False
+    # Invisible may mean forbidden (listing all topics leaves those out): say so, not "create".
+    _check_visible(settings, topic, "writing a topic", "WRITE")
     new = NewTopic(
         topic,
         num_partitions=partitions,
@@ -90,7 +124,12 @@ def ensure_topic(
     try:
         future.result(timeout=settings.connect_timeout + 5)
     except KafkaException as err:
-        if not (err.args and err.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS):
+        inner = err.args[0] if err.args else None
+        if is_denied(inner):
+            raise not_authorized(
+                inner, "creating a topic", topics=[topic], topic_right="CREATE"
+            ) from err
+        if not (inner is not None and inner.code() == KafkaError.TOPIC_ALREADY_EXISTS):
             raise
         created = False  # another process won the race; that is fine
     # The broker answers CreateTopics before its metadata shows the topic everywhere; callers
@@ -103,6 +142,21 @@ def ensure_topic(
             raise StreamtrainError(f"topic {topic!r} was created but does not show up")
         time.sleep(0.1)
     return created
+
+
+def _check_visible(settings: KafkaSettings, topic: str, doing: str, right: str) -> None:
+    """Raise :class:`NotAuthorized` if ``topic`` is hidden from us by a missing right.
+
+    Asked for by name, a broker tells a forbidden topic from a missing one. Auto-creation is
+    off for this one request, so asking never creates the topic.
+    """
+    admin = AdminClient(client_config(settings, **{"allow.auto.create.topics": False}))
+    try:
+        meta = admin.list_topics(topic, timeout=settings.connect_timeout).topics.get(topic)
+    except KafkaException:
+        return  # the caller's own checks report an unreachable broker
+    if meta is not None and is_denied(meta.error):
+        raise not_authorized(meta.error, doing, topics=[topic], topic_right=right)
 
 
 def _short(err: KafkaException) -> str:

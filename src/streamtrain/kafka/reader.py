@@ -36,6 +36,7 @@ from confluent_kafka import (
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import TopicMissing, TopicReadError
+from streamtrain.kafka.authz import is_denied, not_authorized
 from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
 
 __all__ = [
@@ -53,6 +54,9 @@ __all__ = [
 Select = Callable[[int], Iterable[int]]
 
 _BATCH = 500
+# Readers take a fresh group id under this prefix; librdkafka looks its coordinator up, which
+# on a secured cluster needs DESCRIBE on it (broker/acls.py grants that on the prefix).
+READER_GROUP_PREFIX = "streamtrain.reader."
 _POLL_SECONDS = 0.2
 _METADATA_SECONDS = 5.0
 
@@ -135,6 +139,14 @@ class TopicReader:
                 if msg is not None and err is None:
                     watch.progressed()
                     yield _record(msg)
+                elif is_denied(err):
+                    raise not_authorized(
+                        err,
+                        f"reading the {self.what}",
+                        topics=[self.topic],
+                        group=f"{READER_GROUP_PREFIX}*",
+                        group_right="DESCRIBE",
+                    ) from KafkaException(err)
                 elif err is not None and err.code() != KafkaError._PARTITION_EOF:
                     raise TopicReadError(
                         f"reading {self.what} {self.topic!r} failed: {err.str()}", err
@@ -216,7 +228,7 @@ class TopicReader:
     def _consumer(self, **extra: Any) -> Consumer:
         conf: dict[str, Any] = {
             # A fresh group id that is never joined nor committed: readers only assign.
-            "group.id": f"streamtrain.reader.{uuid.uuid4().hex[:12]}",
+            "group.id": f"{READER_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
         }

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from streamtrain.errors import StreamtrainError
+from streamtrain.errors import NotAuthorized, StreamtrainError
 from streamtrain.faults import crash_point, hang_point
+from streamtrain.kafka.authz import not_authorized
 from streamtrain.stopping import StopFlag
 
 __all__ = [
@@ -105,6 +106,12 @@ class TransactionFatal(TransactionError):
     exit_code = 7
 
 
+class TransactionDenied(TransactionFatal):
+    """The broker refused a right the transaction needs (its id, a topic, the group)."""
+
+    exit_code = NotAuthorized.exit_code
+
+
 class TransactionAborted(Exception):
     """The open transaction was rolled back; the caller restores its last committed state.
 
@@ -151,9 +158,12 @@ class TransactionalProducer:
         timeout: float,
         should_stop: StopFlag,
         on_error: Callable[[KafkaError], None] = lambda _err: None,
+        resources: Mapping[str, Any] | None = None,
     ) -> None:
         self._make = make
         self.label = label  # how errors name the owner (the model)
+        # What a refusal names: transactional_id, topics written, group (kafka/authz.py).
+        self.resources = dict(resources or {})
         self.timeout = timeout
         self.deadline = timeout + STUCK_AFTER
         self.should_stop = should_stop
@@ -274,11 +284,10 @@ class TransactionalProducer:
                 kerr,
             )
         if kerr.code() in _DENIED_CODES:
-            raise TransactionFatal(
-                f"model {self.label!r} may not write transactionally: {kerr.name()} "
-                f"({kerr.str()}); grant the rights and restart the trainer",
-                kerr,
+            denied = not_authorized(
+                kerr, f"the checkpoint transaction of model {self.label!r}", **self.resources
             )
+            raise TransactionDenied(str(denied), kerr)
 
     def _replace(self, why: str, kerr: KafkaError | None) -> None:
         """Swap in a new producer with the same id, settle the old transaction, begin anew, and

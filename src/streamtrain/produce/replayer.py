@@ -25,7 +25,8 @@ from confluent_kafka.admin import AdminClient
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.data.sources import open_source
-from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.errors import ConfigError, NotAuthorized, StreamtrainError
+from streamtrain.kafka.authz import is_denied, not_authorized
 from streamtrain.kafka.clients import (
     admin_client,
     client_config,
@@ -102,6 +103,7 @@ class Replayer:
         self._labels = _Tally()
         self._errors: list[str] = []
         self._fatal: str | None = None
+        self._denied: NotAuthorized | None = None  # a refused right: stop, and end with it
         self._ran = False
         self._stopped = False
         self._held: _Outgoing | None = None  # taken from the schedule but not sent
@@ -152,6 +154,8 @@ class Replayer:
             self._finish(producer)
             raise
         self._finish(producer)
+        if self._denied is not None:
+            raise self._denied
         elapsed = time.monotonic() - started
         if self._on_progress is not None:
             self._on_progress(self._events.sent)
@@ -331,6 +335,11 @@ class Replayer:
                 tally.delivered += 1
                 return
             self._record_failure(tally, err.str())
+            if is_denied(err) and self._denied is None:
+                self._denied = not_authorized(
+                    err, "produce", topics=[msg.topic() or "?"], topic_right="WRITE"
+                )
+                self._fatal = err.str()
             if err.fatal():
                 self._fatal = err.str()
 

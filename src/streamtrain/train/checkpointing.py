@@ -226,6 +226,7 @@ def open_checkpointing(
     clients: Any,
     *,
     txn_id: str,
+    group: str,
     model_spec: str,
     timeout: float,
     should_stop: StopFlag,
@@ -243,7 +244,17 @@ def open_checkpointing(
         return producer
 
     txn = TransactionalProducer(
-        make, label=settings.name, timeout=timeout, should_stop=should_stop, on_error=on_error
+        make,
+        label=settings.name,
+        timeout=timeout,
+        should_stop=should_stop,
+        on_error=on_error,
+        resources={
+            "transactional_id": txn_id,
+            "topics": [settings.checkpoint_topic, settings.dlq_topic, settings.predictions_out],
+            "topic_right": "WRITE",
+            "group": group,
+        },
     )
     checkpointing = Checkpointing(
         topic=settings.topic,

@@ -9,8 +9,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from streamtrain.errors import NotAuthorized
+from streamtrain.kafka.authz import is_denied, not_authorized
 from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.registry import TaskRegistry
+from streamtrain.train.settings import TrainSettings
 
 __all__ = ["ClientErrors", "ThrottledLog", "combined_metrics", "lag", "progress", "summary"]
 
@@ -189,12 +192,16 @@ class ClientErrors:
         self.stop = stop
         self.last: str | None = None
         self.consumer_failed: KafkaError | None = None
+        # The first right the broker refused, and whether the consumer or the producer asked.
+        self.denied: tuple[str, KafkaError] | None = None
         # A broker that is down makes librdkafka report every reconnect attempt.
         self._throttled = ThrottledLog(log, every=30.0)
 
     def on_error(self, err: KafkaError) -> None:
         """An unnamed trainer's producer's errors."""
         self.last = err.str()
+        if self._denied("producer", err):
+            return
         if err.fatal():
             log.error("fatal Kafka client error: %s", err.str())
             self.stop("fatal-error")
@@ -203,6 +210,8 @@ class ClientErrors:
 
     def on_consumer_error(self, err: KafkaError) -> None:
         self.last = err.str()
+        if self._denied("consumer", err):
+            return
         if err.fatal():
             self._consumer_failed(err)
         else:
@@ -218,6 +227,8 @@ class ClientErrors:
         if code == KafkaError._PARTITION_EOF:
             return
         self.last = err.str()
+        if self._denied("consumer", err):
+            return
         # A consumer's fatal error comes as a message with code _FATAL (not flagged fatal).
         if err.fatal() or code == KafkaError._FATAL:
             self._consumer_failed(err)
@@ -225,6 +236,35 @@ class ClientErrors:
         log.warning("consume error: %s", err.str())
         if code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED):
             self.stop("consume-error")
+
+    def _denied(self, who: str, err: KafkaError) -> bool:
+        """A missing right stops the trainer at once (retrying would wait for ever), and the
+        run ends with :class:`~streamtrain.errors.NotAuthorized`."""
+        if not is_denied(err):
+            return False
+        if self.denied is None:
+            self.denied = (who, err)
+            self.stop("not-authorized")
+        return True
+
+    def refusal(self, settings: TrainSettings, group: str, txn_id: str | None) -> NotAuthorized:
+        """The error the run ends with after :attr:`denied`, naming the resource."""
+        assert self.denied is not None
+        who, err = self.denied
+        if who == "consumer":
+            topics = [settings.topic, *filter(None, [settings.separate_labels_topic])]
+            right = "READ"
+        else:
+            topics = [settings.dlq_topic, settings.predictions_out]
+            right = "WRITE"
+        return not_authorized(
+            err,
+            f"train's {who}",
+            topics=topics,
+            topic_right=right,
+            group=group,
+            transactional_id=txn_id,
+        )
 
     def _consumer_failed(self, err: KafkaError) -> None:
         if self.consumer_failed is None:

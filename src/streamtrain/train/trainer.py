@@ -188,7 +188,8 @@ class Trainer:
         clean = False
         try:
             self._loop(started)
-            while self._checkpointing is not None and registry.tasks:
+            # A refused right commits nothing: no final checkpoint of what came before it.
+            while self._checkpointing is not None and registry.tasks and not self._errors.denied:
                 if self._checkpoint(self._consumer):  # the final checkpoint of a clean stop
                     break
                 if self._stopped_because not in _LEARN_AGAIN:
@@ -211,6 +212,8 @@ class Trainer:
             summary.write(settings.summary)
         for listener in self.listeners:
             listener.on_finish(summary)
+        if self._errors.denied is not None:
+            raise self._errors.refusal(self.settings, self.group, txn_id)
         for topic, errors in failures.items():
             raise StreamtrainError(
                 f"{len(errors)} dead letters or predictions could not be delivered to {topic}: "
@@ -410,6 +413,7 @@ class Trainer:
             self.settings,
             self.clients,
             txn_id=txn_id,
+            group=self.group,
             model_spec=self.model_text,
             timeout=max(self.kafka.connect_timeout, 10.0),
             should_stop=self._stop,
