@@ -55,7 +55,7 @@ class SchemaRegistryUnreachable(StreamtrainError):
     """No schema registry answered within the bounded wait: not the fault of any record, so
     the run stops (nothing is dead-lettered for it)."""
 
-    exit_code = 5
+    exit_code = 9  # not 5: that is a refused checkpoint
 
 
 class NotAuthorized(StreamtrainError):
