@@ -12,9 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientRegistryError
-from river import datasets
+from river import datasets, evaluate, linear_model, metrics, preprocessing
 from topics import fill, read_log
 
+from streamtrain.broker.process import free_ports
 from streamtrain.cli.main import main
 from streamtrain.errors import ConfigError, SchemaRegistryUnreachable
 from streamtrain.formats import decoder
@@ -132,3 +133,74 @@ def test_an_unreachable_registry_is_not_the_records_fault(
     wrong_path = decoder(FormatSettings(format="avro", schema_registry=schema_registry + "/no"))
     with pytest.raises(SchemaRegistryUnreachable):
         wrong_path(value, topic)
+
+
+def test_training_on_registry_formats_equals_the_json_run_and_river(
+    kafka_bootstrap: str, schema_registry: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    """Phishing as Avro, Protobuf and JSON Schema (and one record under an unknown schema id
+    in the Avro topic): each trainer scores as the flat JSON run of the same events and as
+    River, bit for bit; the unknown id is dead-lettered with its reason."""
+    events = list(datasets.Phishing())
+    oracle = evaluate.progressive_val_score(
+        events, preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.ROCAUC()
+    ).get()
+    flat = unique_name("flat-json")
+    fill(kafka_bootstrap, flat, [orjson.dumps({**x, "is_phishing": y}) for x, y in events])
+    runs = {"json": _train(kafka_bootstrap, flat, tmp_path / "json.json")}
+    for fmt in ("avro", "protobuf", "jsonschema"):
+        topic = unique_name(fmt)
+        if fmt == "avro":  # first in its log: a record under a schema id nobody registered
+            fill(kafka_bootstrap, topic, [b"\x00" + (2**31 - 7).to_bytes(4, "big") + b"\x02"])
+        produced = main(
+            [
+                "produce", "--topic", topic, "--dataset", "Phishing", "--format", fmt,
+                "--schema-registry", schema_registry, "--target", "is_phishing",
+                "--bootstrap-servers", kafka_bootstrap, "-q",
+            ]
+        )  # fmt: skip
+        assert produced == 0
+        summary = tmp_path / f"{fmt}.json"
+        runs[fmt] = _train(
+            kafka_bootstrap, topic, summary, "--format", fmt, "--schema-registry", schema_registry
+        )
+    for fmt, run in runs.items():
+        assert run["events_learned"] == len(events), fmt
+        assert run["metrics"]["ROCAUC"] == runs["json"]["metrics"]["ROCAUC"], fmt
+        expected_dead = {"unknown-schema": 1} if fmt == "avro" else {}
+        assert run["dead_letter_reasons"] == expected_dead, fmt
+    assert runs["json"]["metrics"]["ROCAUC"] == pytest.approx(oracle, abs=1e-12)
+
+
+def test_training_with_no_registry_stops_with_one_line(
+    kafka_bootstrap: str, unique_name: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = unique_name("no-registry")
+    fill(kafka_bootstrap, topic, [b"\x00\x00\x00\x00\x01\x02"])
+    (dead_port,) = free_ports(1)
+    code = main(
+        [
+            "train", "--topic", topic, "--format", "avro", "--target", "y",
+            "--schema-registry", f"http://127.0.0.1:{dead_port}", "--registry-wait", "1",
+            "--exit-when-idle", "2", "--view", "none", "--metrics-topic", "",
+            "--bootstrap-servers", kafka_bootstrap,
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == SchemaRegistryUnreachable.exit_code
+    # One line for the error (after the warning that the default model takes numbers only).
+    last = err.splitlines()[-1]
+    assert last.startswith("streamtrain: error:") and "schema registry" in last, err
+    assert "Traceback" not in err
+
+
+def _train(bootstrap: str, topic: str, summary: Path, *extra: str) -> dict[str, object]:
+    code = main(
+        [
+            "train", "--topic", topic, "--target", "is_phishing", "--exit-when-idle", "2",
+            "--view", "none", "--metrics-topic", "", "--summary", str(summary),
+            "--bootstrap-servers", bootstrap, *extra,
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return dict(orjson.loads(summary.read_bytes()))

@@ -8,11 +8,14 @@ import base64
 import pytest
 from google.protobuf import descriptor_pb2
 
+from streamtrain.data.events import InvalidEvent, Reason
 from streamtrain.errors import ConfigError, SchemaRegistryUnreachable
 from streamtrain.formats import decoder
-from streamtrain.formats.decoding import UNDECODABLE, RecordUndecodable, decode_json
+from streamtrain.formats.decoding import REASONS, UNDECODABLE, RecordUndecodable, decode_json
 from streamtrain.formats.protobuf import file_descriptor, message_class, message_to_dict
 from streamtrain.formats.settings import FormatSettings, resolve_format_settings
+from streamtrain.records.loading import load_records
+from streamtrain.train.settings import TrainSettings
 
 URL = "http://127.0.0.1:8081/apis/ccompat/v7"
 
@@ -107,3 +110,24 @@ def test_an_unreachable_registry_stops_the_run_after_the_bounded_wait() -> None:
     with pytest.raises(SchemaRegistryUnreachable):
         decode(b"\x00\x00\x00\x00\x07payload", "t")
     assert 5.0 <= now[0] < 7.0 and client.calls > 3
+
+
+def test_every_decoder_refusal_is_a_dead_letter_reason_of_the_steps() -> None:
+    assert set(REASONS) <= {reason.value for reason in Reason}
+
+
+def test_a_registry_format_loader_turns_refusals_into_invalid_events() -> None:
+    settings = FormatSettings(format="avro", schema_registry="http://127.0.0.1:9", registry_wait=1)
+    load = load_records(settings, "payments")
+    assert load is not None
+    with pytest.raises(InvalidEvent) as bad:
+        load(b"{}")  # no wire-format header: no record of an Avro topic
+    assert bad.value.reason is Reason.UNDECODABLE
+    assert load_records(FormatSettings(), "payments") is None  # JSON: the shape's own reader
+
+
+def test_a_registry_format_needs_flat_records() -> None:
+    formats = FormatSettings(format="protobuf", schema_registry="http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="--target"):
+        TrainSettings(formats=formats)
+    assert TrainSettings(formats=formats, target="y").record_shape() is not None

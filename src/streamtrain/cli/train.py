@@ -13,8 +13,7 @@ from streamtrain.cli.common import (
     timestamp_ms,
 )
 from streamtrain.config import resolve
-from streamtrain.errors import ConfigError
-from streamtrain.formats.settings import FORMATS, JSON
+from streamtrain.formats.settings import FORMATS
 from streamtrain.stopping import stop_on_signals
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
@@ -259,7 +258,8 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "features": _names(args.features),
         "drop": _names(args.drop),
     }
-    return resolve(TrainSettings, flags, file=file, section="train")
+    formats = format_settings_from_args(args, file, "train")
+    return resolve(TrainSettings, flags, file=file, section="train", formats=formats)
 
 
 def _names(values: list[str] | None) -> tuple[str, ...] | None:
@@ -276,11 +276,6 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
 def run(args: argparse.Namespace) -> int:
     kafka, file = kafka_settings_from_args(args)
     settings = settings_from_args(args, file)
-    formats = format_settings_from_args(args, file, "train")
-    if formats.format != JSON:
-        # The decoders exist (streamtrain.formats.decoder) but the trainer still reads the
-        # seed's {"x", "y"} JSON; refusing beats silently reading the topic as JSON.
-        raise ConfigError(f"train --format {formats.format} is not supported yet (only json)")
     view = choose_view(args.view, f"streamtrain · {settings.topic} → {settings.model}")
     # Built first: a bad model or metric spec is misuse, reported before any network wait.
     trainer = Trainer(kafka, settings, listeners=[view] if view else [])

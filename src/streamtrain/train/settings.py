@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 
 from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
+from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
 
@@ -54,7 +56,8 @@ class TrainSettings:
     ``target`` reads flat records instead of the seed's ``{"x", "y"}``
     (:mod:`streamtrain.records.shape`): the label is that field (``a.b`` when nested), the id
     ``id_field``, the features every other field or those matching ``features`` (names or
-    globs), less those matching ``drop``.
+    globs), less those matching ``drop``. ``formats`` says how a flat record's value is read:
+    JSON, or Avro, Protobuf or JSON Schema through a schema registry (:mod:`streamtrain.formats`).
     """
 
     topic: str = DEFAULT_TOPIC
@@ -93,6 +96,8 @@ class TrainSettings:
     id_field: str | None = None
     features: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    # How record values become objects (JSON, or a registry format with --schema-registry).
+    formats: FormatSettings = dataclasses.field(default_factory=FormatSettings)
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -159,6 +164,10 @@ class TrainSettings:
         self._check_shape()
 
     def _check_shape(self) -> None:
+        if self.formats.format != JSON and self.target is None:
+            # Registry formats carry flat records (what `produce --format` writes); the seed's
+            # {"x": {...}, "y": ...} is JSON's.
+            raise ConfigError(f"--format {self.formats.format} reads flat records: give --target")
         if self.target is None:
             flat = {"--id-field": self.id_field, "--features": self.features, "--drop": self.drop}
             given = [flag for flag, value in flat.items() if value]
@@ -169,11 +178,16 @@ class TrainSettings:
             raise ConfigError("--labels-topic with --target needs --id-field (or --id-from key)")
         self.record_shape()  # its own checks
 
-    def record_shape(self) -> EventShape:
-        """How records are read: flat records with ``target``, else the seed's format."""
+    def record_shape(
+        self, load: Callable[[bytes | None], dict[str, Any]] | None = None
+    ) -> EventShape:
+        """How records are read: flat records with ``target``, else the seed's format;
+        ``load`` reads a flat record's bytes (JSON when None)."""
         if self.target is None:
             return SEED
         try:
+            if load is not None:
+                return RecordShape(self.target, self.id_field, self.features, self.drop, load=load)
             return RecordShape(self.target, self.id_field, self.features, self.drop)
         except ValueError as err:
             raise ConfigError(str(err)) from None

@@ -23,7 +23,6 @@ A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -31,7 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
@@ -42,10 +41,11 @@ from streamtrain.kafka.transactions import (
     is_stale_member,
 )
 from streamtrain.models.spec import estimator_registry, parse_spec
+from streamtrain.records.loading import load_records
 from streamtrain.records.models import model_shape
-from streamtrain.state.payload import TrainState
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
+from streamtrain.train.assembly import new_registry
 from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
     KafkaClients,
@@ -108,7 +108,10 @@ class Trainer:
         self._template = ProgressiveEvaluator(
             model, metrics, build_rolling(metrics, settings.rolling_window)
         )
-        model_shape(settings.record_shape(), model, warn=True)  # says what it will refuse
+        # How records are read (built once: a registry format's decoder caches its schemas);
+        # model_shape says what it will refuse.
+        load = load_records(settings.formats, settings.topic)
+        self.shape = model_shape(settings.record_shape(load), model, warn=True)
         if settings.fast_path and not self._template.rolling:
             # Compile or load the kernel while this trainer connects (and, named, restores):
             # until it is ready, batches are learned by River, correct but slower.
@@ -425,7 +428,13 @@ class Trainer:
 
     def _registry(self, checkpointing: Checkpointing | None) -> TaskRegistry:
         registry = new_registry(
-            self.settings, self.kafka, self._template, checkpointing, self._checkpoint, self.clock
+            self.settings,
+            self.kafka,
+            self._template,
+            self.shape,
+            checkpointing,
+            self._checkpoint,
+            self.clock,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
@@ -472,51 +481,7 @@ class Trainer:
         return reporting.summary(self.registry, common=common, elapsed=elapsed)
 
 
-def new_registry(
-    settings: TrainSettings,
-    kafka: KafkaSettings,
-    template: ProgressiveEvaluator,
-    checkpointing: Checkpointing | None,
-    checkpoint: Callable[[Consumer], object],
-    clock: Callable[[], float],
-) -> TaskRegistry:
-    """The registry of a trainer's tasks, each built as ``settings`` say (River or compiled,
-    joined or not)."""
-    ts = settings.from_timestamp
-    join = join_spec(settings)
-    shape = model_shape(settings.record_shape(), template.model)
-    return TaskRegistry(
-        name=settings.name,
-        partitioned=settings.partitioned,
-        build=lambda key, state: Task.from_state(
-            key, state, fast=settings.fast_path, join=join, shape=shape
-        ),
-        start=settings.start,
-        fresh=functools.partial(_fresh_state, template, settings.partitioned),
-        checkpointing=checkpointing,
-        checkpoint=checkpoint,
-        offsets_for_times=None
-        if ts is None
-        else lambda consumer, tps: consumer.offsets_for_times(
-            [TopicPartition(tp.topic, tp.partition, ts) for tp in tps],
-            timeout=kafka.connect_timeout,
-        ),
-        clock=clock,
-        timeout=kafka.connect_timeout,
-    )
-
-
 def _close_in_background(consumer: Consumer) -> None:
     """Close a failed consumer without waiting on it: its callbacks are ignored from now on
     (the registry listens to the current consumer only), and a close can block on a broker."""
     threading.Thread(target=consumer.close, name="streamtrain-close-consumer", daemon=True).start()
-
-
-def _fresh_state(template: ProgressiveEvaluator, partitioned: bool, _key: str) -> TrainState:
-    """A task's state before any checkpoint: the single task starts from the model object given
-    (library use); a partitioned model's replicas from clones of it."""
-    if not partitioned:
-        return TrainState(template.model, template.metrics, 0, {}, {}, template.rolling)
-    metrics = {name: m.clone() for name, m in template.metrics.items()}
-    rolling = {name: m.clone() for name, m in template.rolling.items()}
-    return TrainState(template.model.clone(), metrics, 0, {}, {}, rolling)

@@ -1,0 +1,64 @@
+"""The task registry a trainer's settings call for: how each task is built (River or compiled,
+joined or not, reading records in which shape) and where a task without a checkpoint starts."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streamtrain.config import KafkaSettings
+from streamtrain.records import EventShape
+from streamtrain.state.payload import TrainState
+from streamtrain.train.checkpointing import Checkpointing
+from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.registry import TaskRegistry
+from streamtrain.train.settings import TrainSettings
+from streamtrain.train.tasks import Task, join_spec
+
+__all__ = ["new_registry"]
+
+
+def new_registry(
+    settings: TrainSettings,
+    kafka: KafkaSettings,
+    template: ProgressiveEvaluator,
+    shape: EventShape,
+    checkpointing: Checkpointing | None,
+    checkpoint: Callable[[Consumer], object],
+    clock: Callable[[], float],
+) -> TaskRegistry:
+    """The registry of a trainer's tasks, each built as ``settings`` say (River or compiled,
+    joined or not), reading records as ``shape`` says."""
+    ts = settings.from_timestamp
+    join = join_spec(settings)
+    return TaskRegistry(
+        name=settings.name,
+        partitioned=settings.partitioned,
+        build=lambda key, state: Task.from_state(
+            key, state, fast=settings.fast_path, join=join, shape=shape
+        ),
+        start=settings.start,
+        fresh=functools.partial(_fresh_state, template, settings.partitioned),
+        checkpointing=checkpointing,
+        checkpoint=checkpoint,
+        offsets_for_times=None
+        if ts is None
+        else lambda consumer, tps: consumer.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, ts) for tp in tps],
+            timeout=kafka.connect_timeout,
+        ),
+        clock=clock,
+        timeout=kafka.connect_timeout,
+    )
+
+
+def _fresh_state(template: ProgressiveEvaluator, partitioned: bool, _key: str) -> TrainState:
+    """A task's state before any checkpoint: the single task starts from the model object given
+    (library use); a partitioned model's replicas from clones of it."""
+    if not partitioned:
+        return TrainState(template.model, template.metrics, 0, {}, {}, template.rolling)
+    metrics = {name: m.clone() for name, m in template.metrics.items()}
+    rolling = {name: m.clone() for name, m in template.rolling.items()}
+    return TrainState(template.model.clone(), metrics, 0, {}, {}, rolling)
