@@ -2,7 +2,8 @@
 
 Starts the local broker if none answers, serves the model (predictions, dashboard) from its
 checkpoints, replays Phishing into a fresh topic at a visible rate in a background thread,
-trains a named model on it with the live view, then checks the final ROC AUC against River's
+trains a named model on it with the live view (``--format avro|protobuf|jsonschema``: as flat
+records through a local schema registry), then checks the final ROC AUC against River's
 own ``progressive_val_score`` on the same stream. On a terminal the dashboard stays up until
 Ctrl-C; otherwise (``--serve-for``) for a bounded time.
 """
@@ -22,8 +23,11 @@ from rich.console import Console
 from streamtrain.broker import LocalBroker
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import ConfigError
+from streamtrain.formats.encoding import event_encoder
+from streamtrain.formats.settings import JSON, REGISTRY_FORMATS, FormatSettings
 from streamtrain.kafka.clients import ensure_topic
 from streamtrain.produce import ProduceSettings, Replayer
+from streamtrain.schema_registry import LocalSchemaRegistry
 from streamtrain.serving.app import BackgroundServer, create_kafka_app
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import ensure_checkpoint_topic
@@ -32,6 +36,9 @@ from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
 from streamtrain.train.view import choose_view
+
+# The label's field in the flat records of a registry format.
+TARGET = "is_phishing"
 
 
 def register(subparsers: Any) -> None:
@@ -57,7 +64,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--keep-broker",
         action="store_true",
-        help="leave a broker this demo started running afterwards",
+        help="leave a broker (and schema registry) this demo started running afterwards",
+    )
+    parser.add_argument(
+        "--format",
+        choices=(JSON, *REGISTRY_FORMATS),
+        default=JSON,
+        help="record format: the seed's JSON, or flat records in a registry format through a "
+        "local schema registry (started if none answers) [default: json]",
     )
     parser.set_defaults(handler=run, replays_signals=True)
 
@@ -76,7 +90,25 @@ def run(args: argparse.Namespace) -> int:
     topic, name = f"demo.phishing.{stamp}", f"demo-{stamp}"
     stop = StopFlag()  # set from the signal handler: see streamtrain.stopping
     server: BackgroundServer | None = None
-    replayer = Replayer(kafka, ProduceSettings(topic=topic, dataset="Phishing", rate=args.rate))
+    registry: LocalSchemaRegistry | None = None
+    formats = FormatSettings()
+    encode = None
+    if args.format != JSON:
+        registry = LocalSchemaRegistry()
+        if registry.status().answering:
+            registry = None  # not ours to stop
+            url = LocalSchemaRegistry().url
+        else:
+            console.print("starting a local schema registry …")
+            registry.up()
+            url = registry.url
+        formats = FormatSettings(format=args.format, schema_registry=url)
+        from river import datasets
+
+        encode = event_encoder(formats, topic, datasets.Phishing(), TARGET)
+        console.print(f"Phishing as flat {args.format} records (target {TARGET!r}) via {url}")
+    replay = ProduceSettings(topic=topic, dataset="Phishing", rate=args.rate)
+    replayer = Replayer(kafka, replay) if encode is None else Replayer(kafka, replay, encode=encode)
     trainer: Trainer | None = None
 
     def on_signal(sig: signal.Signals) -> None:
@@ -122,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
                     metrics=("ROCAUC", "Accuracy", "LogLoss"),
                     rolling_window=250,
                     checkpoint_interval=1.0,
+                    target=None if encode is None else TARGET,
+                    formats=formats,
                 ),
                 listeners=[view] if view else [],
             )
@@ -151,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
             if started_broker and not args.keep_broker:
                 broker.down()
                 console.print("stopped the local Kafka this demo started")
+            if registry is not None and not args.keep_broker:
+                registry.down()
+                console.print("stopped the schema registry this demo started")
 
 
 def _compare_with_river(console: Console, learned: int, values: Mapping[str, float]) -> int:

@@ -218,31 +218,12 @@ def run(args: argparse.Namespace) -> int:
 def _registry_encoder(
     formats: FormatSettings, settings: ProduceSettings, source: Source, target: str
 ) -> Callable[[dict[str, Any], Any], bytes]:
-    """Derive a flat record schema (features + ``target``) from the first events, register it
-    for the topic and return the event encoder of the registry wire format."""
-    import itertools
-
-    from streamtrain.formats.encoding import (
-        SAMPLE_EVENTS,
-        RecordEncoder,
-        derive_schema,
-        flat_records,
-    )
-    from streamtrain.formats.settings import JSONSCHEMA
+    """The registry wire-format encoder of ``settings.topic`` (its schema registered first)."""
+    from streamtrain.formats.encoding import event_encoder
 
     if settings.labels_topic is not None:
         raise ConfigError(f"--format {formats.format} cannot be used with --labels-topic yet")
-    sample = flat_records(itertools.islice(iter(source), SAMPLE_EVENTS), target)
-    schema = derive_schema(sample, names_must_be_identifiers=formats.format != JSONSCHEMA)
-    encoder = RecordEncoder(formats, settings.topic, schema)
-    encoder.register()
-
-    def encode(x: dict[str, Any], y: Any) -> bytes:
-        if target in x:
-            raise ConfigError(f"a feature is named {target!r} like the target field; pick --target")
-        return encoder({**x, target: y})
-
-    return encode
+    return event_encoder(formats, settings.topic, source, target)
 
 
 def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import itertools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,6 +260,27 @@ class RecordEncoder:
                 f"an event does not fit the schema derived from the first {SAMPLE_EVENTS} "
                 f"events: {err}"
             ) from err
+
+
+def event_encoder(
+    formats: FormatSettings,
+    topic: str,
+    events: Iterable[tuple[dict[str, Any], Any]],
+    target: str,
+) -> Callable[[dict[str, Any], Any], bytes]:
+    """Derive a flat record schema (features + ``target``) from the first of ``events``,
+    register it for ``topic`` and return the ``(x, y)`` encoder of the registry wire format."""
+    sample = flat_records(itertools.islice(iter(events), SAMPLE_EVENTS), target)
+    schema = derive_schema(sample, names_must_be_identifiers=formats.format != JSONSCHEMA)
+    encoder = RecordEncoder(formats, topic, schema)
+    encoder.register()
+
+    def encode(x: dict[str, Any], y: Any) -> bytes:
+        if target in x:
+            raise ConfigError(f"a feature is named {target!r} like the target field; pick --target")
+        return encoder({**x, target: y})
+
+    return encode
 
 
 def sample_and_rest(
