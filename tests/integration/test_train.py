@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import base, datasets, evaluate, linear_model, metrics, preprocessing
+from topics import fill
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -332,3 +334,39 @@ def test_fast_path_is_chosen_and_equals_river(
         assert trainer.model.predict_proba_one(x) == pytest.approx(
             model.predict_proba_one(x), abs=1e-12
         )
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_oversized_records_and_feature_floods_are_dead_lettered_not_learned(
+    fast_path: bool, kafka_bootstrap: str, unique_name: Callable[..., str]
+) -> None:
+    """Phishing with a 300 kB record and a 600-feature event among it (limits 200 kB and 500
+    features): both dead-lettered with their reasons, the rest learned exactly as River; the
+    oversized record's dead letter names its size instead of copying it."""
+    stream = list(datasets.Phishing())
+    values = [orjson.dumps({"x": x, "y": y}) for x, y in stream]
+    huge = orjson.dumps({"x": {"a": 1.0}, "y": True, "pad": "p" * 300_000})
+    flood = orjson.dumps({"x": {f"f{i}": 1.0 for i in range(600)}, "y": False})
+    topic = unique_name("hostile")
+    fill(kafka_bootstrap, topic, [*values[:500], huge, *values[500:900], flood, *values[900:]])
+    summary = Trainer(
+        KafkaSettings(bootstrap_servers=kafka_bootstrap),
+        TrainSettings(
+            topic=topic,
+            exit_when_idle=1.5,
+            max_record_bytes=200_000,
+            max_features=500,
+            fast_path=fast_path,
+        ),
+    ).run()
+    assert summary.events_learned == len(stream)
+    assert summary.dead_letter_reasons == {"record-too-large": 1, "too-many-features": 1}
+    assert summary.metrics["ROCAUC"] == pytest.approx(_oracle(stream), abs=1e-12)
+    letters = {
+        dict(m.headers())["streamtrain.error.reason"]: m
+        for m in _read_all(kafka_bootstrap, f"{topic}.dlq", 2)
+    }
+    too_large = letters[b"record-too-large"]
+    assert too_large.value() is None
+    assert dict(too_large.headers())["streamtrain.error.original-bytes"] == str(len(huge)).encode()
+    assert letters[b"too-many-features"].value() == flood  # small enough to keep as it came

@@ -90,6 +90,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--summary", metavar="PATH", help="write a JSON summary here at exit")
     parser.add_argument("--batch-size", type=int, metavar="N", help="records per consume call")
     parser.add_argument(
+        "--max-record-bytes",
+        type=int,
+        metavar="N",
+        help="dead-letter larger records as record-too-large [default: 1048576]",
+    )
+    parser.add_argument(
+        "--max-features",
+        type=int,
+        metavar="N",
+        help="dead-letter events with more features as too-many-features [default: 10000]",
+    )
+    parser.add_argument(
         "--rolling-window",
         type=int,
         metavar="N",
@@ -257,6 +269,8 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "id_field": args.id_field,
         "features": _names(args.features),
         "drop": _names(args.drop),
+        "max_record_bytes": args.max_record_bytes,
+        "max_features": args.max_features,
     }
     formats = format_settings_from_args(args, file, "train")
     return resolve(TrainSettings, flags, file=file, section="train", formats=formats)

@@ -50,6 +50,9 @@ class Reason(enum.StrEnum):
     BAD_ID = "bad-id"  # a feature or label event to be joined whose id is missing or invalid
     # A string (categorical) feature for a model that takes numbers only (flat records).
     CATEGORICAL = "categorical-feature"
+    # Hostile input (streamtrain.records.limits): past --max-record-bytes, --max-features.
+    RECORD_TOO_LARGE = "record-too-large"
+    TOO_MANY_FEATURES = "too-many-features"
     # Registry formats (streamtrain.formats.decoding names the same values).
     UNKNOWN_SCHEMA = "unknown-schema"  # the schema id is not in the registry
     SCHEMA_MISMATCH = "schema-mismatch"  # the bytes do not match the schema they name

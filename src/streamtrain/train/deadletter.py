@@ -10,15 +10,21 @@ A dead letter carries the original key, value and headers unchanged, plus these 
 ``streamtrain.source.partition``
 ``streamtrain.source.offset``
 ``streamtrain.source.timestamp``  the record's timestamp (ms since epoch), when it had one
+
+A record refused as ``record-too-large`` is the exception: its dead letter has no value (the
+dead-letter topic may not take what the input topic did) and a header
+``streamtrain.error.original-bytes`` with its size; the source headers locate the original.
 """
 
 from __future__ import annotations
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-__all__ = ["Headers", "dead_letter_headers", "origin_headers"]
+__all__ = ["ORIGINAL_BYTES", "TOO_LARGE", "Headers", "dead_letter_headers", "origin_headers"]
 
 HEADER_PREFIX = "streamtrain."
+TOO_LARGE = "record-too-large"  # Reason.RECORD_TOO_LARGE: its value is not copied
+ORIGINAL_BYTES = "streamtrain.error.original-bytes"
 _MAX_MESSAGE = 1000  # keep a runaway exception text from bloating every dead letter
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Message, Producer
 
-from streamtrain.train.deadletter import Headers, dead_letter_headers
+from streamtrain.train.deadletter import ORIGINAL_BYTES, TOO_LARGE, Headers, dead_letter_headers
 from streamtrain.train.predictions import prediction_record
 from streamtrain.train.step import DeadLetter, Prediction
 
@@ -58,7 +58,11 @@ class Outputs:
             if isinstance(item, DeadLetter):
                 msg = item.record
                 headers = dead_letter_headers(msg, item.reason, item.message)
-                yield OutputRecord(self.dlq_topic, msg.value(), msg.key(), headers)
+                value = msg.value()
+                if item.reason == TOO_LARGE:  # not copied: see streamtrain.records.limits
+                    headers.append((ORIGINAL_BYTES, str(len(value or b"")).encode()))
+                    value = None
+                yield OutputRecord(self.dlq_topic, value, msg.key(), headers)
             else:
                 value, key, headers = prediction_record(
                     item, self.model_name, self.input_topic, self.labels_topic, self.id_field

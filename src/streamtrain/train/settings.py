@@ -15,6 +15,7 @@ from streamtrain.errors import ConfigError
 from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
+from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -58,6 +59,9 @@ class TrainSettings:
     ``id_field``, the features every other field or those matching ``features`` (names or
     globs), less those matching ``drop``. ``formats`` says how a flat record's value is read:
     JSON, or Avro, Protobuf or JSON Schema through a schema registry (:mod:`streamtrain.formats`).
+
+    A record over ``max_record_bytes``, or with more than ``max_features`` features, is
+    dead-lettered (``record-too-large``, ``too-many-features``).
     """
 
     topic: str = DEFAULT_TOPIC
@@ -96,6 +100,9 @@ class TrainSettings:
     id_field: str | None = None
     features: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
+    # Hostile input: larger records, or more features, are dead-lettered (records/limits.py).
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_features: int = DEFAULT_MAX_FEATURES
     # How record values become objects (JSON, or a registry format with --schema-registry).
     formats: FormatSettings = dataclasses.field(default_factory=FormatSettings)
 
@@ -137,6 +144,8 @@ class TrainSettings:
             raise ConfigError(f"id-from must be 'value' or 'key', got {self.id_from!r}")
         if self.max_pending < 1:
             raise ConfigError("max-pending must be at least 1")
+        if self.max_record_bytes < 1 or self.max_features < 1:
+            raise ConfigError("max-record-bytes and max-features must be at least 1")
         for flag, text in (
             ("label-ttl", self.label_ttl),
             ("label-grace", self.label_grace),

@@ -41,6 +41,7 @@ from streamtrain.kafka.transactions import (
     is_stale_member,
 )
 from streamtrain.models.spec import estimator_registry, parse_spec
+from streamtrain.records.limits import BoundedShape
 from streamtrain.records.loading import load_records
 from streamtrain.records.models import model_shape
 from streamtrain.stopping import StopFlag
@@ -111,7 +112,11 @@ class Trainer:
         # How records are read (built once: a registry format's decoder caches its schemas);
         # model_shape says what it will refuse.
         load = load_records(settings.formats, settings.topic)
-        self.shape = model_shape(settings.record_shape(load), model, warn=True)
+        self.shape = BoundedShape(
+            model_shape(settings.record_shape(load), model, warn=True),
+            max_record_bytes=settings.max_record_bytes,
+            max_features=settings.max_features,
+        )
         if settings.fast_path and not self._template.rolling:
             # Compile or load the kernel while this trainer connects (and, named, restores):
             # until it is ready, batches are learned by River, correct but slower.
