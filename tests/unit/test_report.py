@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
+import tomllib
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+import streamtrain.serving
 from streamtrain.serving.charts import defined_points, inline_script, script_hash, segments
 from streamtrain.serving.report import render_report, split_runs
 
@@ -205,3 +209,21 @@ def test_defined_points_drop_only_leading_zeros_of_each_segment(
         assert tail == kept[: len(tail)]  # each segment's points from its first non-zero on
         kept = kept[len(tail) :]
     assert kept == []
+
+
+def test_every_static_file_is_package_data() -> None:
+    # A wheel carries only what pyproject's package-data names: uPlot's files sit a folder down.
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["streamtrain.serving"]
+    package = Path(streamtrain.serving.__file__).parent
+    files = [p.relative_to(package).as_posix() for p in (package / "static").rglob("*")]
+    files = [f for f in files if (package / f).is_file()]
+    assert "static/uplot/uPlot.iife.min.js" in files and "static/uplot/LICENSE" in files
+
+    def matches(path: str, pattern: str) -> bool:  # setuptools' globs: "*" stops at "/"
+        parts, globs = path.split("/"), pattern.split("/")
+        return len(parts) == len(globs) and all(map(fnmatch.fnmatchcase, parts, globs))
+
+    missing = [f for f in files if not any(matches(f, p) for p in patterns)]
+    assert missing == []
