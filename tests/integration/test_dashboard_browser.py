@@ -173,13 +173,16 @@ def test_dashboard_shows_the_model_learning(
                 page.goto(base + "/")
 
                 curve = '[data-metric="ROCAUC"]'
-                page.wait_for_selector(curve + " .uplot canvas", timeout=60_000)
+                page.wait_for_selector(curve, timeout=60_000)  # a record with ROCAUC came
                 # The whole-run line's points in uPlot's data (undefined: another line's x).
                 count = (
                     "window.StreamtrainCharts.uplot(document.querySelector("
                     f"'{curve}'))?.data[1].filter((v) => v != null).length ?? 0"
                 )
-                page.wait_for_function(f"() => ({count}) >= 5", timeout=60_000)
+                try:
+                    page.wait_for_function(f"() => ({count}) >= 5", timeout=60_000)
+                except sync_api.TimeoutError:
+                    pytest.fail(f"the ROCAUC curve did not fill: {problems}, {requests[-5:]}")
                 before = _chart(page, curve, "#2563eb")
                 records_before = page.evaluate("window.streamtrain.records()")
                 # The trainer reports twice a second: the curve must grow while we watch.
