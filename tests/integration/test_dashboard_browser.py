@@ -117,6 +117,32 @@ def _chart(page: Any, selector: str, color: str) -> dict[str, Any]:
     return dict(state)
 
 
+def _zoom_holds_while_new_points_come(page: Any, curve: str, count: str) -> None:
+    """Drag across a curve: uPlot zooms in, and stays zoomed while points arrive; a
+    double-click zooms out to the whole curve again."""
+    x_scale = (
+        "(() => { const u = window.StreamtrainCharts.uplot(document.querySelector("
+        f"'{curve}')); return [u.scales.x.min, u.scales.x.max, u.data[0].at(-1)]; }})()"
+    )
+    box = page.locator(curve + " .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    zoomed = page.evaluate(x_scale)
+    assert zoomed[1] < zoomed[2]  # the view ends before the newest point
+    n = page.evaluate(count)
+    page.wait_for_function(f"() => ({count}) >= {n + 2}", timeout=30_000)
+    assert page.evaluate(x_scale)[:2] == zoomed[:2]
+    page.mouse.dblclick(box["x"] + box["width"] * 0.5, y)
+    n = page.evaluate(count)
+    page.wait_for_function(f"() => ({count}) >= {n + 1}", timeout=30_000)
+    low, high, newest = page.evaluate(x_scale)
+    assert high == newest and low < zoomed[0]
+
+
 def test_dashboard_shows_the_model_learning(
     kafka_bootstrap: str, unique_name: Callable[..., str]
 ) -> None:
@@ -201,6 +227,7 @@ def test_dashboard_shows_the_model_learning(
                 assert _chart(page, "#chart-lag", "#9333ea")["xs"] > 0
                 assert _points(page, "#chart-rate") > 0
                 assert page.is_hidden("#join")  # this trainer joins no labels
+                _zoom_holds_while_new_points_come(page, curve, count)
 
                 page.wait_for_function(
                     "() => document.querySelector('#served-version').textContent.includes('@')",
