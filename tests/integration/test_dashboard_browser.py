@@ -26,6 +26,7 @@ from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.serving.app import BackgroundServer, create_app, create_kafka_app
 from streamtrain.serving.follower import MetricsHub, StaticSnapshotSource
+from streamtrain.serving.report import render_report
 from streamtrain.serving.tokens import parse_tokens
 from streamtrain.state.keys import SigningKey
 
@@ -92,6 +93,56 @@ def _points(page: Any, selector: str) -> int:
     return int(page.get_attribute(selector, "data-points") or 0)
 
 
+# What uPlot holds and drew in a chart host: the values of its first line (the whole-run
+# curve), and how many pixels of the plot area have that line's colour.
+_CHART_STATE = """([selector, color]) => {
+  const host = document.querySelector(selector);
+  const u = window.StreamtrainCharts.uplot(host);
+  if (!u) return null;
+  const ys = u.data[1].filter((v) => v != null);
+  const { left, top, width, height } = u.bbox;
+  const px = u.ctx.getImageData(left, top, width, height).data;
+  const want = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+  let inked = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    if (px[i + 3] > 200 && want.every((c, k) => Math.abs(px[i + k] - c) < 24)) inked++;
+  }
+  return { xs: u.data[0].length, ys, inked, label: u.series[1].label };
+}"""
+
+
+def _chart(page: Any, selector: str, color: str) -> dict[str, Any]:
+    state = page.evaluate(_CHART_STATE, [selector, color])
+    assert state is not None, f"no chart in {selector}"
+    return dict(state)
+
+
+def _zoom_holds_while_new_points_come(page: Any, curve: str, count: str) -> None:
+    """Drag across a curve: uPlot zooms in, and stays zoomed while points arrive; a
+    double-click zooms out to the whole curve again."""
+    x_scale = (
+        "(() => { const u = window.StreamtrainCharts.uplot(document.querySelector("
+        f"'{curve}')); return [u.scales.x.min, u.scales.x.max, u.data[0].at(-1)]; }})()"
+    )
+    box = page.locator(curve + " .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    page.mouse.up()
+    zoomed = page.evaluate(x_scale)
+    assert zoomed[1] < zoomed[2]  # the view ends before the newest point
+    n = page.evaluate(count)
+    page.wait_for_function(f"() => ({count}) >= {n + 2}", timeout=30_000)
+    assert page.evaluate(x_scale)[:2] == zoomed[:2]
+    page.mouse.dblclick(box["x"] + box["width"] * 0.5, y)
+    n = page.evaluate(count)
+    page.wait_for_function(f"() => ({count}) >= {n + 1}", timeout=30_000)
+    low, high, newest = page.evaluate(x_scale)
+    assert high == newest and low < zoomed[0]
+
+
 def test_dashboard_shows_the_model_learning(
     kafka_bootstrap: str, unique_name: Callable[..., str]
 ) -> None:
@@ -147,19 +198,36 @@ def test_dashboard_shows_the_model_learning(
                 base = server.url
                 page.goto(base + "/")
 
-                curve = '[data-metric="ROCAUC"] canvas'
-                page.wait_for_selector(curve, timeout=60_000)
-                count = f"Number(document.querySelector('{curve}').dataset.points)"
-                page.wait_for_function(f"() => {count} >= 10", timeout=60_000)
-                before = _points(page, curve)
+                curve = '[data-metric="ROCAUC"]'
+                page.wait_for_selector(curve, timeout=60_000)  # a record with ROCAUC came
+                # The whole-run line's points in uPlot's data (undefined: another line's x).
+                count = (
+                    "window.StreamtrainCharts.uplot(document.querySelector("
+                    f"'{curve}'))?.data[1].filter((v) => v != null).length ?? 0"
+                )
+                try:
+                    page.wait_for_function(f"() => ({count}) >= 5", timeout=60_000)
+                except sync_api.TimeoutError:
+                    pytest.fail(f"the ROCAUC curve did not fill: {problems}, {requests[-5:]}")
+                before = _chart(page, curve, "#2563eb")
                 records_before = page.evaluate("window.streamtrain.records()")
                 # The trainer reports twice a second: the curve must grow while we watch.
-                page.wait_for_function(f"() => {count} >= {before + 6}", timeout=30_000)
+                grown = len(before["ys"]) + 6
+                page.wait_for_function(f"() => ({count}) >= {grown}", timeout=30_000)
                 assert page.evaluate("window.streamtrain.records()") > records_before
-                assert _points(page, '[data-metric="Accuracy"] canvas') > 0
-                assert _points(page, "#chart-rate canvas") > 0
-                assert _points(page, "#chart-lag canvas") > 0
+                after = _chart(page, curve, "#2563eb")
+                assert len(after["ys"]) >= grown  # uPlot got the new points
+                assert after["inked"] > 100  # and drew them: the curve's blue is on the canvas
+                assert after["label"] == "cumulative (whole run)"
+                # The curve starts where ROCAUC is defined, not at River's 0 before both
+                # classes were seen.
+                assert after["ys"][0] != 0
+                assert _chart(page, '[data-metric="Accuracy"]', "#2563eb")["inked"] > 0
+                assert _chart(page, "#chart-rate", "#0891b2")["inked"] > 0
+                assert _chart(page, "#chart-lag", "#9333ea")["xs"] > 0
+                assert _points(page, "#chart-rate") > 0
                 assert page.is_hidden("#join")  # this trainer joins no labels
+                _zoom_holds_while_new_points_come(page, curve, count)
 
                 page.wait_for_function(
                     "() => document.querySelector('#served-version').textContent.includes('@')",
@@ -279,3 +347,43 @@ def test_dashboard_signs_in_with_a_read_token() -> None:
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_report_draws_its_charts_offline(tmp_path: Path) -> None:
+    """The HTML report opened from a file: uPlot, inlined and allowed by its hash, draws every
+    chart, and the page asks for nothing but itself."""
+    records = [
+        {
+            "kind": "progress",
+            "ts": 1_800_000_000.0 + i / 2,
+            "elapsed_seconds": i / 2,
+            "events_learned": 100 * (i + 1),
+            "events_per_second": 200.0,
+            "total_lag": 40 - i,
+            "metrics": {"ROCAUC": 0.0 if i < 3 else 0.6 + i / 200},
+            "rolling": {"ROCAUC": 0.0 if i < 3 else 0.65},
+        }
+        for i in range(40)
+    ]
+    path = tmp_path / "report.html"
+    path.write_text(render_report("offline", records), encoding="utf-8")
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}"))
+            page.goto(path.as_uri())
+            page.wait_for_selector("[data-chart='2'] .uplot canvas", timeout=10_000)
+            curve = _chart(page, "[data-chart='0']", "#2563eb")
+            rate = _chart(page, "[data-chart='1']", "#0891b2")
+            lag = _chart(page, "[data-chart='2']", "#9333ea")
+        finally:
+            browser.close()
+    assert curve["ys"][0] == 0.6 + 3 / 200 and len(curve["ys"]) == 37  # from where defined
+    assert curve["inked"] > 100 and rate["inked"] > 0 and lag["inked"] > 100
+    assert not problems, problems  # a script the policy blocked would be reported here
+    assert requests == [path.as_uri()]

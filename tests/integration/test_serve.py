@@ -306,7 +306,7 @@ def test_serve_follows_a_learning_model(
     assert code == 0
     page = report.read_text()
     assert f"{feeder.sent:,}" in page  # the final events learned
-    assert page.count("<svg") >= 3  # ROCAUC curve, throughput, lag
+    assert page.count("data-chart='") >= 3  # ROCAUC curve, throughput, lag (uPlot, inline)
     assert "final report" in page
     assert (
         main(

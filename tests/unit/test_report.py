@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
-import math
+import fnmatch
+import json
 import re
+import tomllib
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamtrain.serving.charts import axis_format, nice_ticks
+import streamtrain.serving
+from streamtrain.serving.charts import defined_points, inline_script, script_hash, segments
 from streamtrain.serving.report import render_report, split_runs
 
 EVIL = "<script>alert(1)</script>"
@@ -47,18 +50,41 @@ def _two_runs() -> list[dict[str, Any]]:
 
 
 class _Refs(HTMLParser):
-    """Collects every attribute that would make a browser fetch something."""
+    """Collects every attribute that would make a browser fetch something, and the scripts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.refs: list[tuple[str, str, str]] = []
         self.tags: list[str] = []
+        self.scripts: list[tuple[str | None, str]] = []  # (type, text)
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         for name, value in attrs:
             if name in ("src", "href", "srcset", "action", "data") and value:
                 self.refs.append((tag, name, value))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append((dict(attrs).get("type"), ""))
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script:
+            kind, text = self.scripts[-1]
+            self.scripts[-1] = (kind, text + data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+
+def _charts(page: str) -> list[dict[str, Any]]:
+    """The chart specs a report's script draws, in the order of their placeholders."""
+    found = re.search(r"<script type='application/json' id='chart-data'>(.*?)</script>", page)
+    assert found is not None
+    specs: list[dict[str, Any]] = json.loads(found.group(1))
+    assert page.count("data-chart='") == len(specs)
+    return specs
 
 
 def test_report_shows_the_run() -> None:
@@ -66,7 +92,9 @@ def test_report_shows_the_run() -> None:
     page = render_report("m", records, generated_at=1_800_000_100.0)
     last = records[-1]
     assert "streamtrain report · m" in page
-    assert page.count("<svg") == 2 + 2  # ROCAUC and LogLoss curves, throughput, lag
+    charts = _charts(page)
+    # ROCAUC and LogLoss curves, throughput, lag
+    assert [c["yLabel"] for c in charts] == ["ROCAUC", "LogLoss", "events/s", "records"]
     assert f"{last['metrics']['ROCAUC']:.4f}" in page  # final cumulative
     assert f"{last['rolling']['ROCAUC']:.4f}" in page  # final rolling
     assert f"{last['events_learned']:,}" in page
@@ -75,20 +103,44 @@ def test_report_shows_the_run() -> None:
     assert "bad-features" in page and ">21<" in page  # dead letters by reason
     assert "2026-" not in page or "UTC" in page
     # the whole-run and rolling-window series of ROCAUC, the whole-run one of LogLoss
-    assert page.count("stroke-dasharray='6 4'") == 1 + 1  # rolling line + its legend
+    assert [[s["label"] for s in c["series"]] for c in charts[:2]] == [
+        ["whole run", "rolling window"],
+        ["whole run"],
+    ]
+    assert charts[0]["series"][0]["points"] == [
+        [r["events_learned"], r["metrics"]["ROCAUC"]] for r in records
+    ]
+    assert charts[2]["series"][0]["points"][0] == [0.0, 2000.0]  # seconds since the first
 
 
 def test_report_is_self_contained_and_escapes_record_text() -> None:
     records = _two_runs()
-    records[-1] = _record(21, 5.5, spec=EVIL, dead_letter_reasons={"<img src=x onerror=1>": 3})
+    records[-1] = _record(
+        21,
+        5.5,
+        spec=EVIL,
+        dead_letter_reasons={"<img src=x onerror=1>": 3},
+        metrics={"ROCAUC": 0.7, EVIL: 0.5},
+    )
     page = render_report(EVIL, records)
     parser = _Refs()
     parser.feed(page)
     assert parser.refs == []  # nothing to fetch: no src, no href
-    assert "script" not in parser.tags and "img" not in parser.tags
+    assert "img" not in parser.tags
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;img src=x onerror=1&gt;" in page
     assert "default-src 'none'" in page  # CSP: even an injected reference would not load
+    # Two scripts: the charts' data (JSON, never run) and uPlot with charts.js, the only one
+    # the policy lets run, by its hash.
+    (data_type, data), (code_type, code) = parser.scripts
+    assert data_type == "application/json" and code_type is None
+    assert code == inline_script()
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', page)
+    assert policy is not None
+    assert f"script-src {script_hash(code)}" in policy.group(1)
+    assert "unsafe-inline" not in policy.group(1).split("script-src")[1]
+    assert "<" not in data  # record text cannot end the element…
+    assert EVIL in [c["yLabel"] for c in json.loads(data)]  # …and reaches the chart as it is
 
 
 def test_a_metric_at_negative_zero_prints_without_its_sign() -> None:
@@ -99,7 +151,27 @@ def test_a_metric_at_negative_zero_prints_without_its_sign() -> None:
 
 def test_report_of_no_records() -> None:
     page = render_report("nobody", [])
-    assert "No metrics records" in page and "<svg" not in page
+    assert "No metrics records" in page and "<script" not in page
+    assert "script-src 'none'" in page
+
+
+def test_curves_start_where_the_metric_is_defined() -> None:
+    # River's ROCAUC is 0 (-0.0) until both classes were seen: those reports are no points of
+    # the curve, nor the run's lowest value.
+    values = [-0.0, 0.0, 0.0, 0.62, 0.71, 0.0, 0.66]
+    records = [_record(i, i * 0.5, metrics={"ROCAUC": v}, rolling={}) for i, v in enumerate(values)]
+    page = render_report("m", records)
+    curve = _charts(page)[0]["series"][0]["points"]
+    assert curve == [[4000, 0.62], [5000, 0.71], [6000, 0.0], [7000, 0.66]]
+    row = re.search(r"<tr><td>ROCAUC</td>(.*?)</tr>", page)
+    assert row is not None
+    assert re.findall(r">([-\d.]+)<", row.group(1)) == ["0.6600", "0.0000", "0.7100"]
+
+
+def test_a_metric_that_never_leaves_zero_is_drawn_whole() -> None:
+    records = [_record(i, i * 0.5, metrics={"R2": 0.0}, rolling={}) for i in range(3)]
+    points = _charts(render_report("m", records))[0]["series"][0]["points"]
+    assert [y for _, y in points] == [0.0, 0.0, 0.0]
 
 
 def test_runs_split_at_final_records_and_restarts() -> None:
@@ -116,38 +188,42 @@ def test_learning_curve_breaks_where_events_learned_went_back() -> None:
     # After a crash, a restored trainer reports from its last checkpoint, behind the last
     # report of the crashed one: that must not be drawn as a line going backwards.
     records = [_record(i, i * 0.5) for i in range(6)] + [_record(2 + i, i) for i in range(4)]
+    # charts.js starts a new line where x goes back; the spec keeps the points in order.
     page = render_report("m", records)
-    curve = re.search(r"<svg[^>]*aria-label='ROCAUC by events learned'.*?</svg>", page)
-    assert curve is not None
-    first_path = re.search(r"<path d='([^']*)' fill='none'", curve.group(0))
-    assert first_path is not None
-    assert first_path.group(1).count("M") == 2
+    points = [(x, y) for x, y in _charts(page)[0]["series"][0]["points"]]
+    assert [len(s) for s in segments(points)] == [6, 4]
 
 
-@given(
-    lo=st.floats(-1e12, 1e12, allow_nan=False),
-    span=st.floats(1e-9, 1e12, allow_nan=False),
-    count=st.integers(2, 12),
-)
-def test_nice_ticks_are_even_and_inside(lo: float, span: float, count: int) -> None:
-    hi = lo + span
-    if span < abs(lo) * 1e-6:
-        return  # below what a double resolves at this magnitude; charts pad such ranges
-    step, ticks = nice_ticks(lo, hi, count)
-    assert step > 0
-    assert 1 <= len(ticks) <= 2 * count + 2
-    tol = step * 1e-6
-    assert all(lo - tol <= t <= hi + tol for t in ticks)
-    gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert all(math.isclose(g, step, rel_tol=1e-6, abs_tol=tol) for g in gaps)
-    mantissa = step / 10 ** math.floor(math.log10(step))
-    assert any(math.isclose(mantissa, m, rel_tol=1e-9) for m in (1, 2, 5, 10))
+_POINT = st.tuples(st.integers(0, 50), st.sampled_from([-0.0, 0.0, 0.25, 0.5]))
 
 
-def test_axis_labels_use_one_unit() -> None:
-    fmt = axis_format([2000, 4000, 6000, 8000, 10000, 12000], 2000)
-    assert [fmt(v) for v in (2000, 10000, 12000)] == ["2k", "10k", "12k"]
-    fmt = axis_format([0.5, 0.52, 0.54], 0.02)
-    assert [fmt(v) for v in (0.5, 0.52)] == ["0.50", "0.52"]
-    fmt = axis_format([0, 500, 1000, 1500], 500)
-    assert fmt(1500) == "1,500"
+@given(st.lists(_POINT, max_size=30))
+def test_defined_points_drop_only_leading_zeros_of_each_segment(
+    points: list[tuple[int, float]],
+) -> None:
+    kept = defined_points(points)
+    segs = segments(points)
+    assert len(segments(kept)) <= len(segs)
+    for seg in segs:
+        tail = seg[next((i for i, (_, y) in enumerate(seg) if y != 0), 0) :]
+        assert tail == kept[: len(tail)]  # each segment's points from its first non-zero on
+        kept = kept[len(tail) :]
+    assert kept == []
+
+
+def test_every_static_file_is_package_data() -> None:
+    # A wheel carries only what pyproject's package-data names: uPlot's files sit a folder down.
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["streamtrain.serving"]
+    package = Path(streamtrain.serving.__file__).parent
+    files = [p.relative_to(package).as_posix() for p in (package / "static").rglob("*")]
+    files = [f for f in files if (package / f).is_file()]
+    assert "static/uplot/uPlot.iife.min.js" in files and "static/uplot/LICENSE" in files
+
+    def matches(path: str, pattern: str) -> bool:  # setuptools' globs: "*" stops at "/"
+        parts, globs = path.split("/"), pattern.split("/")
+        return len(parts) == len(globs) and all(map(fnmatch.fnmatchcase, parts, globs))
+
+    missing = [f for f in files if not any(matches(f, p) for p in patterns)]
+    assert missing == []

@@ -2,9 +2,10 @@
 
 :func:`read_metrics_records` reads every retained record of one model from the metrics topic
 (format: :mod:`streamtrain.formats`); :func:`render_report` turns them into one HTML file
-(the page template ``static/report.html``) with inline SVG charts (:mod:`.charts`) and inline
-CSS: no script, nothing loaded from anywhere (its Content-Security-Policy forbids it), so it
-can be mailed or archived as it is.
+(the page template ``static/report.html``) whose charts uPlot draws (:mod:`.charts`), with the
+script, its stylesheet and the charts' data inline: nothing is loaded from anywhere (its
+Content-Security-Policy allows that one script by its hash and forbids every fetch), so it can
+be mailed or archived as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 from streamtrain.config import KafkaSettings
 from streamtrain.formats import DEFAULT_METRICS_TOPIC, FINAL, decode_metrics_record
 from streamtrain.kafka.reader import TopicReader
-from streamtrain.serving.charts import Series, svg_line_chart
+from streamtrain.serving.charts import (
+    Series,
+    chart_data_json,
+    chart_spec,
+    defined_points,
+    inline_css,
+    inline_script,
+    script_hash,
+)
 from streamtrain.serving.follower import ModelKeys
 
 __all__ = [
@@ -109,30 +118,32 @@ def render_report(
     generated = _utc(generated_at if generated_at is not None else time.time())
     if not records:
         body = f"<p class='empty'>No metrics records of model <b>{_e(name)}</b>.</p>"
-        return _page(name, generated, body)
+        return _page(name, generated, body, [])
     runs = split_runs(records)
     last = records[-1]
     first = records[0]
+    charts = _Charts()
     parts = [
         _summary(records, runs),
         _final_metrics(records),
         "<h2>Learning curves</h2>",
         "<p class='hint'>Progressive validation: each event is predicted before the model "
         "learns it. x: events learned. Solid: the metric over the whole run; dashed: over the "
-        "rolling window (when the trainer tracked one).</p>",
+        "rolling window (when the trainer tracked one). Drag on a chart to zoom, double-click "
+        "to zoom out; the legend shows the values under the cursor.</p>",
         "<div class='grid'>",
-        *_learning_curves(records),
+        *_learning_curves(records, charts),
         "</div>",
         "<div class='grid'>",
         _card(
             "Throughput",
             "events learned per second",
-            _time_chart(records, "events_per_second", "events/s", "#0891b2", first),
+            charts.add(_time_chart(records, "events_per_second", "events/s", "#0891b2", first)),
         ),
         _card(
             "Consumer lag",
             "records on the topic not yet learned",
-            _time_chart(records, "total_lag", "records", "#9333ea", first),
+            charts.add(_time_chart(records, "total_lag", "records", "#9333ea", first, "int")),
         ),
         "</div>",
         "<div class='grid'>",
@@ -140,7 +151,20 @@ def render_report(
         _card("Runs", "one row per trainer process", _runs_table(runs)),
         "</div>",
     ]
-    return _page(name, generated, "\n".join(parts))
+    return _page(name, generated, "\n".join(parts), charts.specs)
+
+
+class _Charts:
+    """The specs of a page's charts, in the order their placeholders are written."""
+
+    def __init__(self) -> None:
+        self.specs: list[dict[str, Any]] = []
+
+    def add(self, spec: dict[str, Any]) -> str:
+        if not spec["series"]:
+            return "<p class='empty'>No data.</p>"
+        self.specs.append(spec)
+        return f"<div class='chart' data-chart='{len(self.specs) - 1}'></div>"
 
 
 def _summary(records: Sequence[dict[str, Any]], runs: list[Run]) -> str:
@@ -182,11 +206,7 @@ def _final_metrics(records: Sequence[dict[str, Any]]) -> str:
         return ""
     rows = []
     for metric in _metric_names(records):
-        values = [
-            v
-            for v in (_num((r.get("metrics") or {}).get(metric)) for r in records)
-            if v is not None
-        ]
+        values = [y for _, y in _points(records, "metrics", metric)]
         rows.append(
             "<tr>"
             f"<td>{_e(metric)}</td>"
@@ -205,20 +225,15 @@ def _final_metrics(records: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _learning_curves(records: Sequence[dict[str, Any]]) -> Iterable[str]:
+def _learning_curves(records: Sequence[dict[str, Any]], charts: _Charts) -> Iterable[str]:
     for metric in _metric_names(records):
         cumulative = _points(records, "metrics", metric)
         rolling = _points(records, "rolling", metric)
         series = [Series("whole run", CUMULATIVE, cumulative, width=2.2)]
         if rolling:
             series.append(Series("rolling window", ROLLING, rolling, dashed=True, width=1.4))
-        chart = svg_line_chart(
-            series,
-            x_label="events learned",
-            y_label=metric,
-            breaks=lambda a, b: b < a,
-        )
-        yield _card(metric, "learning curve", chart)
+        chart = chart_spec(series, x_label="events learned", y_label=metric)
+        yield _card(metric, "learning curve", charts.add(chart))
 
 
 def _points(
@@ -232,24 +247,30 @@ def _points(
         # Before the first event a metric is a placeholder (0), not a point of the curve.
         if x is not None and x > 0 and y is not None:
             out.append((x, y))
-    return out
+    return defined_points(out)
 
 
 def _time_chart(
-    records: Sequence[dict[str, Any]], field: str, unit: str, color: str, first: dict[str, Any]
-) -> str:
+    records: Sequence[dict[str, Any]],
+    field: str,
+    unit: str,
+    color: str,
+    first: dict[str, Any],
+    value_format: str = "compact",
+) -> dict[str, Any]:
     t0 = _num(first.get("ts")) or 0.0
     points = []
     for r in records:
         t, y = _num(r.get("ts")), _num(r.get(field))
         if t is not None and y is not None:
             points.append((t - t0, y))
-    return svg_line_chart(
+    return chart_spec(
         [Series(unit, color, points, fill=True)],
         x_label="seconds since the first report",
         y_label=unit,
+        value_format=value_format,
         y_zero=True,
-        breaks=lambda a, b: b - a > _GAP_SECONDS or b < a,
+        gap=_GAP_SECONDS,
     )
 
 
@@ -299,9 +320,26 @@ def _card(title: str, hint: str, content: str) -> str:
     )
 
 
-def _page(name: str, generated: str, body: str) -> str:
+def _page(name: str, generated: str, body: str, specs: Sequence[dict[str, Any]]) -> str:
     # Template substitutes plain text once; ``body`` is already-escaped HTML.
-    return _template().substitute(name=_e(name), generated=_e(generated), body=body)
+    # The charts' data is JSON (never run: no hash allows it); the one script that runs is
+    # uPlot with charts.js, allowed by its hash.
+    scripts, script_src = "", "'none'"
+    if specs:
+        script = inline_script()
+        scripts = (
+            f"<script type='application/json' id='chart-data'>{chart_data_json(specs)}</script>\n"
+            f"<script>{script}</script>"
+        )
+        script_src = script_hash(script)
+    return _template().substitute(
+        name=_e(name),
+        generated=_e(generated),
+        body=body,
+        uplot_css=inline_css(),
+        scripts=scripts,
+        script_src=script_src,
+    )
 
 
 @functools.cache

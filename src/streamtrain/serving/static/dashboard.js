@@ -1,13 +1,14 @@
 // streamtrain dashboard: metrics records arrive over server-sent events (/events), the served
-// model's state is polled from /model. Charts are drawn on <canvas> by hand: no libraries, no
-// network beyond this server. Every chart's canvas carries data-points (points drawn), and
-// window.streamtrain exposes counts, so tests can watch the page fill up.
+// model's state is polled from /model. Charts are drawn by uPlot through static/charts.js (both
+// served by this server; no network beyond it). Every chart's host carries data-points (points
+// given to its chart), and window.streamtrain exposes counts, so tests can watch the page fill.
 "use strict";
 
 (() => {
   const CUMULATIVE = "#2563eb";
-  const ROLLING = "rgba(249, 115, 22, 0.8)";
+  const ROLLING = "#f97316";
   const GAP_SECONDS = 5; // a pause longer than this in a time series is drawn as a gap
+  const Charts = window.StreamtrainCharts; // static/charts.js
   const state = {
     name: null,
     records: [],
@@ -18,7 +19,7 @@
     connected: false,
     lastRecordAt: 0,
   };
-  const charts = new Map();
+  const curves = new Map(); // metric name → its card
   const $ = (id) => document.getElementById(id);
 
   // -- formatting --------------------------------------------------------------------------
@@ -61,273 +62,6 @@
     return (v || "").replace(/@(\d+)/g, (_m, n) => "@" + intFmt.format(Number(n))) || "—";
   }
 
-  // -- axes --------------------------------------------------------------------------------
-
-  function niceStep(span, count) {
-    const raw = span / Math.max(count, 1);
-    const mag = 10 ** Math.floor(Math.log10(raw));
-    const n = raw / mag;
-    return (n < 1.5 ? 1 : n < 3 ? 2 : n < 7 ? 5 : 10) * mag;
-  }
-  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
-  function ticks(min, max, count, time) {
-    let step;
-    if (time) {
-      const want = (max - min) / 1000 / Math.max(count, 1);
-      step = (TIME_STEPS.find((s) => s >= want) || TIME_STEPS[TIME_STEPS.length - 1]) * 1000;
-    } else {
-      step = niceStep(max - min, count);
-    }
-    // Multiples k·step rather than a running sum, which drifts over many ticks.
-    const out = [];
-    const last = Math.floor(max / step + 1e-9);
-    for (let k = Math.ceil(min / step - 1e-9); k <= last; k++) out.push(k * step + 0); // no -0
-    return { step, values: out };
-  }
-  function decimalsFor(step) {
-    return step >= 1 ? 0 : Math.min(6, Math.ceil(-Math.log10(step) - 1e-9));
-  }
-  // One unit for a whole axis (2k 4k … 12k, not 2,000 … 10k), decimals from the tick step.
-  function axisFormat(values, step) {
-    const top = Math.max(...values.map(Math.abs), 0);
-    const [div, suffix] = top >= 1e9 ? [1e9, "G"] : top >= 1e6 ? [1e6, "M"] : top >= 1e4 ? [1e3, "k"] : [1, ""];
-    const dec = decimalsFor(step / div);
-    const nf = new Intl.NumberFormat("en-US", { minimumFractionDigits: dec, maximumFractionDigits: dec });
-    return (v) => nf.format(v / div) + suffix;
-  }
-
-  // -- a line chart on canvas --------------------------------------------------------------
-
-  class LineChart {
-    constructor(host, opts) {
-      this.opts = Object.assign({ xTime: false, yZero: false, yLabel: "", xLabel: "" }, opts);
-      this.canvas = document.createElement("canvas");
-      this.canvas.dataset.points = "0";
-      this.canvas.setAttribute("role", "img");
-      this.canvas.setAttribute("aria-label", opts.title || "chart");
-      host.appendChild(this.canvas);
-      this.series = [];
-      this.marker = null;
-      this.hover = null;
-      this.canvas.addEventListener("mousemove", (e) => this.onHover(e));
-      this.canvas.addEventListener("mouseleave", () => { this.hover = null; hideTip(); this.draw(); });
-      new ResizeObserver(() => this.draw()).observe(host);
-    }
-
-    setData(series, marker) {
-      this.series = series;
-      this.marker = marker;
-      let n = 0;
-      for (const s of series) n += s.points.length;
-      this.canvas.dataset.points = String(n);
-    }
-
-    layout() {
-      const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
-      return { w, h, l: 62, r: 14, t: 10, b: 38 };
-    }
-
-    bounds() {
-      let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
-      for (const s of this.series) {
-        for (const [x, y] of s.points) {
-          if (!Number.isFinite(y)) continue;
-          if (x < x0) x0 = x;
-          if (x > x1) x1 = x;
-          if (y < y0) y0 = y;
-          if (y > y1) y1 = y;
-        }
-      }
-      if (!Number.isFinite(x0)) return null;
-      if (this.marker != null && this.marker.x >= x0) x1 = Math.max(x1, this.marker.x);
-      if (x1 === x0) { x0 -= this.opts.xTime ? 5000 : 1; x1 += this.opts.xTime ? 5000 : 1; }
-      if (this.opts.yZero) y0 = Math.min(0, y0);
-      if (y1 === y0) { const d = Math.abs(y0) * 0.05 || 1; y0 -= d; y1 += d; }
-      const pad = (y1 - y0) * 0.06;
-      y1 += pad;
-      if (!(this.opts.yZero && y0 === 0)) y0 -= pad;
-      return { x0, x1, y0, y1 };
-    }
-
-    draw() {
-      const c = this.canvas, dpr = window.devicePixelRatio || 1;
-      const L = this.layout();
-      if (L.w === 0 || L.h === 0) return;
-      c.width = Math.round(L.w * dpr);
-      c.height = Math.round(L.h * dpr);
-      const g = c.getContext("2d");
-      g.setTransform(dpr, 0, 0, dpr, 0, 0);
-      g.clearRect(0, 0, L.w, L.h);
-      g.font = "11.5px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
-      const B = this.bounds();
-      if (!B) {
-        g.fillStyle = "#94a3b8";
-        g.textAlign = "center";
-        g.fillText("waiting for data…", L.w / 2, L.h / 2);
-        return;
-      }
-      const pw = L.w - L.l - L.r, ph = L.h - L.t - L.b;
-      const sx = (x) => L.l + ((x - B.x0) / (B.x1 - B.x0)) * pw;
-      const sy = (y) => L.t + ph - ((y - B.y0) / (B.y1 - B.y0)) * ph;
-      this.scale = { sx, sy, B, L, pw, ph };
-
-      // grid and y labels
-      const yt = ticks(B.y0, B.y1, Math.max(2, Math.floor(ph / 42)), false);
-      const yFmt = axisFormat(yt.values, yt.step);
-      g.strokeStyle = "#eef2f6";
-      g.lineWidth = 1;
-      g.fillStyle = "#64748b";
-      g.textAlign = "right";
-      g.textBaseline = "middle";
-      for (const v of yt.values) {
-        const y = Math.round(sy(v)) + 0.5;
-        g.beginPath(); g.moveTo(L.l, y); g.lineTo(L.l + pw, y); g.stroke();
-        g.fillText(yFmt(v), L.l - 8, y);
-      }
-      // x labels
-      const xt = ticks(B.x0, B.x1, Math.max(2, Math.floor(pw / 95)), this.opts.xTime);
-      const xFmt = this.opts.xTime ? fmtClock : axisFormat(xt.values, xt.step);
-      g.textAlign = "center";
-      g.textBaseline = "top";
-      for (const v of xt.values) {
-        const x = Math.round(sx(v)) + 0.5;
-        g.strokeStyle = "#f3f5f8";
-        g.beginPath(); g.moveTo(x, L.t); g.lineTo(x, L.t + ph); g.stroke();
-        g.strokeStyle = "#cbd5e1";
-        g.beginPath(); g.moveTo(x, L.t + ph); g.lineTo(x, L.t + ph + 4); g.stroke();
-        g.fillText(xFmt(v), x, L.t + ph + 7);
-      }
-      g.strokeStyle = "#cbd5e1";
-      g.beginPath(); g.moveTo(L.l, L.t + ph + 0.5); g.lineTo(L.l + pw, L.t + ph + 0.5); g.stroke();
-      if (this.opts.xLabel) {
-        g.fillStyle = "#94a3b8";
-        g.textAlign = "right";
-        g.fillText(this.opts.xLabel, L.l + pw, L.t + ph + 22);
-      }
-      if (this.opts.yLabel) {
-        g.save();
-        g.translate(12, L.t + ph / 2);
-        g.rotate(-Math.PI / 2);
-        g.textAlign = "center";
-        g.textBaseline = "middle";
-        g.fillStyle = "#94a3b8";
-        g.fillText(this.opts.yLabel, 0, 0);
-        g.restore();
-      }
-
-      // served-model marker
-      if (this.marker && this.marker.x >= B.x0 && this.marker.x <= B.x1) {
-        const x = Math.round(sx(this.marker.x)) + 0.5;
-        g.save();
-        g.strokeStyle = "#94a3b8";
-        g.setLineDash([3, 3]);
-        g.beginPath(); g.moveTo(x, L.t); g.lineTo(x, L.t + ph); g.stroke();
-        g.restore();
-        g.fillStyle = "#64748b";
-        g.textAlign = x > L.l + pw - 80 ? "right" : "left";
-        g.textBaseline = "top";
-        g.fillText(this.marker.label, x + (g.textAlign === "right" ? -5 : 5), L.t + 2);
-      }
-
-      // series
-      g.save();
-      g.beginPath();
-      g.rect(L.l, L.t - 2, pw + 2, ph + 4);
-      g.clip();
-      // Last series first: the first (the main line) is drawn on top.
-      for (const s of [...this.series].reverse()) {
-        g.strokeStyle = s.color;
-        g.lineWidth = s.width || 2;
-        g.lineJoin = "round";
-        g.setLineDash(s.dash ? [6, 4] : []);
-        g.beginPath();
-        let pen = false, prev = null, step = null;
-        for (const [x, y] of s.points) {
-          if (!Number.isFinite(y)) { pen = false; continue; }
-          // A pause breaks a time series; thinned older points are far apart but evenly so,
-          // so only a gap much wider than the spacing before it counts.
-          const dt = prev == null ? 0 : x - prev;
-          const broken = prev != null && (this.opts.xTime
-            ? dt > GAP_SECONDS * 1000 && (step == null || dt > 3 * step)
-            : x < prev);
-          if (!pen || broken) g.moveTo(sx(x), sy(y)); else g.lineTo(sx(x), sy(y));
-          pen = true;
-          if (prev != null) step = dt;
-          prev = x;
-        }
-        g.stroke();
-        if (s.fill && s.points.length > 1) {
-          g.setLineDash([]);
-          g.globalAlpha = 0.08;
-          g.fillStyle = s.color;
-          g.beginPath();
-          const pts = s.points.filter(([, y]) => Number.isFinite(y));
-          g.moveTo(sx(pts[0][0]), sy(Math.max(B.y0, 0)));
-          for (const [x, y] of pts) g.lineTo(sx(x), sy(y));
-          g.lineTo(sx(pts[pts.length - 1][0]), sy(Math.max(B.y0, 0)));
-          g.fill();
-          g.globalAlpha = 1;
-        }
-      }
-      g.restore();
-
-      // hover crosshair
-      if (this.hover) {
-        const x = Math.round(sx(this.hover.x)) + 0.5;
-        g.strokeStyle = "#94a3b8";
-        g.setLineDash([]);
-        g.beginPath(); g.moveTo(x, L.t); g.lineTo(x, L.t + ph); g.stroke();
-        for (const p of this.hover.values) {
-          if (!Number.isFinite(p.y)) continue;
-          g.fillStyle = p.color;
-          g.beginPath(); g.arc(sx(p.x), sy(p.y), 3.5, 0, Math.PI * 2); g.fill();
-        }
-      }
-    }
-
-    onHover(e) {
-      if (!this.scale) return;
-      const rect = this.canvas.getBoundingClientRect();
-      const { B, L, pw } = this.scale;
-      const px = e.clientX - rect.left;
-      if (px < L.l || px > L.l + pw) { this.hover = null; hideTip(); this.draw(); return; }
-      const xv = B.x0 + ((px - L.l) / pw) * (B.x1 - B.x0);
-      const values = [];
-      for (const s of this.series) {
-        let best = null, bd = Infinity;
-        for (const pt of s.points) {
-          const d = Math.abs(pt[0] - xv);
-          if (d <= bd) { bd = d; best = pt; } // <=: the newest of equal x wins
-        }
-        if (best) values.push({ name: s.label, color: s.color, x: best[0], y: best[1] });
-      }
-      if (!values.length) return;
-      this.hover = { x: values[0].x, values };
-      this.draw();
-      const head = this.opts.xTime ? fmtClock(values[0].x) : `${fmtInt(values[0].x)} events`;
-      const fmt = this.opts.format || fmtMetric;
-      const tip = $("tooltip");
-      tip.replaceChildren();
-      const h = document.createElement("div");
-      h.textContent = head;
-      h.style.color = "#94a3b8";
-      tip.appendChild(h);
-      for (const v of values) {
-        const row = document.createElement("div");
-        const sw = document.createElement("span");
-        sw.className = "sw";
-        sw.style.background = v.color;
-        row.append(sw, `${v.name}: ${fmt(v.y)}`);
-        tip.appendChild(row);
-      }
-      tip.hidden = false;
-      const tx = Math.min(e.clientX + 14, window.innerWidth - tip.offsetWidth - 8);
-      tip.style.left = `${tx}px`;
-      tip.style.top = `${e.clientY + 14}px`;
-    }
-  }
-  function hideTip() { $("tooltip").hidden = true; }
-
   // -- data → page -------------------------------------------------------------------------
 
   function metricNames() {
@@ -336,12 +70,14 @@
     return [...names];
   }
 
+  // One card per metric; its chart's legend (uPlot's) names the lines and shows the values
+  // under the cursor.
   function curveCard(name) {
-    let chart = charts.get("curve:" + name);
-    if (chart) return chart;
+    let card = curves.get(name);
+    if (card) return card;
     $("curves-empty")?.remove();
-    const card = document.createElement("div");
-    card.className = "card";
+    const el = document.createElement("div");
+    el.className = "card";
     const head = document.createElement("div");
     head.className = "curve-head";
     const title = document.createElement("h3");
@@ -349,32 +85,26 @@
     const now = document.createElement("div");
     now.className = "curve-now";
     head.append(title, now);
-    const legend = document.createElement("div");
-    legend.className = "legend";
     const host = document.createElement("div");
     host.className = "chart";
     host.dataset.metric = name;
-    card.append(head, legend, host);
-    $("curves").appendChild(card);
-    chart = new LineChart(host, { title: `${name} learning curve`, xLabel: "events learned" });
-    chart.now = now;
-    chart.legend = legend;
-    charts.set("curve:" + name, chart);
-    return chart;
+    el.append(head, host);
+    $("curves").appendChild(el);
+    card = { host, now };
+    curves.set(name, card);
+    return card;
   }
 
-  function setLegend(el, items) {
-    const key = items.map((i) => i.label).join("|");
-    if (el.dataset.key === key) return;
-    el.dataset.key = key;
-    el.replaceChildren(...items.map((i) => {
-      const span = document.createElement("span");
-      const swatch = document.createElement("i");
-      swatch.style.borderColor = i.color;
-      if (i.dash) swatch.className = "dashed";
-      span.append(swatch, i.label);
-      return span;
-    }));
+  // The points of one metric's curve from where it is defined (charts.js, definedPoints).
+  function curvePoints(recs, field, name) {
+    const points = [];
+    for (const r of recs) {
+      const x = r.events_learned;
+      if (!(x > 0)) continue; // a metric of nothing learned yet is a placeholder, not a point
+      const v = r[field]?.[name];
+      if (Number.isFinite(v)) points.push([x, v]);
+    }
+    return Charts.segments(points).flatMap(Charts.definedPoints);
   }
 
   function render() {
@@ -383,45 +113,37 @@
     document.body.dataset.records = String(recs.length);
     $("run-records").textContent = fmtInt(recs.length);
     const served = state.model && state.model.loaded ? state.model : null;
-    const marker = served ? { x: served.events_learned, label: "served checkpoint" } : null;
+    const markers = served ? [{ x: served.events_learned, label: "served checkpoint" }] : [];
 
-    // learning curves, one card per metric
+    // learning curves, one card per metric; same two colours on every card
     metricNames().forEach((name) => {
-      const chart = curveCard(name);
-      const cumulative = [], rolling = [];
-      for (const r of recs) {
-        const x = r.events_learned;
-        if (!(x > 0)) continue; // a metric of nothing learned yet is a placeholder, not a point
-        if (r.metrics && name in r.metrics) cumulative.push([x, r.metrics[name]]);
-        if (r.rolling && name in r.rolling) rolling.push([x, r.rolling[name]]);
-      }
-      // Same two colours on every card, so one glance at any legend reads them all.
+      const card = curveCard(name);
+      const cumulative = curvePoints(recs, "metrics", name);
+      const rolling = curvePoints(recs, "rolling", name);
       const series = [{ label: "cumulative (whole run)", color: CUMULATIVE, points: cumulative, width: 2.4 }];
       if (rolling.length) series.push({ label: "rolling window", color: ROLLING, dash: true, points: rolling, width: 1.3 });
-      chart.setData(series, marker);
-      setLegend(chart.legend, series);
+      Charts.render(card.host, { xLabel: "events learned", yLabel: name, format: "metric", series, markers });
       const nowV = last?.metrics?.[name], nowR = last?.rolling?.[name];
-      chart.now.replaceChildren();
+      card.now.replaceChildren();
       const b = document.createElement("b");
       b.textContent = fmtMetric(nowV);
-      chart.now.append(b);
-      if (nowR != null) chart.now.append(`  ·  rolling ${fmtMetric(nowR)}`);
+      card.now.append(b);
+      if (nowR != null) card.now.append(`  ·  rolling ${fmtMetric(nowR)}`);
     });
 
     // throughput and lag over time
     const rate = [], lag = [];
     for (const r of recs) {
-      const t = r.ts * 1000;
-      rate.push([t, r.events_per_second]);
-      lag.push([t, r.total_lag]);
+      if (Number.isFinite(r.events_per_second)) rate.push([r.ts, r.events_per_second]);
+      if (Number.isFinite(r.total_lag)) lag.push([r.ts, r.total_lag]);
     }
-    charts.get("rate").setData([{ label: "events/s", color: "#0891b2", points: rate, fill: true }], null);
-    charts.get("lag").setData([{ label: "records behind", color: "#9333ea", points: lag, fill: true }], null);
+    const timeChart = { xLabel: "time", xTime: true, yZero: true, gap: GAP_SECONDS, height: 200 };
+    Charts.render($("chart-rate"), { ...timeChart, yLabel: "events/s", format: "compact", series: [{ label: "events/s", color: "#0891b2", points: rate, fill: true }] });
+    Charts.render($("chart-lag"), { ...timeChart, yLabel: "records", format: "int", series: [{ label: "records behind", color: "#9333ea", points: lag, fill: true }] });
 
     renderTiles(last);
     renderDeadLetters(last);
     if (window.streamtrainJoin) window.streamtrainJoin.render(last); // static/join.js
-    for (const c of charts.values()) c.draw();
   }
 
   function renderTiles(last) {
@@ -611,8 +333,6 @@
   }
 
   async function start() {
-    charts.set("rate", new LineChart($("chart-rate"), { xTime: true, yZero: true, yLabel: "events/s", format: fmtCompact, title: "throughput" }));
-    charts.set("lag", new LineChart($("chart-lag"), { xTime: true, yZero: true, yLabel: "records", format: fmtInt, title: "consumer lag" }));
     try {
       const cfg = await (await fetch("dashboard.json", { cache: "no-store" })).json();
       state.name = cfg.name;
@@ -629,7 +349,7 @@
 
   window.streamtrain = {
     records: () => state.records.length,
-    points: () => [...charts.values()].reduce((n, c) => n + Number(c.canvas.dataset.points), 0),
+    points: () => [...document.querySelectorAll("[data-points]")].reduce((n, el) => n + Number(el.dataset.points), 0),
     model: () => state.model,
   };
   start();
