@@ -46,6 +46,7 @@ from streamtrain.records.models import model_shape
 from streamtrain.state.payload import TrainState
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
+from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
     KafkaClients,
@@ -108,6 +109,8 @@ class Trainer:
         self._template = ProgressiveEvaluator(
             model, metrics, build_rolling(metrics, settings.rolling_window)
         )
+        # Challengers get the champion's metric specs, as fresh objects; bad specs fail here.
+        self._roster = Roster(settings.challenger_specs(), metrics, model, settings.rolling_window)
         model_shape(settings.record_shape(), model, warn=True)  # says what it will refuse
         if settings.fast_path and not self._template.rolling:
             # Compile or load the kernel while this trainer connects (and, named, restores):
@@ -421,7 +424,13 @@ class Trainer:
 
     def _registry(self, checkpointing: Checkpointing | None) -> TaskRegistry:
         registry = new_registry(
-            self.settings, self.kafka, self._template, checkpointing, self._checkpoint, self.clock
+            self.settings,
+            self.kafka,
+            self._template,
+            checkpointing,
+            self._checkpoint,
+            self.clock,
+            self._roster,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
@@ -475,9 +484,10 @@ def new_registry(
     checkpointing: Checkpointing | None,
     checkpoint: Callable[[Consumer], object],
     clock: Callable[[], float],
+    roster: Roster | None = None,
 ) -> TaskRegistry:
     """The registry of a trainer's tasks, each built as ``settings`` say (River or compiled,
-    joined or not)."""
+    joined or not, with the challengers of ``roster``)."""
     ts = settings.from_timestamp
     join = join_spec(settings)
     shape = model_shape(settings.record_shape(), template.model)
@@ -485,7 +495,7 @@ def new_registry(
         name=settings.name,
         partitioned=settings.partitioned,
         build=lambda key, state: Task.from_state(
-            key, state, fast=settings.fast_path, join=join, shape=shape
+            key, state, fast=settings.fast_path, join=join, shape=shape, roster=roster
         ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),
