@@ -3,12 +3,15 @@ champion's unchanged to the bit, their state in the checkpoint payload."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import pickle
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 from river import datasets, evaluate, linear_model, preprocessing, tree
 
 from streamtrain.cli.main import main
@@ -18,13 +21,14 @@ from streamtrain.errors import ConfigError
 from streamtrain.fastpath import fast_evaluator_for
 from streamtrain.state.payload import TrainState, freeze, thaw
 from streamtrain.train.challengers import Roster, parse_challengers
-from streamtrain.train.progress import Progress
+from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.progressive import build_metrics
+from streamtrain.train.reporting import challenger_summary
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import SimpleRecord
 from streamtrain.train.tasks import Task
 from streamtrain.train.telemetry import progress_record
-from streamtrain.train.view import LogView
+from streamtrain.train.view import LiveView, LogView, final_line
 
 CHALLENGERS = ("HoeffdingTreeClassifier", "lr=StandardScaler | LogisticRegression(l2=0.01)")
 METRICS = ("ROCAUC", "Accuracy", "LogLoss")
@@ -227,3 +231,61 @@ def test_reports_show_each_challenger(capsys: pytest.CaptureFixture[str]) -> Non
     LogView(every=0).on_progress(progress)
     line = capsys.readouterr().err
     assert "| c1 learned=" in line and "| lr learned=" in line
+
+
+def test_live_view_and_final_line_show_each_challenger() -> None:
+    task = _task(False)
+    _learn(task, _records()[:300])
+    values = task.evaluator.values()
+    progress = Progress(
+        topic="t",
+        model="m",
+        events_learned=task.events_learned,
+        dead_lettered=0,
+        events_per_second=1.0,
+        elapsed_seconds=1.0,
+        metrics=values,
+        lag={},
+        dead_letter_reasons={},
+        challengers=task.challengers.summary(),
+    )
+    console = Console(record=True, width=160, file=io.StringIO())
+    console.print(LiveView("t", console)._render(progress))
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if "ROCAUC" in line]
+    assert [row.split()[1] for row in rows] == ["champion", "c1", "lr"]
+    summary = Summary(
+        topic="t",
+        group="g",
+        model="m",
+        events_learned=300,
+        dead_lettered=0,
+        dead_letter_reasons={},
+        dead_letter_failures=0,
+        metrics=values,
+        positions={},
+        elapsed_seconds=1.0,
+        events_per_second=1.0,
+        stopped_because="idle",
+        challengers=task.challengers.summary(),
+    )
+    line = final_line(summary)
+    assert "; c1 (HoeffdingTreeClassifier): ROCAUC" in line and line.endswith("[idle]")
+    assert Summary(**{**summary.__dict__, "challengers": {}}).to_dict()["challengers"] == {}
+
+
+def test_replicas_combine_like_the_champion() -> None:
+    """A partitioned model's challenger: counts summed, metrics weighted by events learned."""
+    tasks = {}
+    records = _records()
+    for p, part in enumerate((records[:400], records[400:])):
+        task = _task(False)
+        _learn(task, part)
+        tasks[f"m/p{p}"] = task
+    registry = SimpleNamespace(tasks=tasks)
+    combined = challenger_summary(registry)  # type: ignore[arg-type]
+    parts = [t.challengers["lr"] for t in tasks.values()]
+    total = sum(c.events_learned for c in parts)
+    assert combined["lr"]["events_learned"] == total == len(PHISHING)
+    expected = sum(c.evaluator.values()["ROCAUC"] * c.events_learned / total for c in parts)
+    assert combined["lr"]["metrics"]["ROCAUC"] == pytest.approx(expected, abs=1e-12)
