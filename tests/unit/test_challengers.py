@@ -26,7 +26,7 @@ from streamtrain.train.progressive import build_metrics
 from streamtrain.train.reporting import challenger_summary
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import SimpleRecord
-from streamtrain.train.tasks import Task
+from streamtrain.train.tasks import JoinSpec, Task
 from streamtrain.train.telemetry import progress_record
 from streamtrain.train.view import LiveView, LogView, final_line
 
@@ -289,3 +289,10 @@ def test_replicas_combine_like_the_champion() -> None:
     assert combined["lr"]["events_learned"] == total == len(PHISHING)
     expected = sum(c.evaluator.values()["ROCAUC"] * c.events_learned / total for c in parts)
     assert combined["lr"]["metrics"]["ROCAUC"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_checkpoint_with_challengers_refuses_joined_labels() -> None:
+    task = _task(False)
+    join = JoinSpec(None, TrainSettings(labels_topic="l").join_policy())
+    with pytest.raises(ConfigError, match="joined labels"):
+        Task.from_state("m", task.state(), join=join)

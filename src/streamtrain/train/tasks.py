@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from streamtrain.errors import ConfigError
 from streamtrain.fastpath import FastEvaluator
 from streamtrain.join.merge import EventTimeMerge
 from streamtrain.join.state import JoinPolicy, JoinState
@@ -97,8 +98,10 @@ class Task:
         if join is None:
             step = _step_for(evaluator, fast, shape, challengers)
         else:
-            if challengers:
-                raise ValueError("challengers do not learn joined labels yet")
+            if challengers:  # asked for: refused by the settings; here, from a checkpoint
+                raise ConfigError(
+                    f"{key} has challengers, which do not learn joined labels (--labels-topic) yet"
+                )
             # The compiled path learns inline labels only; a joined task uses River's.
             step = JoinStep(
                 evaluator,
