@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
+from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 from topics import fill
 from trainers import train_command, trainer_env
 
@@ -23,6 +23,8 @@ from streamtrain.state.envelope import load_state
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.payload import model_of
 from streamtrain.state.store import CheckpointStore
+from streamtrain.train.settings import TrainSettings
+from streamtrain.train.trainer import Trainer
 
 pytestmark = pytest.mark.kafka
 
@@ -120,3 +122,30 @@ def test_kill_9_resumes_champion_and_challengers_exactly(
     last = [r for r in records if r.get("kind") == "final"][-1]
     assert last["challengers"]["lr"]["metrics"] == summary["challengers"]["lr"]["metrics"]
     assert last["metrics"] == summary["metrics"]
+
+
+def test_each_replica_of_a_partitioned_model_has_its_challengers(
+    kafka_bootstrap: str, unique_name: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each partition's replica scores each model on its own stream, as River would."""
+    monkeypatch.setenv("STREAMTRAIN_SECRET", SECRET)
+    topic, name = unique_name("chalp"), unique_name("model")
+    values = [encode_event(x, y) for x, y in datasets.Phishing()]
+    logged = fill(kafka_bootstrap, topic, values, partitions=2)
+    settings = TrainSettings(
+        topic=topic,
+        name=name,
+        partitioned=True,
+        checkpoint_topic=unique_name("ckpt"),
+        challengers=("GaussianNB",),
+        exit_when_idle=2,
+    )
+    summary = Trainer(KafkaSettings(bootstrap_servers=kafka_bootstrap), settings).run()
+    assert summary.challengers["c1"]["events_learned"] == len(values)
+    for p in (0, 1):
+        stream = [decode_event(v, Problem.CLASSIFICATION) for v in logged[p]]
+        replica = summary.tasks[f"{name}/p{p}"]
+        river = evaluate.progressive_val_score(stream, naive_bayes.GaussianNB(), metrics.ROCAUC())
+        report = replica["challengers"]["c1"]["metrics"]["ROCAUC"]
+        assert report == pytest.approx(river.get(), abs=1e-12, rel=0)
+        assert replica["challengers"]["c1"]["events_learned"] == len(logged[p])
