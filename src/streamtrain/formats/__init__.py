@@ -54,7 +54,8 @@ model that ``predict`` and ``serve`` answer with). Another additive field::
 on (not learned, not scored), and ``started_at`` is the champion's ``events_learned`` when the
 challenger began (0: it has seen the whole stream). For a partitioned model these are summed
 over the replicas and the metrics weighted by events learned, as the champion's are; each
-task entry carries its own ``challengers``.
+task entry carries its own ``challengers``, and the serving side's merge of several processes
+(:mod:`streamtrain.serving.merge`) combines those the same way.
 """
 
 from __future__ import annotations
