@@ -270,7 +270,8 @@ def test_live_view_and_final_line_show_each_challenger() -> None:
         challengers=task.challengers.summary(),
     )
     line = final_line(summary)
-    assert "; c1 (HoeffdingTreeClassifier): ROCAUC" in line and line.endswith("[idle]")
+    assert "; champion: ROCAUC" in line and line.endswith("[idle]")
+    assert "; c1 (HoeffdingTreeClassifier): ROCAUC" in line
     assert Summary(**{**summary.__dict__, "challengers": {}}).to_dict()["challengers"] == {}
 
 

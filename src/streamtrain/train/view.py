@@ -226,7 +226,7 @@ def final_line(summary: Summary) -> str:
             else f", joined {join['joined']:,} labels ({join['pending']:,} still pending, "
             f"{join['expired']:,} expired, {join['unmatched']:,} unmatched)"
         )
-        + f"; {metrics}"
+        + f"; {f'{CHAMPION}: ' if summary.challengers else ''}{metrics}"
         + "".join(
             f"; {label} ({c['spec']}): "
             + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in c["metrics"].items())
