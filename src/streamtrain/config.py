@@ -3,7 +3,9 @@
 Precedence, highest first: command-line flag, environment variable, config file, default.
 
 * Env vars are ``STREAMTRAIN_<FIELD>`` in upper case (``STREAMTRAIN_BOOTSTRAP_SERVERS``,
-  ``STREAMTRAIN_TOPIC``, ...). Tuples take comma-separated values.
+  ``STREAMTRAIN_TOPIC``, ...). Tuples take comma-separated values; a comma inside brackets
+  or quotes does not separate (``STREAMTRAIN_CHALLENGERS='a=LogisticRegression(l2=0.1, l1=0),
+  HoeffdingTreeClassifier'`` is two specs).
 * The config file is the path given by ``--config`` or ``STREAMTRAIN_CONFIG``. Its top-level keys
   and the keys of the command's table (``[train]``, ``[produce]``, ``[serve]``) fill the same
   fields; its ``[kafka]`` table holds raw librdkafka options.
@@ -161,6 +163,31 @@ def resolve_kafka(
     return resolve(KafkaSettings, flags, file=file, env=env, options=options)
 
 
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets and quotes.
+
+    >>> split_top_level("ROCAUC, F1(pos_val=False),Select('a,b') | LogisticRegression(l2=0.1)")
+    ['ROCAUC', ' F1(pos_val=False)', "Select('a,b') | LogisticRegression(l2=0.1)"]
+    """
+    parts: list[str] = []
+    depth, quote, start = 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth = max(depth - 1, 0)
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def _option_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -199,7 +226,7 @@ def _coerce(raw: Any, hint: Any, where: str) -> Any:
         if hint is Path:
             return Path(str(raw)).expanduser()
         if origin is tuple:
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            items = split_top_level(raw) if isinstance(raw, str) else list(raw)
             return tuple(str(i).strip() for i in items if str(i).strip())
     except (TypeError, ValueError):
         name = getattr(hint, "__name__", str(hint))

@@ -92,3 +92,19 @@ def test_silent_and_finished_processes() -> None:
     assert out["events_learned"] == 30  # what A's task learned still counts
     out = merger.merge(record("B", 31.0, {"m/p1": task(25, 0.5)}, kind="final"))
     assert out["kind"] == "final" and out["processes"] == 0
+
+
+def test_challengers_combine_over_the_processes_tasks() -> None:
+    def with_challenger(learned: int, auc: float, c1_auc: float) -> dict[str, Any]:
+        c1 = {"spec": "GaussianNB", "metrics": {"ROCAUC": c1_auc}, "rolling": {}}
+        c1.update(events_learned=learned, model_errors=1, started_at=0)
+        return {**task(learned, auc), "challengers": {"c1": c1}}
+
+    merger = ProcessMerger()
+    merger.merge(record("a", 1.0, {"m/p0": with_challenger(300, 0.9, 0.8)}))
+    merged = merger.merge(record("b", 2.0, {"m/p1": with_challenger(100, 0.5, 0.4)}))
+    c1 = merged["challengers"]["c1"]
+    assert (c1["spec"], c1["events_learned"], c1["model_errors"]) == ("GaussianNB", 400, 2)
+    assert c1["metrics"]["ROCAUC"] == pytest.approx(0.8 * 0.75 + 0.4 * 0.25)
+    plain = ProcessMerger().merge(record("a", 1.0, {"m/p0": task(10, 0.5)}))
+    assert "challengers" not in plain

@@ -34,6 +34,14 @@ def register(subparsers: Any) -> None:
         "--model", help=f"River model spec [default: {DEFAULT_MODEL!r}]", metavar="SPEC"
     )
     parser.add_argument(
+        "--challenger",
+        dest="challengers",
+        action="append",
+        metavar="[LABEL=]SPEC",
+        help="another model learning every event beside --model, with its own metrics; "
+        "repeatable, labelled c1, c2... unless LABEL= is given (the served model stays --model)",
+    )
+    parser.add_argument(
         "--metric",
         dest="metrics",
         action="append",
@@ -239,6 +247,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "topic": args.topic,
         "model": args.model,
         "metrics": tuple(args.metrics) if args.metrics else None,
+        "challengers": tuple(args.challengers) if args.challengers else None,
         "group": args.group,
         "dead_letter_topic": args.dead_letter_topic,
         "predictions_topic": args.predictions_topic,

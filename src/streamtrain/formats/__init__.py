@@ -41,6 +41,21 @@ label delay is the label's event time minus its features' (null before the first
 first; a ``final`` record repeats its last progress record's). A partitioned model's task
 entries carry their own ``join`` (without ``joins_per_second``), and the top-level one sums
 them, its delays being those of the task with the most joins.
+
+A trainer with challengers (``train --challenger``) adds a ``challengers`` object, by label,
+in their order; the top-level ``spec``, ``metrics`` and ``rolling`` stay the champion's (the
+model that ``predict`` and ``serve`` answer with). Another additive field::
+
+    "challengers": {"c1": {"spec": "HoeffdingTreeClassifier", "metrics": {"ROCAUC": 0.93},
+                           "rolling": {}, "events_learned": 1250, "model_errors": 0,
+                           "started_at": 0}}
+
+``events_learned`` counts the events the challenger learned, ``model_errors`` those it raised
+on (not learned, not scored), and ``started_at`` is the champion's ``events_learned`` when the
+challenger began (0: it has seen the whole stream). For a partitioned model these are summed
+over the replicas and the metrics weighted by events learned, as the champion's are; each
+task entry carries its own ``challengers``, and the serving side's merge of several processes
+(:mod:`streamtrain.serving.merge`) combines those the same way.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ and of every process, and turns each incoming record into a model-wide one:
 * ``join`` (labels joined later): its counts and sizes summed over tasks, the label delay
   quantiles of the task with the most joins (as ``train`` reports them), ``joins_per_second``
   summed over the live processes;
+* ``challengers``: per label, from the tasks' own, combined as the champion's are (counts
+  summed, metrics weighted by the challenger's events learned);
 * ``processes``: how many processes are live; ``kind`` is ``final`` once every one finished.
 
 Records without ``tasks`` (a single-process model) pass through unchanged.
@@ -95,7 +97,30 @@ class ProcessMerger:
         join = _join(summaries, live)
         if join is not None:
             merged["join"] = join
+        challengers = _challengers(summaries)
+        if challengers:
+            merged["challengers"] = challengers
         return merged
+
+
+def _challengers(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for s in summaries:
+        for label, report in _mapping(s.get("challengers")).items():
+            if isinstance(report, dict):
+                by_label.setdefault(label, []).append(report)
+    out = {}
+    for label, reports in by_label.items():
+        learned = sum(int(_number(r.get("events_learned"))) for r in reports)
+        out[label] = {
+            "spec": reports[0].get("spec"),
+            "metrics": _weighted(reports, "metrics", learned),
+            "rolling": _weighted(reports, "rolling", learned),
+            "events_learned": learned,
+            "model_errors": sum(int(_number(r.get("model_errors"))) for r in reports),
+            "started_at": min(int(_number(r.get("started_at"))) for r in reports),
+        }
+    return out
 
 
 def _join(summaries: list[dict[str, Any]], live: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -6,7 +6,11 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
 
     {"model": <River estimator>, "metrics": {name: <River metric>},
      "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
-     "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>}
+     "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>,
+     "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>}}
+
+``challengers`` is written only when the task has some, so a checkpoint without them reads
+as before, and one written before challengers existed reads as having none.
 
 The counters that the header already carries (``events_learned``, the input offsets, those of a
 separate labels topic included) are taken from the header, which was verified with the payload.
@@ -39,6 +43,8 @@ class TrainState:
     events_predicted: int = 0  # unlabelled events answered
     label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)  # labels topic
     join: dict[str, Any] | None = None  # what waits to be joined, in its plain form
+    # label -> a challenger in its plain form (streamtrain.train.challengers), in order
+    challengers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def freeze(state: TrainState) -> bytes:
@@ -52,6 +58,8 @@ def freeze(state: TrainState) -> bytes:
     }
     if state.join is not None:
         payload["join"] = state.join
+    if state.challengers:
+        payload["challengers"] = state.challengers
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -95,4 +103,5 @@ def _from_dict(
         events_predicted=int(payload.get("events_predicted", 0)),
         label_offsets=dict(label_offsets),
         join=payload.get("join"),
+        challengers=dict(payload.get("challengers", {})),
     )

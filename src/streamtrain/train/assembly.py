@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streamtrain.config import KafkaSettings
 from streamtrain.records import EventShape
 from streamtrain.state.payload import TrainState
+from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.registry import TaskRegistry
@@ -28,16 +29,17 @@ def new_registry(
     checkpointing: Checkpointing | None,
     checkpoint: Callable[[Consumer], object],
     clock: Callable[[], float],
+    roster: Roster | None = None,
 ) -> TaskRegistry:
     """The registry of a trainer's tasks, each built as ``settings`` say (River or compiled,
-    joined or not), reading records as ``shape`` says."""
+    joined or not, with the challengers of ``roster``), reading records as ``shape`` says."""
     ts = settings.from_timestamp
     join = join_spec(settings)
     return TaskRegistry(
         name=settings.name,
         partitioned=settings.partitioned,
         build=lambda key, state: Task.from_state(
-            key, state, fast=settings.fast_path, join=join, shape=shape
+            key, state, fast=settings.fast_path, join=join, shape=shape, roster=roster
         ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),

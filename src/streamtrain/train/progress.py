@@ -32,6 +32,8 @@ class Progress:
     tasks: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     events_predicted: int = 0  # unlabelled events answered
     join: Mapping[str, Any] | None = None  # labels joined later: see join_summary
+    # label -> spec, metrics, rolling, events_learned, model_errors, started_at (challengers)
+    challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def total_lag(self) -> int:
@@ -95,6 +97,9 @@ class Summary:
     # With --labels-topic: pending, held_labels, joined, expired, defaulted, unmatched,
     # duplicate, evicted, label_delay_p50_ms, label_delay_p99_ms (streamtrain.join.state).
     join: Mapping[str, Any] | None = None
+    # label -> spec, metrics, rolling, events_learned, model_errors, started_at; the
+    # champion is ``model`` and ``metrics`` above (streamtrain.train.challengers).
+    challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

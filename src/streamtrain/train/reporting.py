@@ -15,7 +15,15 @@ from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.registry import TaskRegistry
 from streamtrain.train.settings import TrainSettings
 
-__all__ = ["ClientErrors", "ThrottledLog", "combined_metrics", "lag", "progress", "summary"]
+__all__ = [
+    "ClientErrors",
+    "ThrottledLog",
+    "challenger_summary",
+    "combined_metrics",
+    "lag",
+    "progress",
+    "summary",
+]
 
 log = logging.getLogger("streamtrain.train.trainer")
 
@@ -69,6 +77,37 @@ def combined_metrics(registry: TaskRegistry) -> tuple[dict[str, float], dict[str
         for name, value in t.evaluator.rolling_values().items():
             rolling[name] = rolling.get(name, 0.0) + weight * value
     return metrics, rolling
+
+
+def challenger_summary(registry: TaskRegistry) -> dict[str, dict[str, Any]]:
+    """Each challenger's report (:meth:`Challenger.summary`) by label: the single task's, or
+    over a partitioned model's replicas the counters summed and the metrics weighted by
+    events learned, as :func:`combined_metrics` does for the champion."""
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for task in registry.tasks.values():
+        for label, challenger in task.challengers.items():
+            parts.setdefault(label, []).append(challenger.summary())
+    return {label: _combine(reports) for label, reports in parts.items()}
+
+
+def _combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(reports) == 1:
+        return reports[0]
+    total = sum(r["events_learned"] for r in reports)
+    out = {
+        "spec": reports[0]["spec"],
+        "events_learned": total,
+        "model_errors": sum(r["model_errors"] for r in reports),
+        "started_at": min(r["started_at"] for r in reports),
+    }
+    for field in ("metrics", "rolling"):
+        combined: dict[str, float] = {}
+        for r in reports:
+            weight = r["events_learned"] / total if total else 0.0
+            for name, value in r[field].items():
+                combined[name] = combined.get(name, 0.0) + weight * value
+        out[field] = combined
+    return out
 
 
 def _reasons(registry: TaskRegistry) -> dict[str, int]:
@@ -137,6 +176,7 @@ def progress(
         tasks=_task_summaries(registry),
         events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
         join=join_summary(registry),
+        challengers=challenger_summary(registry),
     )
 
 
@@ -161,6 +201,7 @@ def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -
         events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
         fast_path_disabled=disabled[0] if disabled else None,
         join=join_summary(registry),
+        challengers=challenger_summary(registry),
     )
 
 

@@ -16,6 +16,7 @@ from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
+from streamtrain.train.challengers import ChallengerSpec, parse_challengers
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -54,6 +55,9 @@ class TrainSettings:
     waits for its features), ``max_wait`` (how long a caught-up input may hold back the
     event-time merge, like Kafka Streams' ``max.task.idle.ms``).
 
+    ``challengers`` are ``[LABEL=]SPEC`` texts: models that learn every event beside the
+    champion (``model``), each with its own metrics (:mod:`streamtrain.train.challengers`).
+
     ``target`` reads flat records instead of the seed's ``{"x", "y"}``
     (:mod:`streamtrain.records.shape`): the label is that field (``a.b`` when nested), the id
     ``id_field``, the features every other field or those matching ``features`` (names or
@@ -69,6 +73,7 @@ class TrainSettings:
     partitioned: bool = False
     model: str = DEFAULT_MODEL
     metrics: tuple[str, ...] = ()
+    challengers: tuple[str, ...] = ()
     group: str | None = None
     dead_letter_topic: str | None = None
     predictions_topic: str | None = None
@@ -168,6 +173,9 @@ class TrainSettings:
             raise ConfigError(
                 "the labels topic must differ from the dead-letter and predictions topics"
             )
+        self.challenger_specs()  # labels: their own checks (specs: when the trainer builds)
+        if self.challengers and self.labels_topic is not None:
+            raise ConfigError("--challenger cannot be used with --labels-topic yet")
         if self.default_label is not None and self.label_ttl is None:
             raise ConfigError("--default-label needs --label-ttl: it is the label of expiry")
         self._check_shape()
@@ -200,6 +208,10 @@ class TrainSettings:
             return RecordShape(self.target, self.id_field, self.features, self.drop)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+    def challenger_specs(self) -> tuple[ChallengerSpec, ...]:
+        """The challengers, labelled (``c1``, ``c2``... where no label was given)."""
+        return parse_challengers(self.challengers)
 
     @property
     def separate_labels_topic(self) -> str | None:

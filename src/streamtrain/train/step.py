@@ -7,6 +7,9 @@ predicted or dead-lettered, and its partition's next offset moves past it. The m
 metrics (the task's evaluator) are updated in place; the outcome carries everything else, and
 the task applies it (:meth:`streamtrain.train.tasks.Task.apply`).
 
+Challengers (:mod:`streamtrain.train.challengers`) learn each valid labelled event after the
+champion, with River's per-event calls on either path; they change nothing in the outcome.
+
 Two implementations give the same outcome and the same model state:
 
 * :class:`RiverStep` — River's own ``predict_proba_one`` / ``learn_one``, event by event;
@@ -39,6 +42,7 @@ from streamtrain.data.events import InvalidEvent
 from streamtrain.fastpath import FastEvaluator, FastPathDisabled, FastPathFallback
 from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.records.seed import SEED, EventShape
+from streamtrain.train.challengers import Challengers
 from streamtrain.train.progressive import ProgressiveEvaluator
 
 __all__ = [
@@ -133,15 +137,22 @@ class RiverStep:
     """River's per-event path; ``shape`` reads the records (the seed's ``{"x", "y"}``, or
     flat records: :mod:`streamtrain.records`)."""
 
-    def __init__(self, evaluator: ProgressiveEvaluator, shape: EventShape = SEED) -> None:
+    def __init__(
+        self,
+        evaluator: ProgressiveEvaluator,
+        shape: EventShape = SEED,
+        challengers: Challengers | None = None,
+    ) -> None:
         self.evaluator = evaluator
         self.shape = shape
+        self.challengers = challengers or Challengers()
 
     def run(self, records: Sequence[Record], offsets: Mapping[int, int], learned: int) -> Outcome:
         evaluator = self.evaluator
         learn = evaluator.learn
         problem = evaluator.problem
         decode = self.shape.decode
+        challengers = self.challengers.learn if self.challengers else None
         out = Outcome()
         ends = out.offsets
         n = 0
@@ -163,6 +174,8 @@ class RiverStep:
                         out.dead_letters.append(_model_error(record, err))
                     else:
                         n += 1
+                    if challengers is not None:
+                        challengers(x, y)
             ends[partition] = offset + 1
         out.learned = n
         return out
@@ -177,12 +190,17 @@ class FastStep:
     """
 
     def __init__(
-        self, evaluator: ProgressiveEvaluator, fast: FastEvaluator, shape: EventShape = SEED
+        self,
+        evaluator: ProgressiveEvaluator,
+        fast: FastEvaluator,
+        shape: EventShape = SEED,
+        challengers: Challengers | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.fast: FastEvaluator | None = fast
         self.shape = shape
-        self.river = RiverStep(evaluator, shape)
+        self.river = RiverStep(evaluator, shape, challengers)
+        self.challengers = self.river.challengers
         self.disabled: str | None = None
 
     def sync(self) -> None:
@@ -218,6 +236,8 @@ class FastStep:
                 # Nothing of the batch was applied: River learns all of it, with the same verdicts.
                 fast.sync()
                 return self.river.run(records, offsets, learned)
+            # The champion learned the batch; the challengers learn it after it, with River.
+            self.challengers.learn_many(xs, ys)
         out = Outcome()
         ends = out.offsets
         if not batch.invalid and None not in ys:

@@ -1,5 +1,5 @@
-"""A training task: one model replica, its position in the input, its counters and the outputs
-it owes.
+"""A training task: one model replica (its champion, and its challengers if any), its position
+in the input, its counters and the outputs it owes.
 
 The task is the only writer of its offsets, counters and pending outputs: it :meth:`~Task.learn`s
 a batch through its step (:mod:`streamtrain.train.step`) and applies the outcome; nothing else
@@ -14,12 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from streamtrain.errors import ConfigError
 from streamtrain.fastpath import FastEvaluator
 from streamtrain.join.merge import EventTimeMerge
 from streamtrain.join.state import JoinPolicy, JoinState
 from streamtrain.join.step import JoinStep
 from streamtrain.records.seed import SEED, EventShape
 from streamtrain.state.payload import TrainState
+from streamtrain.train.challengers import Challengers, Roster
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
@@ -57,8 +59,10 @@ class Task:
     partitioned model, or ``""`` for an unnamed (in-memory) trainer."""
 
     key: str
-    evaluator: ProgressiveEvaluator
+    evaluator: ProgressiveEvaluator  # the champion's
     step: RiverStep | FastStep | JoinStep
+    # Models learning the same events beside the champion (its step feeds them).
+    challengers: Challengers = dataclasses.field(default_factory=Challengers)
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -81,12 +85,23 @@ class Task:
         fast: bool = False,
         join: JoinSpec | None = None,
         shape: EventShape = SEED,
+        roster: Roster | None = None,
     ) -> Task:
+        """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
+        those in ``state`` go on as they are."""
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
+        if roster is not None:
+            challengers = roster.resume(state.challengers, state.events_learned)
+        else:
+            challengers = Challengers.from_plain(state.challengers)
         step: RiverStep | FastStep | JoinStep
         if join is None:
-            step = _step_for(evaluator, fast, shape)
+            step = _step_for(evaluator, fast, shape, challengers)
         else:
+            if challengers:  # asked for: refused by the settings; here, from a checkpoint
+                raise ConfigError(
+                    f"{key} has challengers, which do not learn joined labels (--labels-topic) yet"
+                )
             # The compiled path learns inline labels only; a joined task uses River's.
             step = JoinStep(
                 evaluator,
@@ -99,6 +114,7 @@ class Task:
             key=key,
             evaluator=evaluator,
             step=step,
+            challengers=challengers,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -223,6 +239,7 @@ class Task:
             self.events_predicted,
             dict(self.label_offsets),
             None if join is None else join.to_plain(),
+            self.challengers.to_plain(),
         )
 
     @property
@@ -243,11 +260,12 @@ class Task:
             "rolling": self.evaluator.rolling_values(),
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             **({} if self.join_state is None else {"join": self.join_state.summary()}),
+            **({"challengers": self.challengers.summary()} if self.challengers else {}),
         }
 
 
 def _step_for(
-    evaluator: ProgressiveEvaluator, fast: bool, shape: EventShape
+    evaluator: ProgressiveEvaluator, fast: bool, shape: EventShape, challengers: Challengers
 ) -> RiverStep | FastStep:
     """The compiled path if asked for and this model and its metrics qualify, else River.
 
@@ -259,5 +277,5 @@ def _step_for(
         # wait=False: learn with River until the kernel is loaded, with the same results.
         compiled = fast_evaluator_for(evaluator.model, evaluator.metrics, wait=False)
         if compiled is not None:
-            return FastStep(evaluator, compiled, shape)
-    return RiverStep(evaluator, shape)
+            return FastStep(evaluator, compiled, shape, challengers)
+    return RiverStep(evaluator, shape, challengers)

@@ -78,7 +78,14 @@ def progress_record(
     }
     if progress.join is not None:
         record["join"] = join_record(progress.join, joins_per_second(previous, progress))
+    if progress.challengers:
+        record["challengers"] = challengers_record(progress.challengers)
     return record
+
+
+def challengers_record(challengers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A report's challengers as the metrics record carries them (see streamtrain.formats)."""
+    return {label: dict(report) for label, report in challengers.items()}
 
 
 def join_record(join: Mapping[str, Any], rate: float | None) -> dict[str, Any]:
@@ -107,6 +114,9 @@ def final_record(last: Progress, summary: Summary, join_rate: float | None) -> d
     final.pop("join", None)
     if summary.join is not None:
         final["join"] = join_record(summary.join, join_rate)
+    final.pop("challengers", None)
+    if summary.challengers:
+        final["challengers"] = challengers_record(summary.challengers)
     return final
 
 

@@ -47,6 +47,7 @@ from streamtrain.records.models import model_shape
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
 from streamtrain.train.assembly import new_registry
+from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
     KafkaClients,
@@ -109,6 +110,8 @@ class Trainer:
         self._template = ProgressiveEvaluator(
             model, metrics, build_rolling(metrics, settings.rolling_window)
         )
+        # Challengers get the champion's metric specs, as fresh objects; bad specs fail here.
+        self._roster = Roster(settings.challenger_specs(), metrics, model, settings.rolling_window)
         # How records are read (built once: a registry format's decoder caches its schemas);
         # model_shape says what it will refuse.
         load = load_records(settings.formats, settings.topic)
@@ -440,6 +443,7 @@ class Trainer:
             checkpointing,
             self._checkpoint,
             self.clock,
+            self._roster,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec

@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from streamtrain.train.challengers import CHAMPION
 from streamtrain.train.progress import Progress, Summary, joins_per_second
 
 __all__ = ["LiveView", "LogView", "choose_view"]
@@ -124,18 +125,22 @@ class LiveView:
                 stats.add_row(label, text)
         stats.add_row("elapsed", f"{p.elapsed_seconds:,.1f}s")
         metrics = Table(box=None, padding=(0, 2), show_header=True, header_style="bold cyan")
+        if p.challengers:
+            metrics.add_column("model")
         metrics.add_column("metric")
         metrics.add_column("progressive", justify="right")
         if p.rolling_metrics:
             metrics.add_column("rolling", justify="right")
         metrics.add_column("learning curve")
-        for name, value in p.metrics.items():
-            curve = sparkline(self._remember(name, value))
-            row = [name, _fmt_metric(value)]
-            if p.rolling_metrics:
-                rolling = p.rolling_metrics.get(name)
-                row.append("" if rolling is None else _fmt_metric(rolling))
-            metrics.add_row(*row, f"[cyan]{curve}[/]")
+        for label, values, rolling_values in model_metrics(p):
+            for name, value in values.items():
+                curve = sparkline(self._remember(f"{label}:{name}", value))
+                row = [label, name] if p.challengers else [name]
+                row.append(_fmt_metric(value))
+                if p.rolling_metrics:
+                    rolling = rolling_values.get(name)
+                    row.append("" if rolling is None else _fmt_metric(rolling))
+                metrics.add_row(*row, f"[cyan]{curve}[/]")
         parts: list[Table | Text] = [stats, Text(""), metrics]
         if p.broker_error:
             parts.append(Text(f"kafka: {p.broker_error}", style="red"))
@@ -159,15 +164,31 @@ class LogView:
         metrics = " ".join(f"{k}={_fmt_metric(v)}" for k, v in progress.metrics.items())
         join = "" if progress.join is None else " " + join_fields(progress, self._previous)
         self._previous = progress
+        challengers = "".join(
+            f" | {label} learned={c['events_learned']} "
+            + " ".join(f"{k}={_fmt_metric(v)}" for k, v in c["metrics"].items())
+            for label, c in progress.challengers.items()
+        )
         print(
             f"learned={progress.events_learned} rate={progress.events_per_second:.0f}/s "
-            f"lag={progress.total_lag} dead_lettered={progress.dead_lettered} {metrics}{join}",
+            f"lag={progress.total_lag} dead_lettered={progress.dead_lettered} {metrics}{join}"
+            f"{challengers}",
             file=self.stream,
             flush=True,
         )
 
     def on_finish(self, summary: Summary) -> None:
         print(final_line(summary), file=self.stream, flush=True)
+
+
+def model_metrics(
+    progress: Progress,
+) -> list[tuple[str, Mapping[str, float], Mapping[str, float]]]:
+    """(label, metrics, rolling metrics) of the champion, then of each challenger."""
+    rows = [(CHAMPION, progress.metrics, progress.rolling_metrics)]
+    for label, c in progress.challengers.items():
+        rows.append((label, c["metrics"], c.get("rolling", {})))
+    return rows
 
 
 def join_fields(progress: Progress, previous: Progress | None) -> str:
@@ -205,7 +226,13 @@ def final_line(summary: Summary) -> str:
             else f", joined {join['joined']:,} labels ({join['pending']:,} still pending, "
             f"{join['expired']:,} expired, {join['unmatched']:,} unmatched)"
         )
-        + f"; {metrics} [{summary.stopped_because}]"
+        + f"; {f'{CHAMPION}: ' if summary.challengers else ''}{metrics}"
+        + "".join(
+            f"; {label} ({c['spec']}): "
+            + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in c["metrics"].items())
+            for label, c in summary.challengers.items()
+        )
+        + f" [{summary.stopped_because}]"
     )
 
 
