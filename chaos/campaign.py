@@ -25,17 +25,23 @@ from typing import Any
 
 from confluent_kafka import ElectionType, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.admin import KafkaAdminClient
 from topics import create_topic
 
 from chaos.schedule import POISON, Fault, record, schedule
 from streamtrain.broker import LocalCluster
-from streamtrain.broker.runtime import find_java, kafka_home
+from streamtrain.kafka.transactions import TransactionFatal
 from streamtrain.state.store import checkpoint_partition
 
 SECRET = "chaos-campaign-secret-0123456789abcdef"
 PARTITIONS = 4
 RATE = 400  # input records a second
 SESSION_TIMEOUT_S = 6  # a trainer paused longer loses its tasks (and is fenced on waking)
+# A trainer told to stop while a transactional call was being retried (a coordinator moving
+# after a broker fault) exits with this code, having committed nothing new: the next owner of
+# its tasks resumes from the last checkpoint, which the accounting checks.
+STOPPED_MID_RETRY = TransactionFatal.exit_code
 
 
 @dataclass
@@ -90,7 +96,8 @@ class Feeder(threading.Thread):
                 "linger.ms": 20,
                 # Short, so a paused broker makes in-flight requests time out and be re-sent
                 # (the broker, once woken, must drop the duplicates by sequence number).
-                "request.timeout.ms": 1500,
+                "request.timeout.ms": 1000,
+                "socket.timeout.ms": 1500,
                 "statistics.interval.ms": 500,
                 "stats_cb": self._stats,
                 "log_level": 0,
@@ -166,7 +173,7 @@ class Trainers:
     def dead(self) -> list[str]:
         """Trainers that exited on their own, or failed to leave cleanly (none should)."""
         died = [p for p in self.live if p.poll() is not None]
-        died += [p for p in self.leaving if p.poll() not in (None, 0)]
+        died += [p for p in self.leaving if p.poll() not in (None, 0, STOPPED_MID_RETRY)]
         return [f"pid {p.pid} exit {p.returncode}" for p in died]
 
     def close(self) -> None:
@@ -179,9 +186,9 @@ class Trainers:
 
 def move_leader(run: Run, pick: int) -> bool:
     """Move the leader of the checkpoint topic's partition holding replica ``pick``'s
-    checkpoints to the next broker in its replica list: reassign the replicas rotated (Kafka's
-    own reassignment tool: confluent-kafka has no reassignment call) and elect the new
-    preferred leader (confluent-kafka's ``elect_leaders``). False if it could not run."""
+    checkpoints to the next broker of its replica list: reassign its replicas rotated
+    (kafka-python: confluent-kafka has no reassignment call), then elect the new preferred
+    leader (confluent-kafka). False if the partition has a single replica."""
     admin = AdminClient({"bootstrap.servers": run.bootstrap})
     meta = admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt]
     partition = checkpoint_partition(f"{run.name}/p{pick % PARTITIONS}", len(meta.partitions))
@@ -189,21 +196,20 @@ def move_leader(run: Run, pick: int) -> bool:
     if len(replicas) < 2:
         return False
     rotated = replicas[1:] + replicas[:1]
-    plan = run.workdir / "reassign.json"
-    moves = [{"topic": run.ckpt, "partition": partition, "replicas": rotated}]
-    plan.write_text(json.dumps({"version": 1, "partitions": moves}))
-    tool = [
-        find_java(), "-cp", f"{kafka_home() / 'libs'}/*",
-        "org.apache.kafka.tools.reassign.ReassignPartitionsCommand",
-        "--bootstrap-server", run.bootstrap, "--reassignment-json-file", str(plan),
-    ]  # fmt: skip
-    subprocess.run([*tool, "--execute"], check=True, capture_output=True, timeout=120)
-    deadline = time.monotonic() + 60
-    while True:  # a reorder of the same replicas completes at once; wait for it anyway
-        done = subprocess.run([*tool, "--verify"], capture_output=True, text=True, timeout=120)
-        if "is complete" in done.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    mover = KafkaAdminClient(bootstrap_servers=run.bootstrap.split(","))
+    try:
+        refused = mover.alter_partition_reassignments(
+            {KafkaTopicPartition(run.ckpt, partition): rotated}, timeout_ms=30_000
+        )
+        if any(error is not None for error in refused.values()):
+            raise RuntimeError(f"reassigning {run.ckpt}[{partition}] refused: {refused}")
+        deadline = time.monotonic() + 60
+        while mover.list_partition_reassignments([KafkaTopicPartition(run.ckpt, partition)]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reassigning {run.ckpt}[{partition}] never completed")
+            time.sleep(0.5)
+    finally:
+        mover.close()
     tp = TopicPartition(run.ckpt, partition)
     admin.elect_leaders(ElectionType.PREFERRED, [tp]).result()
     leader = admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt].partitions[partition].leader
@@ -323,22 +329,21 @@ def campaign(
 
 
 def _finish(run: Run, trainers: Trainers, say: Callable[[str], None]) -> None:
-    """Wake every paused trainer, start one that exits once idle, let the others leave
-    cleanly, and wait for it: the last checkpoints are then the final replicas."""
+    """Wake every paused trainer and stop them all (SIGTERM: each commits and leaves), then
+    start one more that learns what is left and exits once idle: its last checkpoints are
+    the final replicas."""
     for proc in list(trainers.live):
         trainers.resume(proc)
-    summary = run.workdir / "finisher.json"
-    finisher = trainers.spawn("--exit-when-idle", "5", "--summary", str(summary))
-    time.sleep(4)  # it joins, so the leavers hand their tasks over to it
-    for proc in trainers.live:
-        if proc is not finisher:
-            proc.send_signal(signal.SIGTERM)
-    for proc in [*trainers.live, *trainers.leaving]:
-        if proc is not finisher:
-            proc.wait(timeout=120)
+        trainers.live.remove(proc)
+        trainers.leaving.append(proc)
+        proc.send_signal(signal.SIGTERM)
+    for proc in trainers.leaving:
+        proc.wait(timeout=180)
     if dead := trainers.dead():
         raise RuntimeError(f"a trainer did not leave cleanly: {dead}")
-    say("the faults are over; the last trainer learns what is left")
+    say("the faults are over; a last trainer learns what is left")
+    summary = run.workdir / "finisher.json"
+    finisher = trainers.spawn("--exit-when-idle", "5", "--summary", str(summary))
     finisher.wait(timeout=600)
     if finisher.returncode != 0:
         raise RuntimeError(f"the last trainer failed (exit {finisher.returncode})")

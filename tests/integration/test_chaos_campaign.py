@@ -4,17 +4,14 @@ session's 3-broker cluster, every fault kind drawn, every record accounted for."
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for chaos/
-
-from chaos.accounting import account, table  # noqa: E402
-from chaos.campaign import campaign  # noqa: E402
-from chaos.schedule import KINDS, schedule  # noqa: E402
-from streamtrain.broker import LocalCluster  # noqa: E402
+from chaos.accounting import account, table
+from chaos.campaign import campaign
+from chaos.schedule import KINDS, schedule
+from streamtrain.broker import LocalCluster
 
 pytestmark = pytest.mark.kafka
 
