@@ -38,7 +38,7 @@ Source = tuple[int, int]  # (partition, offset) of an input record
 def read_committed(bootstrap: str, topic: str, idle_s: float = 4.0) -> list[Any]:
     """Every record of ``topic`` a ``read_committed`` reader sees (the topic is quiet now:
     read until nothing arrives for ``idle_s``)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     meta = admin.list_topics(topic, timeout=30).topics[topic]
     if meta.error is not None:  # never created: nothing was written to it
         return []

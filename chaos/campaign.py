@@ -38,10 +38,12 @@ SECRET = "chaos-campaign-secret-0123456789abcdef"
 PARTITIONS = 4
 RATE = 400  # input records a second
 SESSION_TIMEOUT_S = 6  # a trainer paused longer loses its tasks (and is fenced on waking)
-# A trainer told to stop while a transactional call was being retried (a coordinator moving
-# after a broker fault) exits with this code, having committed nothing new: the next owner of
-# its tasks resumes from the last checkpoint, which the accounting checks.
-STOPPED_MID_RETRY = TransactionFatal.exit_code
+# The exit of a trainer sent SIGTERM (None: still leaving). TransactionFatal's code: it was
+# told to stop while a transactional call was being retried (a coordinator moving after a
+# broker fault), having committed nothing new; the next owner of its tasks resumes from the
+# last checkpoint, which the accounting checks. -SIGTERM: it was told before it had set its
+# signal handlers (just started), having joined nothing yet.
+LEFT_CLEANLY = (None, 0, TransactionFatal.exit_code, -signal.SIGTERM)
 
 
 @dataclass
@@ -173,7 +175,7 @@ class Trainers:
     def dead(self) -> list[str]:
         """Trainers that exited on their own, or failed to leave cleanly (none should)."""
         died = [p for p in self.live if p.poll() is not None]
-        died += [p for p in self.leaving if p.poll() not in (None, 0, STOPPED_MID_RETRY)]
+        died += [p for p in self.leaving if p.poll() not in LEFT_CLEANLY]
         return [f"pid {p.pid} exit {p.returncode}" for p in died]
 
     def close(self) -> None:
@@ -189,8 +191,13 @@ def move_leader(run: Run, pick: int) -> bool:
     checkpoints to the next broker of its replica list: reassign its replicas rotated
     (kafka-python: confluent-kafka has no reassignment call), then elect the new preferred
     leader (confluent-kafka). False if the partition has a single replica."""
-    admin = AdminClient({"bootstrap.servers": run.bootstrap})
-    meta = admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt]
+    admin = AdminClient({"bootstrap.servers": run.bootstrap, "log_level": 0})
+    deadline = time.monotonic() + 60
+    # Right after a broker fault the metadata may lack the topic's partitions for a while.
+    while not (meta := admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt]).partitions:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
     partition = checkpoint_partition(f"{run.name}/p{pick % PARTITIONS}", len(meta.partitions))
     replicas = list(meta.partitions[partition].replicas)
     if len(replicas) < 2:
@@ -321,6 +328,7 @@ def campaign(
         _finish(run, trainers, say)
     finally:
         feeder.stop.set()
+        feeder.join(30)
         trainers.close()
         if not cluster.status().healthy:
             cluster.up(wait_seconds=180)
