@@ -8,6 +8,7 @@ trainer's pause ends on a timer, so faults go on meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import ElectionType, Producer, TopicPartition
+from confluent_kafka import ElectionType, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.admin import KafkaAdminClient
@@ -217,10 +218,19 @@ def move_leader(run: Run, pick: int) -> bool:
             time.sleep(0.5)
     finally:
         mover.close()
+    # The election fails while the new preferred replica is out of sync (a broker just back
+    # catching up): try again for a while.
     tp = TopicPartition(run.ckpt, partition)
-    admin.elect_leaders(ElectionType.PREFERRED, [tp]).result()
-    leader = admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt].partitions[partition].leader
-    return bool(leader == rotated[0])
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(KafkaException):
+            admin.elect_leaders(ElectionType.PREFERRED, [tp]).result()
+        topic = admin.list_topics(run.ckpt, timeout=30).topics[run.ckpt]
+        if topic.partitions[partition].leader == rotated[0]:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
 
 
 def _broker_pid(cluster: LocalCluster, node: int) -> int | None:
