@@ -213,7 +213,7 @@ def table(report: dict[str, Any]) -> str:
         ("seed", report["seed"]),
         ("minutes (wall seconds)", f"{report['minutes']} ({report['wall_seconds']})"),
         *((f"fault: {kind}", n) for kind, n in report["faults"].items()),
-        ("producer retries (deduped)", report["producer_retries"]),
+        ("producer requests re-sent", report["producer_retries"]),
         ("trainer processes started", report["trainer_processes"]),
         ("records produced", rec["produced"]),
         ("  learned", rec["learned"]),
