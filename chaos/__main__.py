@@ -28,7 +28,8 @@ def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
     except ValueError:
         value = -1
     if value < 0:
-        sys.exit(f"chaos: {name} must be a non-negative number, got {raw!r}")
+        print(f"chaos: {name} must be a non-negative number, got {raw!r}", file=sys.stderr)
+        sys.exit(2)
     return value
 
 
