@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser promtool demo test bench chaos lint typecheck unit clean
+.PHONY: install browser promtool demo test bench chaos chaos-broker lint typecheck unit clean
 
 install: $(STAMP)
 
@@ -20,8 +20,8 @@ demo: install
 	$(BIN)/streamtrain demo
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests chaos
+	$(BIN)/ruff format --check src tests chaos
 
 typecheck: install
 	$(BIN)/mypy
@@ -41,9 +41,16 @@ test: lint typecheck browser promtool
 bench: install
 	$(BIN)/python bench/run.py
 
-# The broker kill -9 campaign at length (make test runs it with 10 cycles): CYCLES=N to choose.
-CYCLES ?= 40
+# The chaos campaign (chaos/, README "Reliability"): seeded faults for CHAOS_MINUTES on a
+# 3-broker cluster, then chaos/report.json and a table (make test runs a one-minute one).
+CHAOS_MINUTES ?= 5
+CHAOS_SEED ?= 1
 chaos: install
+	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m chaos
+
+# The only broker kill -9'ed and restarted CYCLES times (make test runs 4 cycles).
+CYCLES ?= 40
+chaos-broker: install
 	STREAMTRAIN_CHAOS_CYCLES=$(CYCLES) $(BIN)/pytest -m chaos tests/integration/test_chaos.py
 
 unit: install promtool
