@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ import orjson
 from streamtrain.data.events import MAX_FEATURE_MAGNITUDE, InvalidEvent, decode_event
 from streamtrain.models.problem import Problem
 
-__all__ = ["DecodedBatch", "decode_batch"]
+__all__ = ["DecodedBatch", "decode_batch", "decode_each"]
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -56,6 +56,32 @@ class DecodedBatch:
         self.ys = ys
         self.positions = positions
         self.invalid = invalid
+
+
+def decode_each(
+    decode: Callable[[bytes | None, Problem], tuple[dict[str, Any], Any]],
+    values: Sequence[bytes | None],
+    problem: Problem,
+) -> DecodedBatch:
+    """``decode`` of each value, one by one, as a batch; ``numeric`` unless a feature value is
+    a string (a category, which the compiled path must not read as a number)."""
+    xs: list[dict[str, Any]] = []
+    ys: list[Any] = []
+    positions: list[int] = []
+    invalid: list[tuple[int, InvalidEvent]] = []
+    numeric = True
+    for i, value in enumerate(values):
+        try:
+            x, y = decode(value, problem)
+        except InvalidEvent as bad:
+            invalid.append((i, bad))
+            continue
+        if numeric and any(isinstance(v, str) for v in x.values()):
+            numeric = False
+        xs.append(x)
+        ys.append(y)
+        positions.append(i)
+    return DecodedBatch(xs, ys, positions, invalid, numeric)
 
 
 def decode_batch(values: Sequence[bytes | None], problem: Problem) -> DecodedBatch:

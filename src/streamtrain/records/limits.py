@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from streamtrain.data.events import InvalidEvent, Reason
-from streamtrain.fastpath.decode import DecodedBatch
+from streamtrain.fastpath.decode import DecodedBatch, decode_each
 from streamtrain.models.problem import Problem
 from streamtrain.records.seed import EventShape
 
@@ -64,7 +64,7 @@ class BoundedShape:
             batch = self.inner.decode_batch(values, problem)
             if all(len(x) <= self.max_features for x in batch.xs):
                 return batch  # the usual case: the inner shape's batch as it is
-        return self._decode_each(values, problem)
+        return decode_each(self.decode, values, problem)
 
     def decode_item(
         self, value: bytes | None, key: bytes | None, problem: Problem, id_from: str
@@ -74,25 +74,6 @@ class BoundedShape:
         if x is not None:
             self._check_features(x)
         return kind, event_id, x, y
-
-    def _decode_each(self, values: Sequence[bytes | None], problem: Problem) -> DecodedBatch:
-        xs: list[dict[str, Any]] = []
-        ys: list[Any] = []
-        positions: list[int] = []
-        invalid: list[tuple[int, InvalidEvent]] = []
-        numeric = True
-        for i, value in enumerate(values):
-            try:
-                x, y = self.decode(value, problem)
-            except InvalidEvent as bad:
-                invalid.append((i, bad))
-                continue
-            if numeric and any(isinstance(v, str) for v in x.values()):
-                numeric = False
-            xs.append(x)
-            ys.append(y)
-            positions.append(i)
-        return DecodedBatch(xs, ys, positions, invalid, numeric)
 
     def _check_size(self, value: bytes | None) -> None:
         if value is not None and len(value) > self.max_record_bytes:

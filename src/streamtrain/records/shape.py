@@ -47,7 +47,7 @@ from streamtrain.data.events import (
     load_object,
     validate_label,
 )
-from streamtrain.fastpath.decode import DecodedBatch
+from streamtrain.fastpath.decode import DecodedBatch, decode_each
 from streamtrain.join.events import FEATURE, INLINE, LABEL, UNLABELLED, resolve_id
 from streamtrain.models.problem import Problem
 
@@ -193,23 +193,7 @@ class RecordShape:
         return self.check(self.load(value), problem)
 
     def decode_batch(self, values: Sequence[bytes | None], problem: Problem) -> DecodedBatch:
-        xs: list[dict[str, Any]] = []
-        ys: list[Any] = []
-        positions: list[int] = []
-        invalid: list[tuple[int, InvalidEvent]] = []
-        numeric = True
-        for i, value in enumerate(values):
-            try:
-                x, y = self.decode(value, problem)
-            except InvalidEvent as bad:
-                invalid.append((i, bad))
-                continue
-            if numeric and str in set(map(type, x.values())):
-                numeric = False
-            xs.append(x)
-            ys.append(y)
-            positions.append(i)
-        return DecodedBatch(xs, ys, positions, invalid, numeric)
+        return decode_each(self.decode, values, problem)
 
     def decode_item(
         self, value: bytes | None, key: bytes | None, problem: Problem, id_from: str
