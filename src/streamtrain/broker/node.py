@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from streamtrain.broker.process import (
     pid_alive,
     port_is_free,
     process_cmdline,
+    stop_process_group,
 )
 from streamtrain.broker.properties import (
     _checked_port,
@@ -398,24 +398,16 @@ class _Node:
         return True
 
     def _terminate(self, pid: int, timeout: float, *, hard: bool = False) -> None:
-        steps = [(signal.SIGKILL, _KILL_WAIT_SECONDS)]
-        if not hard:
-            steps.insert(0, (signal.SIGTERM, timeout))
-        for sig, wait in steps:
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
-            except PermissionError as err:
-                raise BrokerError(
-                    f"not allowed to stop {self.name} (pid {pid}): {err.strerror}"
-                ) from err
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self._is_alive(pid):
-                    return
-                time.sleep(0.05)
-        raise BrokerError(f"{self.name} (pid {pid}) survived SIGKILL; see {self.log_path}")
+        try:
+            stopped = stop_process_group(
+                pid, timeout, self._is_alive, kill_wait=_KILL_WAIT_SECONDS, hard=hard
+            )
+        except PermissionError as err:
+            raise BrokerError(
+                f"not allowed to stop {self.name} (pid {pid}): {err.strerror}"
+            ) from err
+        if not stopped:
+            raise BrokerError(f"{self.name} (pid {pid}) survived SIGKILL; see {self.log_path}")
 
     def _is_alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:

@@ -8,10 +8,11 @@ import errno
 import fcntl
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,28 @@ def pid_alive(pid: int) -> bool:
         return True
     # The state follows the parenthesised command name, which may itself contain ")".
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def stop_process_group(
+    pid: int, timeout: float, alive: Callable[[int], bool], *, kill_wait: float, hard: bool = False
+) -> bool:
+    """SIGTERM the process group of ``pid`` and wait ``timeout`` s, then SIGKILL it and wait
+    ``kill_wait`` s (``hard``: SIGKILL at once); True once ``alive(pid)`` says it is gone, or it
+    was gone already. A PermissionError (not ours to signal) is the caller's to report."""
+    steps = [(signal.SIGKILL, kill_wait)]
+    if not hard:
+        steps.insert(0, (signal.SIGTERM, timeout))
+    for sig, wait in steps:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid):
+                return True
+            time.sleep(0.05)
+    return False
 
 
 def process_cmdline(pid: int) -> list[str]:

@@ -13,7 +13,6 @@ new schema versions against the previous one as Confluent's registry does by def
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from streamtrain.broker.process import (
     pid_alive,
     port_is_free,
     process_cmdline,
+    stop_process_group,
 )
 from streamtrain.broker.runtime import find_java
 from streamtrain.errors import ConfigError, SchemaRegistryError
@@ -276,21 +276,14 @@ class LocalSchemaRegistry:
             time.sleep(_POLL_SECONDS)
 
     def _terminate(self, pid: int, timeout: float) -> None:
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_WAIT_SECONDS)):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
-            except PermissionError as err:
-                raise SchemaRegistryError(
-                    f"not allowed to stop the schema registry (pid {pid}): {err.strerror}"
-                ) from err
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self._is_alive(pid):
-                    return
-                time.sleep(0.05)
-        raise SchemaRegistryError(f"the schema registry (pid {pid}) survived SIGKILL")
+        try:
+            stopped = stop_process_group(pid, timeout, self._is_alive, kill_wait=_KILL_WAIT_SECONDS)
+        except PermissionError as err:
+            raise SchemaRegistryError(
+                f"not allowed to stop the schema registry (pid {pid}): {err.strerror}"
+            ) from err
+        if not stopped:
+            raise SchemaRegistryError(f"the schema registry (pid {pid}) survived SIGKILL")
 
     def _is_alive(self, pid: int) -> bool:
         if self._proc is not None and self._proc.pid == pid:
