@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from topics import fill
+from trainers import train_command
 
 # Event time of the first feature event, in ms: ten minutes ago. Not a fixed date: the
 # broker's retention (7 days) deletes a log whose records are stamped before then at its next
@@ -82,3 +83,30 @@ def fill_labels(
         timestamps=[START + i + delays[i] for i in due],
         to=[i % parts for i in due],
     )
+
+
+class JoinedModel(NamedTuple):
+    """The topics of a named joined model and the command that trains it."""
+
+    features: str
+    labels: str
+    name: str
+    ckpt: str
+    cmd: list[str]
+
+
+def named_joined(
+    bootstrap: str,
+    unique_name: Callable[..., str],
+    stream: list[Any],
+    delays: list[int],
+    parts: int,
+    *flags: str,
+) -> JoinedModel:
+    """Fresh feature and label topics filled by :func:`fill_joined`, a model name and
+    checkpoint topic, and its ``train --labels-topic`` command (``flags`` last)."""
+    features, labels = unique_name("feat"), unique_name("lab")
+    name, ckpt = unique_name("joined"), unique_name("ckpt")
+    fill_joined(bootstrap, features, labels, stream, delays, parts)
+    cmd = train_command(bootstrap, features, name, ckpt, "--labels-topic", labels, *flags)
+    return JoinedModel(features, labels, name, ckpt, cmd)

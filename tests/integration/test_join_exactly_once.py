@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 import pytest
-from joined import START, fill_joined
+from joined import START, named_joined
 from river import datasets, evaluate, linear_model, metrics, preprocessing
-from trainers import train_command, trainer_env
+from trainers import trainer_env
 from unlabelled import read_predictions
 
 from streamtrain.config import KafkaSettings
@@ -58,18 +58,14 @@ def test_two_processes_join_co_partitioned_topics_as_river_does_per_partition(
     stream = list(datasets.Phishing())
     rng = random.Random(5)
     delays = [rng.randint(0, 100) for _ in stream]
-    features, labels = unique_name("feat"), unique_name("lab")
-    name, ckpt = unique_name("joined"), unique_name("ckpt")
-    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=3)
     # Checkpoints every 10 events, in small batches: the stream takes seconds to learn, so
     # the process that joins second takes tasks over in the middle of it.
-    cmd = train_command(
+    features, labels, name, ckpt, cmd = named_joined(
         kafka_bootstrap,
-        features,
-        name,
-        ckpt,
-        "--labels-topic",
-        labels,
+        unique_name,
+        stream,
+        delays,
+        3,
         "--partitioned",
         "--checkpoint-every",
         "3",
@@ -146,16 +142,12 @@ def test_killed_at_points_in_and_around_the_join_it_ends_as_river(
     stream = list(datasets.Phishing())
     rng = random.Random(23)
     delays = [rng.randint(0, 300) for _ in stream]
-    features, labels = unique_name("feat"), unique_name("lab")
-    name, ckpt = unique_name("joined"), unique_name("ckpt")
-    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
-    cmd = train_command(
+    features, labels, name, ckpt, cmd = named_joined(
         kafka_bootstrap,
-        features,
-        name,
-        ckpt,
-        "--labels-topic",
-        labels,
+        unique_name,
+        stream,
+        delays,
+        1,
         "--checkpoint-every",
         "20",
         "--batch-size",

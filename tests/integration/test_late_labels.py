@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from joined import fill_features, fill_joined
+from joined import fill_features, fill_joined, named_joined
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 from topics import create_topic
 from trainers import train_command, trainer_env
@@ -105,11 +105,8 @@ def test_delayed_labels_score_as_river_and_survive_kill_9(
     stream = _stream()
     rng = random.Random(11)
     delays = [rng.randint(0, 300) for _ in stream]
-    features, labels = unique_name("feat"), unique_name("lab")
-    name, ckpt = unique_name("joined"), unique_name("ckpt")
-    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=1)
-    cmd = train_command(
-        kafka_bootstrap, features, name, ckpt, "--labels-topic", labels, "--checkpoint-every", "97"
+    features, labels, name, ckpt, cmd = named_joined(
+        kafka_bootstrap, unique_name, stream, delays, 1, "--checkpoint-every", "97"
     )
     store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
     kills = 0
@@ -225,19 +222,8 @@ def test_partitioned_join_expires_what_waits_past_the_ttl_in_each_task(
     stream = _stream()[:900]
     rng = random.Random(3)
     delays = [rng.randint(0, 120) for _ in stream]
-    features, labels = unique_name("feat"), unique_name("lab")
-    name, ckpt = unique_name("joined"), unique_name("ckpt")
-    fill_joined(kafka_bootstrap, features, labels, stream, delays, parts=3)
-    cmd = train_command(
-        kafka_bootstrap,
-        features,
-        name,
-        ckpt,
-        "--labels-topic",
-        labels,
-        "--partitioned",
-        "--label-ttl",
-        "100ms",
+    _features, _labels, name, _ckpt, cmd = named_joined(
+        kafka_bootstrap, unique_name, stream, delays, 3, "--partitioned", "--label-ttl", "100ms"
     )
     summary = _run(cmd, tmp_path / "summary.json")
     for p in range(3):
