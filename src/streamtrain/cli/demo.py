@@ -94,14 +94,12 @@ def run(args: argparse.Namespace) -> int:
     formats = FormatSettings()
     encode = None
     if args.format != JSON:
-        registry = LocalSchemaRegistry()
-        if registry.status().answering:
-            registry = None  # not ours to stop
-            url = LocalSchemaRegistry().url
-        else:
+        local = LocalSchemaRegistry()
+        if not local.status().answering:  # else running already, and not ours to stop
             console.print("starting a local schema registry …")
-            registry.up()
-            url = registry.url
+            local.up()
+            registry = local
+        url = local.url
         formats = FormatSettings(format=args.format, schema_registry=url)
         from river import datasets
 
