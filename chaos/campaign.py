@@ -139,6 +139,7 @@ class Trainers:
         self.leaving: list[subprocess.Popen[bytes]] = []  # sent SIGTERM: must exit 0
         self._logs = run.workdir / "trainers"
         self._logs.mkdir(parents=True, exist_ok=True)
+        self._numbers: dict[int, int] = {}  # pid -> the number in its log's name
 
     def command(self, *extra: str) -> list[str]:
         run = self.run
@@ -160,6 +161,7 @@ class Trainers:
             proc = subprocess.Popen(
                 self.command(*extra), stdout=subprocess.DEVNULL, stderr=log, env=env
             )
+        self._numbers[proc.pid] = self.run.trainers_started
         self.live.append(proc)
         return proc
 
@@ -177,7 +179,13 @@ class Trainers:
         """Trainers that exited on their own, or failed to leave cleanly (none should)."""
         died = [p for p in self.live if p.poll() is not None]
         died += [p for p in self.leaving if p.poll() not in LEFT_CLEANLY]
-        return [f"pid {p.pid} exit {p.returncode}" for p in died]
+        return [f"pid {p.pid} exit {p.returncode}: {self._tail(p)}" for p in died]
+
+    def _tail(self, proc: subprocess.Popen[bytes]) -> str:
+        """The last lines the trainer wrote to its log: why it exited."""
+        log = self._logs / f"trainer-{self._numbers[proc.pid]}.log"
+        lines = log.read_text(errors="replace").strip().splitlines()
+        return " | ".join(lines[-6:]) or "(nothing logged)"
 
     def close(self) -> None:
         for proc in [*self.live, *self.leaving]:

@@ -124,11 +124,16 @@ class TopicReader:
         chosen = sorted(set(select(count)))
         if not chosen:
             return
-        ends = readable_ends(self._watermarks(chosen))
+        ends = readable_ends(self._watermarks(chosen, max(patience, self.kafka.connect_timeout)))
         if not ends:
             return
         watch = EndWatch(ends, max(patience, self.kafka.connect_timeout))
-        consumer = self._consumer()
+        # Client-level errors (a broker that went away: _TRANSPORT, _ALL_BROKERS_DOWN) are
+        # informational, the client reconnects by itself. Without an error_cb, poll() hands
+        # them over as if they were fetch errors, and a broker restart in the middle of a
+        # read-back would end the read (and the trainer doing it). Kept for the stall message.
+        client_errors: list[KafkaError] = []
+        consumer = self._consumer(error_cb=client_errors.append)
         try:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
             while not watch.done:
@@ -136,6 +141,8 @@ class TopicReader:
                 # batch, and the read stops the moment the last record is in.
                 msg = consumer.poll(_POLL_SECONDS)
                 err = msg.error() if msg is not None else None
+                if err is None and client_errors and is_denied(client_errors[-1]):
+                    err = client_errors[-1]
                 if msg is not None and err is None:
                     watch.progressed()
                     yield _record(msg)
@@ -161,10 +168,12 @@ class TopicReader:
                     }
                 )
                 if watch.stalled():
+                    last = "".join(f"; last client error: {e.str()}" for e in client_errors[-1:])
                     raise TopicReadError(
                         f"timed out reading {self.what} {self.topic!r}: partitions "
                         f"{sorted(watch.pending)} made no progress in {watch.patience:g}s "
-                        "(a transaction still undecided, or the broker stopped answering)"
+                        f"(a transaction still undecided, or the broker stopped answering){last}",
+                        client_errors[-1] if client_errors else None,
                     )
         finally:
             consumer.close()
@@ -204,26 +213,37 @@ class TopicReader:
         finally:
             consumer.close()
 
-    def _watermarks(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
-        # A read_committed client is told the last stable offset instead of the log end,
-        # which stops short of a transaction whose commit was acknowledged but whose markers
-        # are not written yet: ask as a read_uncommitted one.
-        consumer = self._consumer(**{"isolation.level": "read_uncommitted"})
-        try:
-            return {
-                p: consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=self.kafka.connect_timeout
-                )
-                for p in partitions
-            }
-        except KafkaException as err:
-            inner = err.args[0] if err.args and isinstance(err.args[0], KafkaError) else None
-            text = inner.str() if inner is not None else str(err)
-            raise TopicReadError(
-                f"cannot find the end of {self.what} {self.topic!r}: {text}", inner
-            ) from err
-        finally:
-            consumer.close()
+    def _watermarks(self, partitions: list[int], patience: float) -> dict[int, tuple[int, int]]:
+        """Low and high watermark of each partition, asking again for up to ``patience``
+        seconds: a partition whose leader crashed has none until the controller fences that
+        broker and elects another (``broker.session.timeout.ms``, 9 s by default), longer than
+        one connect timeout. Each attempt is a new client: one that asked the dead leader
+        keeps asking it, its metadata never refreshed."""
+        deadline = time.monotonic() + patience
+        marks: dict[int, tuple[int, int]] = {}
+        while True:
+            # A read_committed client is told the last stable offset instead of the log end,
+            # which stops short of a transaction whose commit was acknowledged but whose
+            # markers are not written yet: ask as a read_uncommitted one.
+            consumer = self._consumer(**{"isolation.level": "read_uncommitted"})
+            try:
+                for p in partitions:
+                    if p not in marks:
+                        marks[p] = consumer.get_watermark_offsets(
+                            TopicPartition(self.topic, p), timeout=self.kafka.connect_timeout
+                        )
+                return marks
+            except KafkaException as err:
+                inner = err.args[0] if err.args else None
+                if is_denied(inner) or time.monotonic() >= deadline:
+                    text = inner.str() if isinstance(inner, KafkaError) else str(err)
+                    raise TopicReadError(
+                        f"cannot find the end of {self.what} {self.topic!r}: {text}",
+                        inner if isinstance(inner, KafkaError) else None,
+                    ) from err
+            finally:
+                consumer.close()
+            time.sleep(_POLL_SECONDS)
 
     def _consumer(self, **extra: Any) -> Consumer:
         conf: dict[str, Any] = {
