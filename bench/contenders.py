@@ -552,9 +552,12 @@ CONTENDERS = {
 
 
 def _joined_contenders() -> None:
+    from formats import format_contender
     from joined import joined, pending_memory
 
-    CONTENDERS.update({"joined": joined, "pending_memory": pending_memory})
+    CONTENDERS.update(
+        {"joined": joined, "pending_memory": pending_memory, "format": format_contender}
+    )
 
 
 _joined_contenders()

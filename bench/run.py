@@ -222,6 +222,9 @@ def main() -> int:
             "pending": child("pending_memory", {"pending": 1000}, env),
         }
 
+        log("record formats: flat JSON vs Avro vs Protobuf (bench/formats.py, local registry)")
+        results["formats"] = run_formats(Path(tmp), min(n, 50_000), opts.reps, env)
+
         log("latency at a steady 1,000 events/s")
         lat_seconds = 5 if opts.quick else 12
         lat = {"bootstrap": bootstrap, "rate": 1000, "seconds": lat_seconds}
@@ -272,6 +275,24 @@ def main() -> int:
     (out / "results.md").write_text(report)
     print(report)
     return 0
+
+
+def run_formats(tmp: Path, n: int, reps: int, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The format contenders (decode + learn per event, in process) against a local registry
+    of this run's own."""
+    from streamtrain.schema_registry import LocalSchemaRegistry
+
+    registry = LocalSchemaRegistry(data_dir=tmp / "registry", port=0)
+    registry.up(wait_seconds=180)
+    try:
+        runs: dict[str, list[dict[str, Any]]] = {"json": [], "avro": [], "protobuf": []}
+        for _ in range(reps):
+            for fmt, done in runs.items():
+                args = {"format": fmt, "events": n, "registry": registry.url}
+                done.append(child("format", args, env))
+    finally:
+        registry.down()
+    return {fmt: summarize(done) for fmt, done in runs.items()}
 
 
 def verdicts(r: dict[str, Any]) -> dict[str, Any]:
@@ -350,6 +371,8 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {k} | {shown} | {'yes' if v['met'] else 'NO'} |")
     if "join" in r:
         lines += _join_lines(r["join"])
+    if "formats" in r:
+        lines += _format_lines(r["formats"])
     lines += [
         "",
         "## End-to-end latency at a steady 1,000 events/s (record timestamp → learned)",
@@ -409,6 +432,24 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _format_lines(f: dict[str, Any]) -> list[str]:
+    json_rate = f["json"]["events_per_second"]
+    lines = [
+        "",
+        "## Record formats: the same flat Phishing events (decode + learn per event, no Kafka)",
+        "",
+        "| format | events/s | vs flat JSON | bytes/event | ROCAUC |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for fmt, v in f.items():
+        rate = v["events_per_second"]
+        size = v["raw"][0]["bytes_per_event"]
+        lines.append(
+            f"| {fmt} | {rate:,.0f} | {rate / json_rate:.2f}x | {size:.0f} | {v['metric']:.6f} |"
+        )
+    return lines
 
 
 def _join_lines(j: dict[str, Any]) -> list[str]:

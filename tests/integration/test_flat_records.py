@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from joined import fill_features, fill_labels
@@ -17,6 +19,12 @@ from topics import fill, read_log
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
+from streamtrain.models.prediction import label_key
+from streamtrain.records.shape import flatten
+from streamtrain.serving.app import BackgroundServer, create_kafka_app
+from streamtrain.serving.snapshot import ModelSnapshot
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.trainer import Trainer
 
@@ -221,3 +229,59 @@ def test_a_named_flat_model_resumes_from_its_checkpoint_as_river(
     assert final.events_predicted == len(undecided)
     expected = evaluate.progressive_val_score(learned, _oracle_model(), metrics.ROCAUC())
     assert final.metrics["ROCAUC"] == pytest.approx(expected.get(), abs=1e-12)
+
+
+def test_a_flat_model_with_categorical_features_is_served_as_its_own_predictions(
+    kafka_bootstrap: str, unique_name: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve``'s /predict takes the string (and boolean, null, nested) values a flat record
+    gives in training when the model encodes them, and answers as the model's own
+    ``predict_proba_one`` on the features the trainer would have made of that record."""
+    secret = "flat-serve-test-secret-0123456789"
+    monkeypatch.setenv("STREAMTRAIN_SECRET", secret)
+    topic, name, ckpt = unique_name("loans"), unique_name("loans-served"), unique_name("ckpt")
+    values, learned, _poison, _undecided = _agrawal(300)
+    fill(kafka_bootstrap, topic, values)
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    settings = TrainSettings(
+        topic=topic, name=name, checkpoint_topic=ckpt, model=SPEC, target="decision.approved",
+        id_field="meta.id", drop=("loan", "applicant.comm*"), exit_when_idle=2.0,
+    )  # fmt: skip
+    assert Trainer(kafka, settings).run().events_learned == len(learned)
+    key = SigningKey(secret.encode(), "STREAMTRAIN_SECRET")
+    model = ModelSnapshot.latest(CheckpointStore(kafka, key, ckpt), name).model
+
+    app = create_kafka_app(kafka, key, name, checkpoint_topic=ckpt, metrics_topic=None)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        deadline = time.monotonic() + 60
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "serve loaded no model within 60 s"
+            time.sleep(0.1)
+        instances = [
+            {
+                "applicant": {"salary": 95_000.0 + 500 * i, "age": 30 + i % 40},
+                "owns_home": i % 3 == 0,
+                "profile": {"car": f"car{i % 20 + 1}", "zipcode": f"zip{i % 9}",
+                            "elevel": f"level{i % 5}"},
+                "coupon": None,
+            }
+            for i in range(25)
+        ]  # fmt: skip
+        instances.append(  # names already flat, a category never seen in training
+            {
+                "applicant.salary": 20_000.0, "applicant.age": 41, "owns_home": False,
+                "profile.car": "a car never seen", "profile.zipcode": "zip0",
+                "profile.elevel": "level0",
+            }
+        )  # fmt: skip
+        answers = http.post("/predict", json=[{"x": x} for x in instances])
+        assert answers.status_code == 200, answers.text
+        for x, answer in zip(instances, answers.json(), strict=True):
+            flat = {k: int(v) if type(v) is bool else v for k, v in flatten(x).items()}
+            flat = {k: v for k, v in flat.items() if v is not None}
+            proba = model.predict_proba_one(flat)
+            assert answer["probabilities"] == {label_key(k): p for k, p in proba.items()}
+            assert answer["prediction"] == model.predict_one(flat)
+        # The limits still hold: a list is no feature value.
+        refused = http.post("/predict", json={"x": {"profile.car": ["car1"]}})
+        assert (refused.status_code, refused.json()["reason"]) == (422, "bad-features")

@@ -178,6 +178,7 @@ def test_training_with_no_registry_stops_with_one_line(
     topic = unique_name("no-registry")
     fill(kafka_bootstrap, topic, [b"\x00\x00\x00\x00\x01\x02"])
     (dead_port,) = free_ports(1)
+    started = time.monotonic()
     code = main(
         [
             "train", "--topic", topic, "--format", "avro", "--target", "y",
@@ -188,6 +189,7 @@ def test_training_with_no_registry_stops_with_one_line(
     )  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == SchemaRegistryUnreachable.exit_code
+    assert time.monotonic() - started < 60  # bounded: the wait is 1 s, the rest is start-up
     # One line for the error (after the warning that the default model takes numbers only).
     last = err.splitlines()[-1]
     assert last.startswith("streamtrain: error:") and "schema registry" in last, err
@@ -204,3 +206,47 @@ def _train(bootstrap: str, topic: str, summary: Path, *extra: str) -> dict[str, 
     )  # fmt: skip
     assert code == 0
     return dict(orjson.loads(summary.read_bytes()))
+
+
+def test_avro_features_and_labels_on_two_topics_train_as_their_json_events(
+    kafka_bootstrap: str, schema_registry: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    """``produce --format avro --labels-topic``: flat feature records (id and features) and
+    label records (id and target), each topic with its schema; joined by ``--id-field id``
+    they train the model the JSON ``{"id", "x"}`` / ``{"id", "y"}`` events of the same
+    schedule train, bit for bit."""
+    n, delay = 300, ["--label-delay", "random:0ms..40ms", "--label-drop", "0.1", "--seed", "3"]
+    runs = {}
+    for fmt in ("json", "avro"):
+        topic, labels = unique_name(f"{fmt}-features"), unique_name(f"{fmt}-labels")
+        registry = ["--schema-registry", schema_registry] if fmt == "avro" else []
+        target = ["--target", "is_phishing"] if fmt == "avro" else []
+        produced = main(
+            [
+                "produce", "--topic", topic, "--labels-topic", labels, "--limit", str(n),
+                "--format", fmt, *registry, *target, *delay,
+                "--bootstrap-servers", kafka_bootstrap, "-q",
+            ]
+        )  # fmt: skip
+        assert produced == 0
+        flat = [*target, "--id-field", "id"] if fmt == "avro" else []
+        summary = tmp_path / f"{fmt}.json"
+        trained = main(
+            [
+                "train", "--topic", topic, "--labels-topic", labels, "--format", fmt, *registry,
+                *flat, "--exit-when-idle", "2", "--view", "none", "--metrics-topic", "",
+                "--summary", str(summary), "--bootstrap-servers", kafka_bootstrap,
+            ]
+        )  # fmt: skip
+        assert trained == 0
+        runs[fmt] = orjson.loads(summary.read_bytes())
+        if fmt == "avro":
+            decode = decoder(FormatSettings(format="avro", schema_registry=schema_registry))
+            first = read_log(kafka_bootstrap, topic, 1)[0][0]
+            x, _y = next(iter(datasets.Phishing()))
+            assert decode(first, topic) == {"id": "0", **x}
+            label = decode(read_log(kafka_bootstrap, labels, 1)[0][0], labels)
+            assert set(label) == {"id", "is_phishing"}
+    for key in ("events_learned", "dead_letter_reasons", "metrics", "join"):
+        assert runs["avro"][key] == runs["json"][key], key
+    assert 200 < runs["avro"]["events_learned"] < n  # about a tenth of the labels dropped

@@ -41,15 +41,18 @@ def fill(
     timestamps: Sequence[int] | None = None,
     to: Sequence[int] | None = None,
     config: Mapping[str, Any] | None = None,
+    append: bool = False,
 ) -> dict[int, list[bytes]]:
-    """Create ``topic`` and write ``values`` round-robin over its partitions (or each to
-    partition ``to[i]``), in order, with record timestamps ``timestamps[i]`` if given.
-    ``config`` adds client settings (a secured broker's SASL_SSL login).
+    """Create ``topic`` (``append``: it exists, write after what it holds) and write
+    ``values`` round-robin over its partitions (or each to partition ``to[i]``), in order,
+    with record timestamps ``timestamps[i]`` if given. ``config`` adds client settings (a
+    secured broker's SASL_SSL login).
 
-    Returns each partition's values as read back from the log, after checking that they are
-    exactly the values sent to it, in the order sent.
+    Returns each partition's values as read back from the log, after checking that the log
+    ends with exactly the values sent to it, in the order sent.
     """
-    create_topic(bootstrap, topic, partitions, replication, config)
+    if not append:
+        create_topic(bootstrap, topic, partitions, replication, config)
     sent: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
     producer = Producer(
         {
@@ -73,7 +76,10 @@ def fill(
     assert producer.flush(120) == 0
     logged = read_log(bootstrap, topic, partitions, config=config)
     for p in range(partitions):
-        assert logged[p] == sent[p], f"partition {p} of {topic} is not in the order sent"
+        tail = logged[p][len(logged[p]) - len(sent[p]) :]
+        assert tail == sent[p] and (append or len(logged[p]) == len(sent[p])), (
+            f"partition {p} of {topic} is not in the order sent"
+        )
     return logged
 
 

@@ -8,6 +8,7 @@ import base64
 import pytest
 from google.protobuf import descriptor_pb2
 
+from streamtrain.cli.main import main
 from streamtrain.data.events import InvalidEvent, Reason
 from streamtrain.errors import ConfigError, SchemaRegistryUnreachable
 from streamtrain.formats import decoder
@@ -131,3 +132,20 @@ def test_a_registry_format_needs_flat_records() -> None:
     with pytest.raises(ConfigError, match="--target"):
         TrainSettings(formats=formats)
     assert TrainSettings(formats=formats, target="y").record_shape() is not None
+
+
+def test_registry_split_records_need_a_labels_topic_of_their_own(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Feature and label records have different schemas: one subject cannot hold both.
+    code = main(
+        [
+            "produce", "--topic", "t", "--labels-topic", "t", "--format", "avro",
+            "--schema-registry", "http://127.0.0.1:9/apis/ccompat/v7", "--limit", "5",
+            "--bootstrap-servers", "127.0.0.1:9", "-q",
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == ConfigError.exit_code
+    assert err.startswith("streamtrain: error:") and "labels topic of its own" in err
+    assert len(err.strip().splitlines()) == 1

@@ -16,7 +16,7 @@ from streamtrain.join.events import FEATURE, INLINE, LABEL, UNLABELLED
 from streamtrain.models.problem import Problem
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.records import SEED, RecordShape, flatten
-from streamtrain.records.models import model_shape, numbers_only_step
+from streamtrain.records.models import model_shape, numbers_only_step, served_features
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import RiverStep, SimpleRecord
@@ -359,3 +359,27 @@ def test_a_numbers_only_model_says_so_at_start(caplog: pytest.LogCaptureFixture)
         model_shape(SEED, model, warn=True)  # the seed's format has numbers only
     assert len(caplog.records) == 1
     assert "StandardScaler takes numbers only" in caplog.records[0].getMessage()
+
+
+def test_served_features_follow_the_model() -> None:
+    """/predict's features: a numbers-only model keeps the seed's rules; a model that encodes
+    gets what a flat record gives in training (strings, booleans 0/1, null missing, nested)."""
+    numeric = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    encoding = (
+        compose.Select("c") | preprocessing.OneHotEncoder() | linear_model.LogisticRegression()
+    )
+    with pytest.raises(InvalidEvent) as refused:
+        served_features(numeric, {"a": 1.0, "c": "FR"})
+    assert refused.value.reason is Reason.BAD_FEATURES
+    assert served_features(numeric, {"a": 1.0}) == {"a": 1.0}
+    x = {"c": "FR", "d": {"ok": True}, "gone": None, "n": 2}
+    assert served_features(encoding, x) == {"c": "FR", "d.ok": 1, "n": 2}
+    for bad, reason in (
+        ({"c": ["FR"]}, Reason.BAD_FEATURES),
+        ({"c": math.inf}, Reason.NON_FINITE),
+        ({"c": None}, Reason.BAD_FEATURES),
+        ([], Reason.BAD_FEATURES),
+    ):
+        with pytest.raises(InvalidEvent) as err:
+            served_features(encoding, bad)
+        assert err.value.reason is reason, bad

@@ -5,7 +5,10 @@ a label event ``{"id", "y"}`` on T, both keyed by the id (``--id-prefix`` + i) a
 event time: feature i at start + i * (1000 / rate, or 1 without a rate) ms, its label
 ``--label-delay`` later (a duration, ``feature:NAME`` in seconds, or ``random:MIN..MAX``
 seeded by ``--seed``); ``--label-drop P`` leaves each label out with probability P. Records go
-out in event-time order. :mod:`streamtrain.produce.labels` has the exact rules.
+out in event-time order. :mod:`streamtrain.produce.labels` has the exact rules. With
+``--format avro|protobuf|jsonschema`` they are flat records instead: ``id`` and the features on
+the topic, ``id`` and the ``--target`` field on T, each topic with its own schema (train them
+with ``--target FIELD --id-field id --labels-topic T``).
 """
 
 from __future__ import annotations
@@ -187,15 +190,12 @@ def run(args: argparse.Namespace) -> int:
         target=settings.target if settings.file is not None else None,
         limit=settings.limit,
     )
-    encode = None
+    encoders: dict[str, Any] = {}
     if formats.format != JSON:
         target = args.target if args.target is not None else settings.target
-        encode = _registry_encoder(formats, settings, source, target or DEFAULT_TARGET_FIELD)
+        encoders = _registry_encoders(formats, settings, source, target or DEFAULT_TARGET_FIELD)
     with _progress(source, enabled=not args.quiet) as on_progress:
-        if encode is None:
-            replayer = Replayer(kafka, settings, on_progress=on_progress)
-        else:
-            replayer = Replayer(kafka, settings, on_progress=on_progress, encode=encode)
+        replayer = Replayer(kafka, settings, on_progress=on_progress, **encoders)
         # A second SIGINT interrupts, for when the final flush itself hangs.
         with stop_on_signals(lambda _sig: replayer.stop(), second_sigint_interrupts=True) as caught:
             report = replayer.run(source)
@@ -215,15 +215,23 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_CODES[caught[0]] if caught else 0
 
 
-def _registry_encoder(
+def _registry_encoders(
     formats: FormatSettings, settings: ProduceSettings, source: Source, target: str
-) -> Callable[[dict[str, Any], Any], bytes]:
-    """The registry wire-format encoder of ``settings.topic`` (its schema registered first)."""
-    from streamtrain.formats.encoding import event_encoder
+) -> dict[str, Any]:
+    """The Replayer's registry wire-format encoders (schemas registered first): of whole
+    events, or with ``--labels-topic`` of feature records (``id`` and the features) and label
+    records (``id`` and the target)."""
+    from streamtrain.formats.encoding import event_encoder, split_encoders
 
-    if settings.labels_topic is not None:
-        raise ConfigError(f"--format {formats.format} cannot be used with --labels-topic yet")
-    return event_encoder(formats, settings.topic, source, target)
+    if settings.labels_topic is None:
+        return {"encode": event_encoder(formats, settings.topic, source, target)}
+    if settings.labels_topic == settings.topic:
+        raise ConfigError(
+            f"--format {formats.format} with --labels-topic needs a labels topic of its own: "
+            "feature and label records have different schemas"
+        )
+    topics = (settings.topic, settings.labels_topic)
+    return {"encode_split": split_encoders(formats, topics, source, target)}
 
 
 def _summary(report: ProduceReport, caught: list[signal.Signals]) -> str:

@@ -283,6 +283,38 @@ def event_encoder(
     return encode
 
 
+def split_encoders(
+    formats: FormatSettings,
+    topics: tuple[str, str],
+    events: Iterable[tuple[dict[str, Any], Any]],
+    target: str,
+    id_field: str = "id",
+) -> tuple[Callable[[str, Any], bytes], Callable[[str, Any], bytes]]:
+    """For labels that come later (``produce --labels-topic``): the encoders of feature records
+    (``id_field`` and the features) on ``topics[0]`` and of label records (``id_field`` and
+    ``target``) on ``topics[1]``, each ``(event id, x or y) -> bytes``, their schemas derived
+    from the first of ``events`` and registered under each topic's subject."""
+    sample = list(flat_records(itertools.islice(iter(events), SAMPLE_EVENTS), target))
+    derived = derive_schema(sample, names_must_be_identifiers=formats.format != JSONSCHEMA)
+    if any(f.name == id_field for f in derived.fields):
+        raise ConfigError(f"a feature is named {id_field!r} like the id field of split records")
+    key = Field(id_field, STRING)
+    features = RecordSchema((key, *(f for f in derived.fields if f.name != target)))
+    label = next(f for f in derived.fields if f.name == target)
+    features_encoder = RecordEncoder(formats, topics[0], features)
+    label_encoder = RecordEncoder(formats, topics[1], RecordSchema((key, label)))
+    features_encoder.register()
+    label_encoder.register()
+
+    def encode_features(event_id: str, x: Any) -> bytes:
+        return features_encoder({id_field: event_id, **x})
+
+    def encode_label(event_id: str, y: Any) -> bytes:
+        return label_encoder({id_field: event_id, target: y})
+
+    return encode_features, encode_label
+
+
 def sample_and_rest(
     records: Iterator[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], Iterator[dict[str, Any]]]:

@@ -163,6 +163,8 @@ class Emission(NamedTuple):
 
 class LabelSchedule:
     """The emissions of ``rows`` (``(x, y)`` pairs) in event-time order; see the module doc.
+    ``encode_feature`` and ``encode_label`` make the record values (``(id, x)`` and ``(id, y)``
+    in, bytes out; default the JSON events above).
 
     Each iteration runs the schedule from the start and resets the counters: ``dropped``
     (labels left out), ``unlabelled`` (events with no label) and ``pending`` (labels decided
@@ -185,6 +187,8 @@ class LabelSchedule:
         start_ms: int = 0,
         spacing_ms: float = 1.0,
         id_prefix: str = "",
+        encode_feature: Callable[[str, Any], bytes] = encode_feature_event,
+        encode_label: Callable[[str, Any], bytes] = encode_label_event,
     ) -> None:
         if not 0 <= drop < 1:
             raise ValueError(f"drop must be >= 0 and < 1, got {drop}")
@@ -197,6 +201,8 @@ class LabelSchedule:
         self.start_ms = start_ms
         self.spacing_ms = spacing_ms
         self.id_prefix = id_prefix
+        self.encode_feature = encode_feature
+        self.encode_label = encode_label
         self.dropped = 0
         self.unlabelled = 0
         # (due_ms, i, key, value): i breaks ties, so labels due together go out in event order.
@@ -223,7 +229,7 @@ class LabelSchedule:
             left_out = drawn() < self.drop
             eid = event_id(i, self.id_prefix)
             key = eid.encode()
-            yield Emission("feature", i, ts, key, encode_feature_event(eid, x))
+            yield Emission("feature", i, ts, key, self.encode_feature(eid, x))
             # Counted once the feature was taken: a consumer that stops before taking it never
             # sees its label counted as dropped or pending.
             if y is None:
@@ -231,7 +237,7 @@ class LabelSchedule:
             elif left_out:
                 self.dropped += 1
             else:
-                heapq.heappush(pending, (ts + delay_ms, i, key, encode_label_event(eid, y)))
+                heapq.heappush(pending, (ts + delay_ms, i, key, self.encode_label(eid, y)))
         while pending:
             due, j, key, value = heapq.heappop(pending)
             yield Emission("label", j, due, key, value)

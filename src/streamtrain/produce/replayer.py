@@ -83,7 +83,9 @@ class Replayer:
 
     ``on_progress`` receives the number of events sent so far, a few times a second and once
     at the end, on the thread that calls ``run``. ``encode`` turns an event into the record
-    value (default: the ``{x, y}`` JSON event); it is not used for split feature/label events.
+    value (default: the ``{x, y}`` JSON event); with ``labels_topic``, ``encode_split`` makes
+    the feature and the label records instead (``(id, x)`` and ``(id, y)`` in, bytes out;
+    default the JSON ``{"id", "x"}`` and ``{"id", "y"}`` events).
     """
 
     def __init__(
@@ -93,11 +95,13 @@ class Replayer:
         *,
         on_progress: Callable[[int], None] | None = None,
         encode: Callable[[dict[str, Any], Any], bytes] = encode_event,
+        encode_split: tuple[Callable[[str, Any], bytes], Callable[[str, Any], bytes]] | None = None,
     ) -> None:
         self.kafka = kafka
         self.settings = settings
         self._on_progress = on_progress
         self._encode = encode
+        self._encode_split = encode_split
         self._stop = StopFlag()  # set from signal handlers: see streamtrain.stopping
         self._events = _Tally()
         self._labels = _Tally()
@@ -255,6 +259,9 @@ class Replayer:
 
     def _schedule(self, events: Iterable[tuple[dict[str, Any], Any]]) -> LabelSchedule:
         s = self.settings
+        split = {}
+        if self._encode_split is not None:
+            split = dict(zip(("encode_feature", "encode_label"), self._encode_split, strict=True))
         return LabelSchedule(
             events,
             delay=s.label_delay_spec(),
@@ -264,6 +271,7 @@ class Replayer:
             # Event time runs at the replay's rate; unpaced, events are 1 ms apart.
             spacing_ms=1000.0 / s.rate if s.rate > 0 else 1.0,
             id_prefix=s.id_prefix or "",
+            **split,
         )
 
     def _scheduled_records(self, schedule: LabelSchedule) -> Iterator[_Outgoing]:

@@ -22,10 +22,11 @@ from typing import Any
 
 from river import compose, preprocessing
 
+from streamtrain.data.events import InvalidEvent, Reason, json_type, validate_features
 from streamtrain.records.seed import EventShape
-from streamtrain.records.shape import RecordShape
+from streamtrain.records.shape import RecordShape, flat_features, flatten
 
-__all__ = ["model_shape", "numbers_only_step"]
+__all__ = ["model_shape", "numbers_only_step", "served_features"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,28 @@ def model_shape(shape: EventShape, model: Any, *, warn: bool = False) -> EventSh
             step,
         )
     return dataclasses.replace(shape, numbers_only=step)
+
+
+def served_features(model: Any, x: Any) -> dict[str, Any]:
+    """The features of a predict request's ``x`` for ``model``, or :class:`InvalidEvent`.
+
+    A model that takes numbers only keeps the seed's rules (numbers, nothing else). Any other
+    model takes what a flat record gives it in training: strings as categorical values,
+    booleans as 0 and 1, ``null`` as missing, nested objects as dotted names.
+
+    >>> from river import compose, linear_model, preprocessing
+    >>> encoded = compose.Select("country") | preprocessing.OneHotEncoder()
+    >>> served_features(encoded | linear_model.LogisticRegression(),
+    ...                 {"country": "FR", "device": {"rooted": True}, "coupon": None})
+    {'country': 'FR', 'device.rooted': 1}
+    """
+    if numbers_only_step(model) is not None:
+        return validate_features(x)
+    if type(x) is not dict or not x:
+        raise InvalidEvent(
+            Reason.BAD_FEATURES, f'"x" must be a non-empty object, got {json_type(x)}'
+        )
+    features = flat_features(flatten(x) if dict in set(map(type, x.values())) else x)
+    if not features:
+        raise InvalidEvent(Reason.BAD_FEATURES, '"x" has no feature that is not null')
+    return features

@@ -51,7 +51,7 @@ from streamtrain.fastpath.decode import DecodedBatch, decode_each
 from streamtrain.join.events import FEATURE, INLINE, LABEL, UNLABELLED, resolve_id
 from streamtrain.models.problem import Problem
 
-__all__ = ["RecordShape", "flatten"]
+__all__ = ["RecordShape", "flat_features", "flatten"]
 
 _MAX_REMEMBERED = 10_000  # feature names whose selection is cached (a stream has few)
 _GLOB = frozenset("*?[")
@@ -149,37 +149,7 @@ class RecordShape:
         return event_id, self._features(flat), y
 
     def _features(self, flat: dict[str, Any]) -> dict[str, Any]:
-        """The features of ``flat`` one value at a time, refusing with the exact reason."""
-        x: dict[str, Any] = {}
-        for name, v in flat.items():
-            tv = type(v)
-            if v is None:
-                continue
-            if tv is bool:
-                v = int(v)
-            elif tv is float:
-                if not -_MAX <= v <= _MAX:
-                    if not isfinite(v):
-                        raise InvalidEvent(
-                            Reason.NON_FINITE, f"feature {name!r} is not finite: {v!r}"
-                        )
-                    raise InvalidEvent(
-                        Reason.OUT_OF_RANGE, f"feature {name!r} = {v!r} is beyond ±1e+150"
-                    )
-            elif tv is str:
-                if self.numbers_only is not None:
-                    raise InvalidEvent(
-                        Reason.CATEGORICAL,
-                        f"feature {name!r} is a string, and {self.numbers_only} takes numbers "
-                        "only: encode it in the spec (OneHotEncoder) or leave it out (--drop)",
-                    )
-            elif tv is not int:
-                raise InvalidEvent(
-                    Reason.BAD_FEATURES,
-                    f"feature {name!r} must be a number, string or boolean, got {json_type(v)}",
-                )
-            x[name] = v
-        return x
+        return flat_features(flat, self.numbers_only)
 
     def check(self, obj: dict[str, Any], problem: Problem) -> tuple[dict[str, Any], Any]:
         """``(x, y)`` of a decoded record, validated (``y`` None: unlabelled)."""
@@ -216,3 +186,40 @@ class RecordShape:
             raise InvalidEvent(Reason.BAD_FEATURES, "the record has neither features nor target")
         event_id = resolve_id(raw_id, key, id_from, required=False, missing=missing)
         return (FEATURE if event_id is not None else UNLABELLED), event_id, x, None
+
+
+def flat_features(flat: dict[str, Any], numbers_only: str | None = None) -> dict[str, Any]:
+    """The features of a flattened record by the rules above, one value at a time, refusing
+    with the exact reason; ``numbers_only`` names the model step that refuses strings.
+
+    >>> flat_features({"amount": 3.5, "country": "FR", "rooted": True, "coupon": None})
+    {'amount': 3.5, 'country': 'FR', 'rooted': 1}
+    """
+    x: dict[str, Any] = {}
+    for name, v in flat.items():
+        tv = type(v)
+        if v is None:
+            continue
+        if tv is bool:
+            v = int(v)
+        elif tv is float:
+            if not -_MAX <= v <= _MAX:
+                if not isfinite(v):
+                    raise InvalidEvent(Reason.NON_FINITE, f"feature {name!r} is not finite: {v!r}")
+                raise InvalidEvent(
+                    Reason.OUT_OF_RANGE, f"feature {name!r} = {v!r} is beyond ±1e+150"
+                )
+        elif tv is str:
+            if numbers_only is not None:
+                raise InvalidEvent(
+                    Reason.CATEGORICAL,
+                    f"feature {name!r} is a string, and {numbers_only} takes numbers "
+                    "only: encode it in the spec (OneHotEncoder) or leave it out (--drop)",
+                )
+        elif tv is not int:
+            raise InvalidEvent(
+                Reason.BAD_FEATURES,
+                f"feature {name!r} must be a number, string or boolean, got {json_type(v)}",
+            )
+        x[name] = v
+    return x

@@ -6,11 +6,11 @@ import dataclasses
 import time
 from typing import Any
 
-from streamtrain.data.events import validate_features
 from streamtrain.errors import StreamtrainError
 from streamtrain.formats import replica_partition
 from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.models.problem import Problem, problem_of
+from streamtrain.records.models import served_features
 from streamtrain.state.envelope import CheckpointHeader, open_envelope
 from streamtrain.state.payload import model_of
 from streamtrain.state.store import CheckpointStore
@@ -52,8 +52,8 @@ class ModelSnapshot:
         return max(time.time() - self.header.created_at, 0.0)
 
     def predict(self, x: Any) -> dict[str, Any]:
-        """Predict one features object (validated like a training event's ``x``)."""
-        answer = predict_answer(self.model, self.problem, validate_features(x))
+        """Predict one features object (validated as :func:`served_features` says)."""
+        answer = predict_answer(self.model, self.problem, served_features(self.model, x))
         answer["model_version"] = self.version
         answer["events_learned"] = self.header.events_learned
         return answer
@@ -102,7 +102,7 @@ class ReplicaSet:
         return max(r.age_seconds() for r in self.replicas)
 
     def predict(self, x: Any) -> dict[str, Any]:
-        features = validate_features(x)
+        features = served_features(self.replicas[0].model, x)
         answer: dict[str, Any]
         if self.problem is Problem.CLASSIFICATION:
             totals: dict[Any, float] = {}

@@ -49,7 +49,12 @@ _INSTANCE_SCHEMA = {
     "type": "object",
     "required": ["x"],
     "properties": {
-        "x": {"type": "object", "additionalProperties": {"type": "number"}},
+        # Numbers; strings, booleans and null too when the model is not numbers-only (it
+        # encodes categorical values), as a flat record gives them in training.
+        "x": {
+            "type": "object",
+            "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
+        },
         "id": _ID_SCHEMA,
     },
 }

@@ -1,0 +1,171 @@
+"""kill -9 of a named trainer while its Avro topic moves to a new schema version.
+
+Loan records with categorical columns as strings, written under version 1, then under a
+BACKWARD-compatible version 2 that adds a nullable field (default null) - with a late
+producer still on version 1 now and then. The killed-and-restarted model must end bit for bit
+where an uninterrupted one ends, and score as River on the decoded records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import numbers
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from river import compose, evaluate, linear_model, metrics, preprocessing
+from river.datasets import synth
+from topics import fill
+from trainers import train_command, trainer_env
+
+from streamtrain.config import KafkaSettings
+from streamtrain.formats.encoding import (
+    BOOLEAN,
+    DOUBLE,
+    LONG,
+    STRING,
+    Field,
+    RecordEncoder,
+    RecordSchema,
+)
+from streamtrain.formats.settings import FormatSettings
+from streamtrain.state.envelope import load_state
+from streamtrain.state.keys import SigningKey
+from streamtrain.state.store import CheckpointStore
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "evolving-kill-test-secret-0123456789"
+KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
+SPEC = (
+    "(SelectType(numbers.Number) | StandardScaler) + (SelectType(str) | OneHotEncoder)"
+    " | LogisticRegression"
+)
+EVENTS = 4_000
+V2_FROM = 1_500  # version 2 from this event on (every 7th still written under version 1)
+
+
+def _oracle_model() -> Any:
+    numeric = compose.SelectType(numbers.Number) | preprocessing.StandardScaler()
+    categorical = compose.SelectType(str) | preprocessing.OneHotEncoder()
+    return (numeric + categorical) | linear_model.LogisticRegression()
+
+
+def _stream(url: str, topic: str) -> tuple[list[bytes], list[tuple[dict[str, Any], bool]]]:
+    """The topic's values and what River learns from them (the decoded features, in order)."""
+    settings = FormatSettings(format="avro", schema_registry=url)
+    common = (
+        Field("salary", DOUBLE),
+        Field("age", LONG),
+        Field("car", STRING),
+        Field("zipcode", STRING),
+        Field("elevel", STRING),
+    )
+    v1 = RecordEncoder(settings, topic, RecordSchema((*common, Field("approved", BOOLEAN))))
+    v2 = RecordEncoder(
+        settings,
+        topic,
+        RecordSchema((*common, Field("commission", DOUBLE, True), Field("approved", BOOLEAN))),
+    )
+    v1.register()
+    assert v2.register() != v1.schema_id  # a new version, accepted as compatible
+    values: list[bytes] = []
+    learned: list[tuple[dict[str, Any], bool]] = []
+    for i, (row, label) in enumerate(synth.Agrawal(classification_function=2, seed=3).take(EVENTS)):
+        x = {
+            "salary": row["salary"],
+            "age": row["age"],
+            "car": f"car{row['car']}",
+            "zipcode": f"zip{row['zipcode']}",
+            "elevel": f"level{row['elevel']}",
+        }
+        if i >= V2_FROM and i % 7:
+            commission = row["commission"] or None  # null when 0: a missing value
+            values.append(v2({**x, "commission": commission, "approved": bool(label)}))
+            if commission is not None:
+                x["commission"] = commission
+        else:
+            values.append(v1({**x, "approved": bool(label)}))
+        learned.append((x, bool(label)))
+    return values, learned
+
+
+def _latest(bootstrap: str, name: str, ckpt: str) -> tuple[int, Any]:
+    opened = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt).latest(name)
+    if opened is None:
+        return 0, None
+    return opened.header.events_learned, load_state(opened)["model"]
+
+
+def _finish(cmd: list[str], summary: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
+        capture_output=True,
+        text=True,
+        env=trainer_env(SECRET),
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(summary.read_text()))
+
+
+@pytest.mark.timeout(600)  # three restarts and two full runs, on a loaded machine
+def test_kill_9_during_a_schema_change_ends_as_an_uninterrupted_run_and_river(
+    kafka_bootstrap: str, schema_registry: str, unique_name: Callable[..., str], tmp_path: Path
+) -> None:
+    topic, ckpt = unique_name("evolving"), unique_name("ckpt")
+    killed, steady = unique_name("killed"), unique_name("steady")
+    values, learned = _stream(schema_registry, topic)
+    fill(kafka_bootstrap, topic, values)
+
+    def command(name: str) -> list[str]:
+        return train_command(
+            kafka_bootstrap, topic, name, ckpt, "--format", "avro",
+            "--schema-registry", schema_registry, "--target", "approved", "--model", SPEC,
+            "--metrics-topic", "",
+        )  # fmt: skip
+
+    rng = random.Random(15)
+    progress = []
+    for _ in range(3):
+        before = _latest(kafka_bootstrap, killed, ckpt)[0]
+        proc = subprocess.Popen(
+            command(killed),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=trainer_env(SECRET),
+        )
+        deadline = time.monotonic() + 120
+        while before < EVENTS and _latest(kafka_bootstrap, killed, ckpt)[0] == before:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no new checkpoint within 120 s"
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        progress.append(_latest(kafka_bootstrap, killed, ckpt)[0])
+    print("events learned after each kill:", progress)
+    assert any(0 < p < EVENTS for p in progress), progress  # a kill landed mid-stream
+
+    after_kills = _finish(command(killed), tmp_path / "killed.json")
+    uninterrupted = _finish(command(steady), tmp_path / "steady.json")
+    for summary in (after_kills, uninterrupted):
+        assert summary["events_learned"] == EVENTS
+        assert summary["dead_letter_reasons"] == {}
+    assert after_kills["metrics"] == uninterrupted["metrics"]  # to the last bit
+    _, model = _latest(kafka_bootstrap, killed, ckpt)
+    _, reference = _latest(kafka_bootstrap, steady, ckpt)
+    for x, _y in itertools.islice(learned, 0, EVENTS, 37):
+        assert model.predict_proba_one(x) == reference.predict_proba_one(x)
+    assert "commission" in model["LogisticRegression"].weights  # the added field is learned
+    oracle = evaluate.progressive_val_score(learned, _oracle_model(), metrics.ROCAUC()).get()
+    assert after_kills["metrics"]["ROCAUC"] == pytest.approx(oracle, abs=1e-12)
