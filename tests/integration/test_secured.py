@@ -30,14 +30,17 @@ from oracle import offline
 from topics import fill, read_log
 
 from streamtrain.broker import LocalBroker
-from streamtrain.broker.acls import command_acls, grant
+from streamtrain.broker.acls import Acl, command_acls, grant
 from streamtrain.broker.process import broker_answers
 from streamtrain.broker.security import ADMIN_USER
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
+from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.kafka.clients import ensure_topic
+from streamtrain.kafka.reader import READER_GROUP_PREFIX
 from streamtrain.serving.app import BackgroundServer, create_kafka_app
 from streamtrain.state.keys import SigningKey
-from streamtrain.state.store import CheckpointStore
+from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -221,6 +224,65 @@ def test_train_without_one_right_fails_at_once_and_commits_nothing(
         patience=5,
     )
     assert store.partitions() is None or store.latest_raw(name) is None
+
+
+def _without(acls: list[Acl], resource: str, name: str, operation: str) -> list[Acl]:
+    """``acls`` less ``operation`` on one resource."""
+    kept = []
+    for acl in acls:
+        if (acl.resource, acl.name) == (resource, name):
+            acl = Acl(resource, name, tuple(o for o in acl.operations if o != operation),
+                      acl.prefixed)  # fmt: skip
+        if acl.operations:
+            kept.append(acl)
+    return kept
+
+
+CHECKPOINTS_READ = ("topic", DEFAULT_CHECKPOINT_TOPIC, "READ")
+READERS_DESCRIBE = ("group", READER_GROUP_PREFIX, "DESCRIBE")
+
+
+@pytest.mark.parametrize(
+    ("command", "missing", "says"),
+    [
+        ("serve", CHECKPOINTS_READ, f"needs READ on topic '{DEFAULT_CHECKPOINT_TOPIC}'"),
+        ("serve", READERS_DESCRIBE, f"needs DESCRIBE on consumer group '{READER_GROUP_PREFIX}*'"),
+        ("predict", CHECKPOINTS_READ, f"needs READ on topic '{DEFAULT_CHECKPOINT_TOPIC}'"),
+    ],
+    ids=["serve-checkpoint-topic", "serve-reader-group", "predict-checkpoint-topic"],
+)
+def test_serve_and_predict_without_one_right_fail_at_once(
+    secure_broker: LocalBroker,
+    run: Run,
+    tmp_path: Path,
+    unique_name: Callable[..., str],
+    command: str,
+    missing: tuple[str, str, str],
+    says: str,
+) -> None:
+    name, user = unique_name("model"), unique_name("user")
+    admin = _admin(secure_broker)
+    # The topics exist, so nothing but the missing right could keep serve waiting.
+    as_admin = KafkaSettings(secure_broker.bootstrap, options=admin)
+    ensure_checkpoint_topic(as_admin)
+    ensure_topic(as_admin, DEFAULT_METRICS_TOPIC)
+    acls = _without(command_acls("serve", topic="", name=name), *missing)
+    grant(admin, f"User:{user}", acls, timeout=30)
+    config = _user_config(secure_broker, user, tmp_path / "user.toml")
+    (tmp_path / "in.jsonl").write_text('{"x": {"a": 1.0}}\n')
+    argv = {
+        "serve": ["serve", "--port", "0"],
+        "predict": ["predict", "--input", str(tmp_path / "in.jsonl")],
+    }[command]
+
+    started = time.monotonic()
+    code, _, err = run(*argv, "--config", str(config), "--name", name)
+    elapsed = time.monotonic() - started
+    assert code == 8, err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("streamtrain: error: not authorized: "), err
+    assert says in errors[0]
+    assert elapsed < 30  # it stops on the refusal rather than staying unready
 
 
 def test_produce_without_write_names_the_topic(

@@ -20,7 +20,7 @@ from streamtrain.cli.common import (
     positive_int,
 )
 from streamtrain.config import resolve
-from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.errors import ConfigError, NotAuthorized, StreamtrainError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
 from streamtrain.serving.settings import ServeSettings
@@ -180,6 +180,7 @@ def run_serve(args: argparse.Namespace) -> int:
     tokens = load_tokens(settings.token_file)
     https = _check_tls(settings)
     key = load_signing_key(settings.secret_file)
+    refusal = _Refusal()
     app = create_kafka_app(
         kafka,
         key,
@@ -194,6 +195,7 @@ def run_serve(args: argparse.Namespace) -> int:
         delivery_timeout=settings.delivery_timeout,
         tokens=tokens,
         secure_cookie=https,
+        on_denied=refusal.note,
     )
     # Bind here rather than in uvicorn, so a taken port is a one-line error, not a log dump.
     try:
@@ -228,11 +230,28 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     for line in access_notes(settings.host, tokens, https):
         print(f"streamtrain: {line}", file=sys.stderr)
-    server = _server_without_signal_handlers(config)
+    server = refusal.server = _server_without_signal_handlers(config)
     # uvicorn's own answer to a signal: the first stops gracefully, a second SIGINT at once.
     with sock, stop_on_signals(lambda sig: server.handle_exit(sig, None)):
         server.run(sockets=[sock])
+    if refusal.error is not None:
+        raise refusal.error
     return 0
+
+
+class _Refusal:
+    """The first right the broker refused serve's followers: it stops the server, and serve
+    then ends with it (exit 8) instead of staying unready for ever."""
+
+    def __init__(self) -> None:
+        self.error: NotAuthorized | None = None
+        self.server: uvicorn.Server | None = None
+
+    def note(self, err: NotAuthorized) -> None:  # called from a follower's thread
+        if self.error is None:
+            self.error = err
+        if self.server is not None:
+            self.server.should_exit = True  # read by its loop every 0.1 s
 
 
 def access_notes(host: str, tokens: TokenSet | None, https: bool) -> list[str]:

@@ -87,7 +87,7 @@ def require_topic(settings: KafkaSettings, topic: str) -> int:
     """Partition count of an existing topic; :class:`TopicMissing` when absent."""
     count = partition_count(wait_for_cluster(settings), topic)
     if count is None:
-        _check_visible(settings, topic, "reading a topic", "READ")
+        check_visible(settings, topic, "reading a topic", "READ")
         raise TopicMissing(
             f"topic {topic!r} does not exist at {settings.bootstrap_servers} "
             "(`streamtrain produce` creates it)"
@@ -112,7 +112,7 @@ def ensure_topic(
     if partition_count(wait_for_cluster(settings, admin), topic) is not None:
         return False
     # Invisible may mean forbidden (listing all topics leaves those out): say so, not "create".
-    _check_visible(settings, topic, "writing a topic", "WRITE")
+    check_visible(settings, topic, "writing a topic", "WRITE")
     new = NewTopic(
         topic,
         num_partitions=partitions,
@@ -144,7 +144,7 @@ def ensure_topic(
     return created
 
 
-def _check_visible(settings: KafkaSettings, topic: str, doing: str, right: str) -> None:
+def check_visible(settings: KafkaSettings, topic: str, doing: str, right: str) -> None:
     """Raise :class:`NotAuthorized` if ``topic`` is hidden from us by a missing right.
 
     Asked for by name, a broker tells a forbidden topic from a missing one. Auto-creation is

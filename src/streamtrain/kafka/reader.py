@@ -35,9 +35,14 @@ from confluent_kafka import (
 )
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import TopicMissing, TopicReadError
+from streamtrain.errors import NotAuthorized, TopicMissing, TopicReadError
 from streamtrain.kafka.authz import is_denied, not_authorized
-from streamtrain.kafka.clients import client_config, partition_count, wait_for_cluster
+from streamtrain.kafka.clients import (
+    check_visible,
+    client_config,
+    partition_count,
+    wait_for_cluster,
+)
 
 __all__ = [
     "CatchUp",
@@ -103,9 +108,14 @@ class TopicReader:
     def partitions(self) -> int | None:
         """The topic's partition count, None if it does not exist.
 
-        Raises :class:`~streamtrain.errors.BrokerUnreachable` after the connect timeout.
+        Raises :class:`~streamtrain.errors.BrokerUnreachable` after the connect timeout, and
+        :class:`~streamtrain.errors.NotAuthorized` when a missing right hides the topic (a
+        listing of all topics leaves it out as if it did not exist).
         """
-        return partition_count(wait_for_cluster(self.kafka), self.topic)
+        count = partition_count(wait_for_cluster(self.kafka), self.topic)
+        if count is None:
+            check_visible(self.kafka, self.topic, f"reading the {self.what}", "READ")
+        return count
 
     def read_to_end(self, select: Select = range, *, patience: float = 10.0) -> Iterator[Record]:
         """Every committed record of the partitions ``select(count)`` picks, up to the log end
@@ -147,13 +157,7 @@ class TopicReader:
                     watch.progressed()
                     yield _record(msg)
                 elif is_denied(err):
-                    raise not_authorized(
-                        err,
-                        f"reading the {self.what}",
-                        topics=[self.topic],
-                        group=f"{READER_GROUP_PREFIX}*",
-                        group_right="DESCRIBE",
-                    ) from KafkaException(err)
+                    raise self._refusal(err) from KafkaException(err)
                 elif err is not None and err.code() != KafkaError._PARTITION_EOF:
                     raise TopicReadError(
                         f"reading {self.what} {self.topic!r} failed: {err.str()}", err
@@ -195,23 +199,66 @@ class TopicReader:
         While the topic does not exist, ``on_waiting(True)`` is called and its creation
         awaited; ``on_waiting(False)`` once it does. Fetch errors are handed over, not raised
         (the client keeps retrying); client-level errors go to ``on_client_error``. A broker
-        that does not answer the metadata request raises ``KafkaException``.
+        that does not answer the metadata request raises ``KafkaException``. A missing right
+        (on the topic, or to look up the reader's group) raises
+        :class:`~streamtrain.errors.NotAuthorized`: retrying would wait for ever.
         """
-        extra: dict[str, Any] = {"enable.partition.eof": True}
-        if on_client_error is not None:
-            extra["error_cb"] = on_client_error
-        consumer = self._consumer(**extra)
+        refused: list[KafkaError] = []
+
+        def on_error(err: KafkaError) -> None:
+            if is_denied(err):
+                refused.append(err)
+            elif on_client_error is not None:
+                on_client_error(err)
+
+        consumer = self._consumer(**{"enable.partition.eof": True, "error_cb": on_error})
         try:
-            count = _wait_for_topic(consumer, self.topic, stop, on_waiting)
+            count = self._wait_for_topic(consumer, stop, on_waiting, refused)
             if count is None:
                 return
             chosen = sorted(set(select(count)))
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in chosen])
             catch_up = CatchUp(chosen, batch)
             while not stop.is_set():
-                on_fetch(fetch_of(consumer.consume(batch, timeout=poll_seconds), catch_up))
+                messages = consumer.consume(batch, timeout=poll_seconds)
+                refused += [e for m in messages if is_denied(e := m.error())]
+                if refused:
+                    raise self._refusal(refused[0]) from KafkaException(refused[0])
+                on_fetch(fetch_of(messages, catch_up))
         finally:
             consumer.close()
+
+    def _wait_for_topic(
+        self,
+        consumer: Consumer,
+        stop: threading.Event,
+        waiting: Callable[[bool], None],
+        refused: list[KafkaError],
+    ) -> int | None:
+        """Partition count of the topic once it exists; None if stopped first."""
+        while not stop.is_set():
+            topics = consumer.list_topics(self.topic, timeout=_METADATA_SECONDS).topics
+            meta = topics.get(self.topic)
+            if meta is not None and is_denied(meta.error):
+                refused.append(meta.error)
+            if refused:
+                raise self._refusal(refused[0]) from KafkaException(refused[0])
+            if meta is not None and meta.error is None and meta.partitions:
+                waiting(False)
+                return len(meta.partitions)
+            waiting(True)
+            stop.wait(1.0)
+        return None
+
+    def _refusal(self, err: KafkaError) -> NotAuthorized:
+        """The error for a refused read of this topic (or lookup of a reader's group)."""
+        return not_authorized(
+            err,
+            f"reading the {self.what}",
+            topics=[self.topic],
+            group=f"{READER_GROUP_PREFIX}*",
+            group_right="DESCRIBE",
+        )
 
     def _watermarks(self, partitions: list[int], patience: float) -> dict[int, tuple[int, int]]:
         """Low and high watermark of each partition, asking again for up to ``patience``
@@ -342,17 +389,3 @@ def _record(msg: Message) -> Record:
         msg.partition() or 0,
         msg.offset() or 0,
     )
-
-
-def _wait_for_topic(
-    consumer: Consumer, topic: str, stop: threading.Event, waiting: Callable[[bool], None]
-) -> int | None:
-    """Partition count of ``topic`` once it exists; None if stopped first."""
-    while not stop.is_set():
-        meta = consumer.list_topics(topic, timeout=_METADATA_SECONDS).topics.get(topic)
-        if meta is not None and meta.error is None and meta.partitions:
-            waiting(False)
-            return len(meta.partitions)
-        waiting(True)
-        stop.wait(1.0)
-    return None

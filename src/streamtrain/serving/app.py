@@ -59,13 +59,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from streamtrain.config import KafkaSettings
+from streamtrain.errors import NotAuthorized
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
 from streamtrain.serving.auth import BearerAuth, document_bearer
 from streamtrain.serving.dashboard import add_dashboard
@@ -265,7 +266,8 @@ def _add_probe_routes(app: FastAPI, source: SnapshotSource, prometheus: ServingM
     async def readyz() -> Response:
         snapshot = source.current()
         if snapshot is None:
-            return json_response({"ready": False, "reason": "no model loaded yet"}, 503)
+            reason = source.status().get("denied") or "no model loaded yet"
+            return json_response({"ready": False, "reason": reason}, 503)
         return json_response({"ready": True, "model_version": snapshot.version})
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -298,15 +300,21 @@ def create_kafka_app(
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
     tokens: TokenSet | None = None,
     secure_cookie: bool = False,
+    on_denied: Callable[[NotAuthorized], None] | None = None,
 ) -> FastAPI:
     """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics.
 
     ``log_topic`` and ``labels_topic`` turn on the prediction log and ``POST /labels``,
     written through one :class:`EventLog` waiting at most ``delivery_timeout`` seconds.
+    A follower refused a right stops and calls ``on_denied`` (from its thread); ``/readyz``
+    then names the right.
     """
     keys = ModelKeys(name)
-    follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys)
-    feed = MetricsFollower(kafka, keys, metrics_topic) if metrics_topic else None
+    store = CheckpointStore(kafka, key, checkpoint_topic)
+    follower = CheckpointFollower(store, keys, on_denied)
+    feed = (
+        MetricsFollower(kafka, keys, metrics_topic, on_denied=on_denied) if metrics_topic else None
+    )
     writes = bool(log_topic or labels_topic)
     return create_app(
         name,

@@ -24,12 +24,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError
 
 from streamtrain.config import KafkaSettings
+from streamtrain.errors import NotAuthorized
 from streamtrain.formats import DEFAULT_METRICS_TOPIC, decode_metrics_record, replica_partition
 from streamtrain.kafka.reader import Fetch, TopicReader
 from streamtrain.serving.history import ThinnedHistory
@@ -155,12 +156,20 @@ class StaticSnapshotSource:
 
 
 class _TopicFollower:
-    """A daemon thread that runs :meth:`_follow` until stopped, retrying after failures."""
+    """A daemon thread that runs :meth:`_follow` until stopped, retrying after failures.
+
+    A missing right is no failure to retry (it would wait for ever): the thread ends, keeps
+    the refusal in :attr:`denied` and hands it to ``on_denied`` (serve stops with it).
+    """
 
     what = "topic"  # names the thread and the log lines
 
-    def __init__(self, keys: ModelKeys) -> None:
+    def __init__(
+        self, keys: ModelKeys, on_denied: Callable[[NotAuthorized], None] | None = None
+    ) -> None:
         self.keys = keys
+        self.on_denied = on_denied
+        self.denied: NotAuthorized | None = None
         self.last_error: str | None = None
         self.waiting_for_topic = False
         self._stop = threading.Event()
@@ -185,6 +194,13 @@ class _TopicFollower:
         while not self._stop.is_set():
             try:
                 self._follow()
+            except NotAuthorized as err:
+                self.denied, self.last_error = err, str(err)
+                if self.on_denied is not None:
+                    self.on_denied(err)  # it tells the user
+                else:
+                    log.error("following %s of %r stopped: %s", self.what, self.keys.name, err)
+                return
             except Exception as err:  # keep what we have; try again
                 self.last_error = _log_failure(self.last_error, err, self.what, self.keys)
                 self._stop.wait(_RETRY_SECONDS)
@@ -211,8 +227,13 @@ class CheckpointFollower(_TopicFollower):
 
     what = "checkpoints"
 
-    def __init__(self, store: CheckpointStore, keys: ModelKeys) -> None:
-        super().__init__(keys)
+    def __init__(
+        self,
+        store: CheckpointStore,
+        keys: ModelKeys,
+        on_denied: Callable[[NotAuthorized], None] | None = None,
+    ) -> None:
+        super().__init__(keys, on_denied)
         self.store = store
         self._current: Servable | None = None
         self._newest: dict[str, ModelSnapshot] = {}
@@ -240,6 +261,7 @@ class CheckpointFollower(_TopicFollower):
             "rejections": self.rejections,
             "last_rejection": self.last_rejection.to_json() if self.last_rejection else None,
             "last_error": self.last_error,
+            "denied": str(self.denied) if self.denied is not None else None,
         }
 
     def wait_caught_up(self, timeout: float) -> bool:
@@ -412,8 +434,9 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         keys: ModelKeys,
         topic: str = DEFAULT_METRICS_TOPIC,
         history: int = DEFAULT_HISTORY,
+        on_denied: Callable[[NotAuthorized], None] | None = None,
     ) -> None:
-        _TopicFollower.__init__(self, keys)
+        _TopicFollower.__init__(self, keys, on_denied)
         MetricsHub.__init__(self, history)
         self.kafka = kafka
         self.topic = topic
@@ -433,6 +456,7 @@ class MetricsFollower(_TopicFollower, MetricsHub):
             "undecodable": self.undecodable,
             "waiting_for_topic": self.waiting_for_topic,
             "last_error": self.last_error,
+            "denied": str(self.denied) if self.denied is not None else None,
         }
 
     def _follow(self) -> None:
