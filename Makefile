@@ -48,7 +48,7 @@ CHAOS_SEED ?= 1
 chaos: install
 	CHAOS_MINUTES=$(CHAOS_MINUTES) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m chaos
 
-# The only broker kill -9'ed and restarted CYCLES times (make test runs 4 cycles).
+# The only broker kill -9'ed and restarted CYCLES times (make test runs 2 cycles).
 CYCLES ?= 40
 chaos-broker: install
 	STREAMTRAIN_CHAOS_CYCLES=$(CYCLES) $(BIN)/pytest -m chaos tests/integration/test_chaos.py
