@@ -155,10 +155,15 @@ def event_error(problem: Problem, y: Any, prediction: Prediction) -> float | Non
 
 def fast_prediction(problem: Problem, value: float) -> Prediction:
     """A compiled-path prediction (a binary classifier's probability of True, a regressor's
-    value) as River's objects give it, so both paths feed the same errors."""
+    value) as the label River's objects give: the arg-max of ``{False: 1 - p, True: p}``
+    (False on a tie), so both paths feed the same errors.
+
+    >>> fast_prediction(Problem.CLASSIFICATION, 0.5), fast_prediction(Problem.CLASSIFICATION, 0.7)
+    ((None, False), (None, True))
+    """
     if problem is Problem.CLASSIFICATION:
         p = float(value)
-        return {False: 1.0 - p, True: p}, None
+        return None, p > 1.0 - p
     return None, float(value)
 
 
