@@ -35,7 +35,7 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "drift-test-secret-0123456789abcdef"
 CHANGE = 2_000  # events of the first concept
-AFTER = 1_500  # events of the second
+AFTER = 1_000  # events of the second
 WITHIN = 100  # the champion detects the change within this many events
 Stream = list[tuple[dict[str, Any], bool]]
 

@@ -235,7 +235,10 @@ class TaskDrift:
                 "drift detectors were %r; starting fresh %r ones", saved.get("spec"), policy.spec
             )
         kept = saved.get("detectors", {}) if same else {}
-        detectors = {label: kept.get(label) or policy.new_detector() for label in labels}
+        detectors = {
+            label: kept[label] if kept.get(label) is not None else policy.new_detector()
+            for label in labels
+        }
         return cls(policy, problem, detectors, saved.get("counts"), saved.get("recent", ()))
 
     def observe(

@@ -36,7 +36,7 @@ class ProgressiveEvaluator:
     ...     {"ROCAUC": metrics.ROCAUC()},
     ... )
     >>> for x, y in stream:
-    ...     evaluator.learn(x, y)
+    ...     _ = evaluator.learn(x, y)
     >>> round(evaluator.values()["ROCAUC"], 4)
     0.9062
     >>> river_score = evaluate.progressive_val_score(
