@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -27,12 +28,14 @@ from streamtrain.state.payload import TrainState, freeze, thaw
 from streamtrain.train.challengers import Roster, parse_challengers
 from streamtrain.train.drift import Detection, DriftPolicy, TaskDrift, drift_policy
 from streamtrain.train.outputs import Outputs
-from streamtrain.train.progress import Progress
+from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.progressive import build_metrics
+from streamtrain.train.reporting import drift_summary
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import SimpleRecord
 from streamtrain.train.tasks import Task
 from streamtrain.train.telemetry import progress_record
+from streamtrain.train.view import final_line
 
 CHANGE = 1_500
 STREAM = [
@@ -163,6 +166,31 @@ def test_detection_record_and_report() -> None:
     assert summary["detections"]["champion"] == len(
         [d for d in detections if d.label == "champion"]
     )
+
+
+def test_the_final_line_says_how_often_each_model_drifted() -> None:
+    task = _task()
+    _run(task, RECORDS[:1_700])
+    registry = SimpleNamespace(tasks={"t": task})
+    summary = Summary(
+        topic="in",
+        group="g",
+        model="m",
+        events_learned=1_700,
+        dead_lettered=0,
+        dead_letter_reasons={},
+        dead_letter_failures=0,
+        metrics={"ROCAUC": 0.5},
+        positions={},
+        elapsed_seconds=1.0,
+        events_per_second=1.0,
+        stopped_because="idle",
+        drift=drift_summary(registry),  # type: ignore[arg-type]
+    )
+    counts = task.drift.counts if task.drift else {}
+    assert counts["champion"] >= 1
+    line = final_line(summary)
+    assert "; drift detected: " in line and f"champion {counts['champion']}" in line
 
 
 def test_policy_checks() -> None:
