@@ -114,7 +114,7 @@ def test_detections_match_river_and_are_written_once_across_kill_9(
         *("--challenger", "ht=HoeffdingTreeClassifier", "--checkpoint-every", "300"),
     )
     env = trainer_env(SECRET)
-    # SIGKILL at the 21st learned batch (of 100): after the change, past a detection.
+    # SIGKILL at the 21st learned batch (of at most 100 events): mid-stream, near the change.
     crashed = subprocess.run(
         cmd, capture_output=True, text=True, env={**env, "STREAMTRAIN_FAULT": "after-learn:21"}
     )

@@ -193,6 +193,30 @@ def test_the_final_line_says_how_often_each_model_drifted() -> None:
     assert "; drift detected: " in line and f"champion {counts['champion']}" in line
 
 
+def test_a_regressor_feeds_its_absolute_error() -> None:
+    """LinearRegression on y = x until event 600, then y = x + 5: PageHinkley fed |y - ŷ|
+    fires where the same detector fed the same errors offline does, after the jump."""
+    events = [
+        ({"x": (i % 10) / 10}, (i % 10) / 10 + (5.0 if i >= 600 else 0.0)) for i in range(900)
+    ]
+    records = [SimpleRecord(encode_event(x, y), 0, i) for i, (x, y) in enumerate(events)]
+    model = linear_model.LinearRegression()
+    policy = DriftPolicy("PageHinkley")
+    task = Task.from_state(
+        "r", TrainState(model, build_metrics([], model), 0, {}, {}), drift=policy
+    )
+    found = _run(task, records)
+    oracle, detector = linear_model.LinearRegression(), drift.PageHinkley()
+    expected = []
+    for i, (x, y) in enumerate(events, start=1):
+        y_pred = oracle.predict_one(x)
+        oracle.learn_one(x, y)
+        detector.update(abs(y - y_pred))
+        if detector.drift_detected:
+            expected.append(("champion", i))
+    assert found == expected and expected and expected[0][1] > 600
+
+
 def test_policy_checks() -> None:
     assert drift_policy("none") is None and drift_policy("NONE") is None
     with pytest.raises(ConfigError, match="unknown detector"):
