@@ -318,6 +318,44 @@ def test_dashboard_shows_the_join_of_a_joined_model() -> None:
     assert not problems, problems
 
 
+def test_dashboard_marks_the_champions_drift_on_its_curves() -> None:
+    """Records put in the hub by hand (no broker needed): a drift detection of the champion
+    in the newest record is a red line across the learning curve at its event count."""
+    hub = MetricsHub()
+    for i in range(1, 31):
+        hub.publish(
+            {"kind": "progress", "ts": time.time(), "events_learned": i * 100,
+             "metrics": {"ROCAUC": 0.5 + i / 100}}
+        )  # fmt: skip
+    curve = '.chart[data-metric="ROCAUC"]'
+    red = "#dc2626"
+    problems: list[str] = []
+    app = create_app("drifting", StaticSnapshotSource(None), hub)
+    with BackgroundServer(app) as server, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: _console(m, problems))
+            page.goto(server.url + "/")
+            page.wait_for_function("() => window.streamtrain.records() === 30")
+            page.wait_for_selector(curve)
+            before = _chart(page, curve, red)["inked"]
+            detection = {"label": "champion", "events": 2000, "action": "alert"}
+            drift = {"detector": "ADWIN", "detections": {"champion": 1}, "recent": [detection]}
+            hub.publish(
+                {"kind": "progress", "ts": time.time(), "events_learned": 3100,
+                 "metrics": {"ROCAUC": 0.8}, "drift": drift}
+            )  # fmt: skip
+            page.wait_for_function("() => window.streamtrain.records() === 31")
+            page.wait_for_timeout(300)  # the next animation frame draws it
+            after = _chart(page, curve, red)["inked"]
+        finally:
+            browser.close()
+    assert before == 0 and after > 50, (before, after)
+    assert not problems, problems
+
+
 def test_dashboard_signs_in_with_a_read_token() -> None:
     """With tokens, the page at / asks for one; after a read token, the dashboard draws its
     event stream (which a browser cannot send a header with) from the cookie alone."""

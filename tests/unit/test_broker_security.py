@@ -95,6 +95,7 @@ def test_unnamed_train_reads_input_and_a_fresh_group_writes_outputs() -> None:
         Acl("topic", "clicks.dlq", ("WRITE", "CREATE")),
         Acl("topic", "clicks.predictions", ("WRITE", "CREATE")),
         Acl("topic", "streamtrain.metrics", ("WRITE", "CREATE")),
+        Acl("topic", "streamtrain.events", ("WRITE", "CREATE")),
         Acl("group", "streamtrain.ephemeral.", ("READ",), prefixed=True),
     ]
 

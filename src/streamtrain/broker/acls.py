@@ -16,6 +16,7 @@ topic clicks: READ
 topic clicks.dlq: WRITE, CREATE
 topic clicks.predictions: WRITE, CREATE
 topic streamtrain.metrics: WRITE, CREATE
+topic streamtrain.events: WRITE, CREATE
 topic streamtrain.checkpoints: READ, WRITE, CREATE
 group streamtrain.ctr: READ
 transactional-id streamtrain.ctr: WRITE
@@ -29,7 +30,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from streamtrain.errors import ConfigError
-from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
+from streamtrain.formats import (
+    DEFAULT_CHECKPOINT_TOPIC,
+    DEFAULT_EVENTS_TOPIC,
+    DEFAULT_METRICS_TOPIC,
+)
 from streamtrain.kafka.reader import READER_GROUP_PREFIX
 
 if TYPE_CHECKING:
@@ -125,6 +130,7 @@ def command_acls(
         Acl("topic", f"{topic}.dlq", writes),
         Acl("topic", f"{topic}.predictions", writes),
         Acl("topic", metrics_topic, writes),
+        Acl("topic", DEFAULT_EVENTS_TOPIC, writes),  # drift detections (train --drift)
     ]
     if name:
         acls += [

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamtrain.models.spec import dataset_registry, estimator_registry, metric_registry
+from streamtrain.models.spec import (
+    dataset_registry,
+    detector_registry,
+    estimator_registry,
+    metric_registry,
+)
 
 _REGISTRIES = {
     "models": estimator_registry,
     "metrics": metric_registry,
     "datasets": dataset_registry,
+    "detectors": detector_registry,
 }
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "list", help="list the names usable in --model, --metric and --dataset specs"
+        "list", help="list the names usable in --model, --metric, --dataset and --drift specs"
     )
     parser.add_argument("what", choices=sorted(_REGISTRIES))
     parser.set_defaults(handler=run)

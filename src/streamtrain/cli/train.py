@@ -15,6 +15,7 @@ from streamtrain.cli.common import (
 from streamtrain.config import resolve
 from streamtrain.formats.settings import FORMATS
 from streamtrain.stopping import stop_on_signals
+from streamtrain.train.drift import ACTIONS, DEFAULT_DETECTOR
 from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
 from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
 from streamtrain.train.trainer import Trainer
@@ -40,6 +41,20 @@ def register(subparsers: Any) -> None:
         metavar="[LABEL=]SPEC",
         help="another model learning every event beside --model, with its own metrics; "
         "repeatable, labelled c1, c2... unless LABEL= is given (the served model stays --model)",
+    )
+    parser.add_argument(
+        "--drift",
+        metavar="SPEC",
+        help="drift detector fed each model's per-event error (0/1 for classifiers, absolute "
+        "for regressors): a river.drift spec (streamtrain list detectors), or none "
+        f"[default: {DEFAULT_DETECTOR}]",
+    )
+    parser.add_argument(
+        "--on-drift",
+        choices=ACTIONS,
+        help="what a detection does besides its record on streamtrain.events, a counter and "
+        "a log line: alert, or reset-challengers (a champion's drift restarts every "
+        "challenger from its spec) [default: alert]",
     )
     parser.add_argument(
         "--metric",
@@ -248,6 +263,8 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "model": args.model,
         "metrics": tuple(args.metrics) if args.metrics else None,
         "challengers": tuple(args.challengers) if args.challengers else None,
+        "drift": args.drift,
+        "on_drift": args.on_drift,
         "group": args.group,
         "dead_letter_topic": args.dead_letter_topic,
         "predictions_topic": args.predictions_topic,

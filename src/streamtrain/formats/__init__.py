@@ -56,6 +56,25 @@ challenger began (0: it has seen the whole stream). For a partitioned model thes
 over the replicas and the metrics weighted by events learned, as the champion's are; each
 task entry carries its own ``challengers``, and the serving side's merge of several processes
 (:mod:`streamtrain.serving.merge`) combines those the same way.
+
+A trainer with drift detection (``train --drift``, on by default) adds a ``drift`` object: the
+detector spec, the action, detections so far by model label (``champion`` or a challenger's),
+and the most recent detections (at most 100, oldest first), where the dashboard marks them::
+
+    "drift": {"detector": "ADWIN", "on_drift": "alert", "detections": {"champion": 1},
+              "recent": [{"label": "champion", "events": 2032, "action": "alert",
+                          "partition": 0, "offset": 2031, "timestamp": 1764150000123}]}
+
+Each detection is also a record on the events topic, ``streamtrain.events`` by default, keyed
+by the model name (null for an unnamed trainer), in the checkpoint transaction of a named
+model (so exactly once under ``read_committed``). Format 1::
+
+    {"format": 1, "kind": "drift", "model": "NAME", "label": "champion", "events": 2032,
+     "source": {"topic": "...", "partition": 0, "offset": 2031, "timestamp": 1764150000123},
+     "detector": "ADWIN", "state": {"width": 64.0, "estimation": 0.41, ...},
+     "action": "alert" | "reset-challengers"}
+
+``events`` is the task's events learned with the event that fired the detector.
 """
 
 from __future__ import annotations
@@ -71,6 +90,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CHECKPOINT_TOPIC",
+    "DEFAULT_EVENTS_TOPIC",
     "DEFAULT_METRICS_TOPIC",
     "FINAL",
     "METRICS_FORMAT",
@@ -84,6 +104,7 @@ __all__ = [
 
 DEFAULT_CHECKPOINT_TOPIC = "streamtrain.checkpoints"
 DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
+DEFAULT_EVENTS_TOPIC = "streamtrain.events"
 
 METRICS_FORMAT = 1
 # The two kinds of metrics record.

@@ -34,6 +34,7 @@ __all__ = [
     "TYPE_NAMES",
     "Registry",
     "dataset_registry",
+    "detector_registry",
     "estimator_registry",
     "metric_registry",
     "parse_spec",
@@ -170,6 +171,21 @@ def dataset_registry() -> Registry:
     shipped = {k.split(".", 1)[1]: v for k, v in shipped.items()}
     synth = _public_classes("river.datasets", ("synth",), keep_synth)
     return Registry("dataset", {**shipped, **synth})
+
+
+@cache
+def detector_registry() -> Registry:
+    """River's drift detectors (``river.drift``, ``river.drift.binary``), less the two that
+    only serve tests and the off switch (``DummyDriftDetector``, ``NoDrift``)."""
+    from river import base
+
+    def keep(cls: type) -> bool:
+        return issubclass(cls, base.DriftDetector | base.BinaryDriftDetector) and (
+            cls.__name__ not in ("DummyDriftDetector", "NoDrift")
+        )
+
+    classes = _public_classes("river", ("drift", "drift.binary"), keep)
+    return Registry("detector", classes)
 
 
 def parse_spec(spec: str, registry: Registry) -> Any:

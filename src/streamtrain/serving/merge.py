@@ -16,6 +16,8 @@ and of every process, and turns each incoming record into a model-wide one:
   summed over the live processes;
 * ``challengers``: per label, from the tasks' own, combined as the champion's are (counts
   summed, metrics weighted by the challenger's events learned);
+* ``drift``: detections by model label summed over tasks, their recent detections merged in
+  event-time order;
 * ``processes``: how many processes are live; ``kind`` is ``final`` once every one finished.
 
 Records without ``tasks`` (a single-process model) pass through unchanged.
@@ -100,7 +102,24 @@ class ProcessMerger:
         challengers = _challengers(summaries)
         if challengers:
             merged["challengers"] = challengers
+        drift = _drift(summaries)
+        if drift is not None:
+            merged["drift"] = drift
         return merged
+
+
+def _drift(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    parts = [s["drift"] for s in summaries if isinstance(s.get("drift"), dict)]
+    if not parts:
+        return None
+    counts: dict[str, int] = {}
+    recent: list[dict[str, Any]] = []
+    for part in parts:
+        for label, n in _mapping(part.get("detections")).items():
+            counts[label] = counts.get(label, 0) + int(_number(n))
+        recent += [r for r in part.get("recent") or [] if isinstance(r, dict)]
+    recent.sort(key=lambda r: _number(r.get("timestamp")))
+    return {**parts[0], "detections": counts, "recent": recent[-100:]}
 
 
 def _challengers(summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -204,7 +204,17 @@ class _TrainerCollector(Collector):
         partitions = record.get("lag")
         for partition, n in (partitions if isinstance(partitions, dict) else {}).items():
             _add(lag, [self.name, str(partition)], n)
-        yield from (f for f in (age, learned, dead, lag) if f.samples)
+        drifts = CounterMetricFamily(
+            "streamtrain_drift_detections",
+            "Drift detections, by model label (champion or challenger), as the trainer last "
+            "reported (train --drift)",
+            labels=["model", "label"],
+        )
+        drift = record.get("drift")
+        counts = drift.get("detections") if isinstance(drift, dict) else None
+        for label, n in (counts if isinstance(counts, dict) else {}).items():
+            _add(drifts, [self.name, str(label)], n)
+        yield from (f for f in (age, learned, dead, lag, drifts) if f.samples)
 
 
 # The join's counters in metrics records (streamtrain.formats), as Prometheus counters.

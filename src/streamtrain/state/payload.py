@@ -7,7 +7,8 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
     {"model": <River estimator>, "metrics": {name: <River metric>},
      "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
      "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>,
-     "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>}}
+     "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>},
+     "drift": <streamtrain.train.drift.TaskDrift.to_plain()>}
 
 ``challengers`` is written only when the task has some, so a checkpoint without them reads
 as before, and one written before challengers existed reads as having none.
@@ -45,6 +46,7 @@ class TrainState:
     join: dict[str, Any] | None = None  # what waits to be joined, in its plain form
     # label -> a challenger in its plain form (streamtrain.train.challengers), in order
     challengers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    drift: dict[str, Any] | None = None  # the drift detectors, in their plain form
 
 
 def freeze(state: TrainState) -> bytes:
@@ -60,6 +62,8 @@ def freeze(state: TrainState) -> bytes:
         payload["join"] = state.join
     if state.challengers:
         payload["challengers"] = state.challengers
+    if state.drift is not None:
+        payload["drift"] = state.drift
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -104,4 +108,5 @@ def _from_dict(
         label_offsets=dict(label_offsets),
         join=payload.get("join"),
         challengers=dict(payload.get("challengers", {})),
+        drift=payload.get("drift"),
     )

@@ -35,11 +35,18 @@ def new_registry(
     joined or not, with the challengers of ``roster``), reading records as ``shape`` says."""
     ts = settings.from_timestamp
     join = join_spec(settings)
+    drift = settings.drift_policy()
     return TaskRegistry(
         name=settings.name,
         partitioned=settings.partitioned,
         build=lambda key, state: Task.from_state(
-            key, state, fast=settings.fast_path, join=join, shape=shape, roster=roster
+            key,
+            state,
+            fast=settings.fast_path,
+            join=join,
+            shape=shape,
+            roster=roster,
+            drift=drift,
         ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),

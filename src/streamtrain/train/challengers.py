@@ -112,13 +112,29 @@ class Challenger:
         self.model_errors = model_errors
         self.started_at = started_at
 
-    def learn(self, x: dict[str, Any], y: Any) -> None:
+    def learn(self, x: dict[str, Any], y: Any) -> tuple[Any, Any] | None:
+        """Learn one event; its prediction (see ``ProgressiveEvaluator.learn``), or None
+        when learning raised."""
         try:
-            self.evaluator.learn(dict(x), y)
+            prediction = self.evaluator.learn(dict(x), y)
         except Exception:  # a challenger must not take the champion or the trainer down
             self.model_errors += 1
-        else:
-            self.events_learned += 1
+            return None
+        self.events_learned += 1
+        return prediction
+
+    def restarted(self, started_at: int) -> Challenger:
+        """A fresh challenger of the same spec and metrics, beginning at ``started_at``
+        (``train --on-drift reset-challengers``)."""
+        from streamtrain.models.spec import estimator_registry, parse_spec
+
+        ev = self.evaluator
+        metrics = {name: m.clone() for name, m in ev.metrics.items()}
+        window = next((int(r.window_size) for r in ev.rolling.values()), 0)
+        fresh = ProgressiveEvaluator(
+            parse_spec(self.spec, estimator_registry()), metrics, build_rolling(metrics, window)
+        )
+        return Challenger(self.label, self.spec, fresh, started_at=started_at)
 
     def to_plain(self) -> dict[str, Any]:
         """The checkpoint form (River objects inside: pickled with the rest of the payload)."""
@@ -189,6 +205,12 @@ class Challengers:
         """Every challenger predicts, learns and scores ``(x, y)``, in order."""
         for learn in self._learners:
             learn(x, y)
+
+    def restart(self, started_at: int) -> None:
+        """Every challenger starts afresh from its spec at ``started_at``."""
+        fresh = [c.restarted(started_at) for c in self]
+        self._by_label = {c.label: c for c in fresh}
+        self._learners = [c.learn for c in fresh]
 
     def learn_many(self, xs: Sequence[dict[str, Any]], ys: Sequence[Any]) -> None:
         """:meth:`learn` each labelled event of a batch, in order (``y`` None: skipped)."""

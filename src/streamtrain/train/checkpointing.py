@@ -251,7 +251,12 @@ def open_checkpointing(
         on_error=on_error,
         resources={
             "transactional_id": txn_id,
-            "topics": [settings.checkpoint_topic, settings.dlq_topic, settings.predictions_out],
+            "topics": [
+                settings.checkpoint_topic,
+                settings.dlq_topic,
+                settings.predictions_out,
+                settings.events_topic,
+            ],
             "topic_right": "WRITE",
             "group": group,
         },

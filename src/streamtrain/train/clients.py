@@ -47,6 +47,8 @@ class KafkaClients:
                 )
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
+        if settings.drift_policy() is not None:  # detections, keyed by model: one partition
+            ensure_topic(self.kafka, settings.events_topic, partitions=1)
         if settings.name:
             ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
 

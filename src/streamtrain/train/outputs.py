@@ -1,4 +1,5 @@
-"""Where a trainer's outputs go: dead letters and predictions, as Kafka records.
+"""Where a trainer's outputs go: dead letters, predictions and drift detections, as Kafka
+records.
 
 Tasks keep the dead letters and predictions they made (:class:`streamtrain.train.tasks.Task`
 ``pending``) until a writer takes them. :class:`Outputs` turns them into records for their
@@ -17,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+import orjson
 from confluent_kafka import Message, Producer
 
+from streamtrain.formats import DEFAULT_EVENTS_TOPIC
 from streamtrain.train.deadletter import ORIGINAL_BYTES, TOO_LARGE, Headers, dead_letter_headers
+from streamtrain.train.drift import Detection
 from streamtrain.train.predictions import prediction_record
 from streamtrain.train.step import DeadLetter, Prediction
 
@@ -34,7 +38,8 @@ class OutputRecord(NamedTuple):
 
 
 class Outputs:
-    """The records for dead letters (``dlq_topic``) and predictions (``predictions_topic``)."""
+    """The records for dead letters (``dlq_topic``), predictions (``predictions_topic``) and
+    drift detections (``events_topic``, format: :mod:`streamtrain.formats`)."""
 
     def __init__(
         self,
@@ -45,7 +50,9 @@ class Outputs:
         input_topic: str,
         labels_topic: str | None = None,
         id_field: str | None = "id",
+        events_topic: str = DEFAULT_EVENTS_TOPIC,
     ) -> None:
+        self.events_topic = events_topic
         self.id_field = id_field  # the event's id, copied into its prediction
         self.dlq_topic = dlq_topic
         self.predictions_topic = predictions_topic
@@ -53,9 +60,13 @@ class Outputs:
         self.input_topic = input_topic
         self.labels_topic = labels_topic
 
-    def records(self, items: Iterable[DeadLetter | Prediction]) -> Iterator[OutputRecord]:
+    def records(
+        self, items: Iterable[DeadLetter | Prediction | Detection]
+    ) -> Iterator[OutputRecord]:
         for item in items:
-            if isinstance(item, DeadLetter):
+            if isinstance(item, Detection):
+                yield self._detection(item)
+            elif isinstance(item, DeadLetter):
                 msg = item.record
                 headers = dead_letter_headers(msg, item.reason, item.message)
                 value = msg.value()
@@ -68,6 +79,20 @@ class Outputs:
                     item, self.model_name, self.input_topic, self.labels_topic, self.id_field
                 )
                 yield OutputRecord(self.predictions_topic, value, key, headers)
+
+    def _detection(self, item: Detection) -> OutputRecord:
+        value = {
+            "format": 1,
+            "kind": "drift",
+            "model": self.model_name,
+            "label": item.label,
+            "events": item.events,
+            "source": {"topic": self.input_topic, **item.position()},
+            "detector": item.detector,
+            "state": item.state,
+            "action": item.action,
+        }
+        return OutputRecord(self.events_topic, orjson.dumps(value), self.model_name, [])
 
 
 class OutputWriter:

@@ -34,6 +34,8 @@ class Progress:
     join: Mapping[str, Any] | None = None  # labels joined later: see join_summary
     # label -> spec, metrics, rolling, events_learned, model_errors, started_at (challengers)
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # detector, on_drift, detections by label, recent ones (streamtrain.train.drift); None: off
+    drift: Mapping[str, Any] | None = None
 
     @property
     def total_lag(self) -> int:
@@ -100,6 +102,8 @@ class Summary:
     # label -> spec, metrics, rolling, events_learned, model_errors, started_at; the
     # champion is ``model`` and ``metrics`` above (streamtrain.train.challengers).
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # detector, on_drift, detections by label, recent ones (streamtrain.train.drift); None: off
+    drift: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -36,7 +36,7 @@ class ProgressiveEvaluator:
     ...     {"ROCAUC": metrics.ROCAUC()},
     ... )
     >>> for x, y in stream:
-    ...     evaluator.learn(x, y)
+    ...     _ = evaluator.learn(x, y)
     >>> round(evaluator.values()["ROCAUC"], 4)
     0.9062
     >>> river_score = evaluate.progressive_val_score(
@@ -75,8 +75,9 @@ class ProgressiveEvaluator:
             is_classifier and type(final).predict_one is base.Classifier.predict_one
         )
 
-    def learn(self, x: dict[str, Any], y: Any) -> None:
-        """Predict ``x``, learn ``(x, y)``, then update the metrics with the prediction.
+    def learn(self, x: dict[str, Any], y: Any) -> tuple[dict[Any, float] | None, Any]:
+        """Predict ``x``, learn ``(x, y)``, then update the metrics with the prediction, which
+        is returned (as :meth:`predict` made it: a drift detector scores it too).
 
         Metrics are updated after learning (River updates them before; the values are the
         same, since the prediction was made first) so that an event whose learning raises
@@ -84,6 +85,7 @@ class ProgressiveEvaluator:
         """
         proba, label = self.predict(x)
         self.learn_predicted(x, y, proba, label)
+        return proba, label
 
     def predict(self, x: dict[str, Any]) -> tuple[dict[Any, float] | None, Any]:
         """What the metrics will be scored with: ``(probabilities, label)``, each None when no

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from streamtrain.errors import NotAuthorized
 from streamtrain.kafka.authz import is_denied, not_authorized
+from streamtrain.train import drift
 from streamtrain.train.progress import Progress, Summary
 from streamtrain.train.registry import TaskRegistry
 from streamtrain.train.settings import TrainSettings
@@ -20,6 +21,7 @@ __all__ = [
     "ThrottledLog",
     "challenger_summary",
     "combined_metrics",
+    "drift_summary",
     "lag",
     "progress",
     "summary",
@@ -88,6 +90,11 @@ def challenger_summary(registry: TaskRegistry) -> dict[str, dict[str, Any]]:
         for label, challenger in task.challengers.items():
             parts.setdefault(label, []).append(challenger.summary())
     return {label: _combine(reports) for label, reports in parts.items()}
+
+
+def drift_summary(registry: TaskRegistry) -> dict[str, Any] | None:
+    """The drift detections of every task (:meth:`TaskDrift.summary`, combined); None: off."""
+    return drift.combine([t.drift.summary() for t in registry.tasks.values() if t.drift])
 
 
 def _combine(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -177,6 +184,7 @@ def progress(
         events_predicted=sum(t.events_predicted for t in registry.tasks.values()),
         join=join_summary(registry),
         challengers=challenger_summary(registry),
+        drift=drift_summary(registry),
     )
 
 
@@ -202,6 +210,7 @@ def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -
         fast_path_disabled=disabled[0] if disabled else None,
         join=join_summary(registry),
         challengers=challenger_summary(registry),
+        drift=drift_summary(registry),
     )
 
 

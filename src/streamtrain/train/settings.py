@@ -12,11 +12,13 @@ import orjson
 
 from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
+from streamtrain.formats import DEFAULT_EVENTS_TOPIC
 from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
+from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, DriftPolicy, drift_policy
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -66,6 +68,9 @@ class TrainSettings:
 
     A record over ``max_record_bytes``, or with more than ``max_features`` features, is
     dead-lettered (``record-too-large``, ``too-many-features``).
+
+    ``drift`` is each model's drift detector spec (``none``: off), ``on_drift`` what a
+    detection does (:mod:`streamtrain.train.drift`).
     """
 
     topic: str = DEFAULT_TOPIC
@@ -74,6 +79,9 @@ class TrainSettings:
     model: str = DEFAULT_MODEL
     metrics: tuple[str, ...] = ()
     challengers: tuple[str, ...] = ()
+    drift: str = DEFAULT_DETECTOR
+    on_drift: str = ALERT
+    events_topic: str = DEFAULT_EVENTS_TOPIC  # where detections go
     group: str | None = None
     dead_letter_topic: str | None = None
     predictions_topic: str | None = None
@@ -176,6 +184,7 @@ class TrainSettings:
         self.challenger_specs()  # labels: their own checks (specs: when the trainer builds)
         if self.challengers and self.labels_topic is not None:
             raise ConfigError("--challenger cannot be used with --labels-topic yet")
+        self.drift_policy()  # a bad spec or action: misuse, before any network wait
         if self.default_label is not None and self.label_ttl is None:
             raise ConfigError("--default-label needs --label-ttl: it is the label of expiry")
         self._check_shape()
@@ -212,6 +221,10 @@ class TrainSettings:
     def challenger_specs(self) -> tuple[ChallengerSpec, ...]:
         """The challengers, labelled (``c1``, ``c2``... where no label was given)."""
         return parse_challengers(self.challengers)
+
+    def drift_policy(self) -> DriftPolicy | None:
+        """The drift detection asked for; None when off."""
+        return drift_policy(self.drift, self.on_drift)
 
     @property
     def separate_labels_topic(self) -> str | None:

@@ -9,6 +9,8 @@ the task applies it (:meth:`streamtrain.train.tasks.Task.apply`).
 
 Challengers (:mod:`streamtrain.train.challengers`) learn each valid labelled event after the
 champion, with River's per-event calls on either path; they change nothing in the outcome.
+With drift detection (:mod:`streamtrain.train.drift`), each model's error on the event feeds
+its detector, and a detection is a field of the outcome.
 
 Two implementations give the same outcome and the same model state:
 
@@ -43,6 +45,7 @@ from streamtrain.fastpath import FastEvaluator, FastPathDisabled, FastPathFallba
 from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.records.seed import SEED, EventShape
 from streamtrain.train.challengers import Challengers
+from streamtrain.train.drift import Detection, TaskDrift
 from streamtrain.train.progressive import ProgressiveEvaluator
 
 __all__ = [
@@ -122,6 +125,7 @@ class Outcome:
     label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
     predictions: list[Prediction] = dataclasses.field(default_factory=list)
+    drifts: list[Detection] = dataclasses.field(default_factory=list)  # detectors that fired
 
 
 class Step(Protocol):
@@ -142,10 +146,12 @@ class RiverStep:
         evaluator: ProgressiveEvaluator,
         shape: EventShape = SEED,
         challengers: Challengers | None = None,
+        drift: TaskDrift | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.shape = shape
         self.challengers = challengers or Challengers()
+        self.drift = drift
 
     def run(self, records: Sequence[Record], offsets: Mapping[int, int], learned: int) -> Outcome:
         evaluator = self.evaluator
@@ -153,6 +159,7 @@ class RiverStep:
         problem = evaluator.problem
         decode = self.shape.decode
         challengers = self.challengers.learn if self.challengers else None
+        drift = self.drift
         out = Outcome()
         ends = out.offsets
         n = 0
@@ -168,13 +175,18 @@ class RiverStep:
                     positions = {**offsets, **ends, partition: offset}
                     _predict(evaluator, record, x, positions, learned + n, out)
                 else:
+                    prediction = None
                     try:
-                        learn(x, y)
+                        prediction = learn(x, y)
                     except Exception as err:  # a model must not take the trainer down
                         out.dead_letters.append(_model_error(record, err))
                     else:
                         n += 1
-                    if challengers is not None:
+                    if drift is not None:  # it feeds the challengers too
+                        drift.event(
+                            record, x, y, prediction, learned + n, self.challengers, out.drifts
+                        )
+                    elif challengers is not None:
                         challengers(x, y)
             ends[partition] = offset + 1
         out.learned = n
@@ -195,11 +207,13 @@ class FastStep:
         fast: FastEvaluator,
         shape: EventShape = SEED,
         challengers: Challengers | None = None,
+        drift: TaskDrift | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.fast: FastEvaluator | None = fast
         self.shape = shape
-        self.river = RiverStep(evaluator, shape, challengers)
+        self.river = RiverStep(evaluator, shape, challengers, drift)
+        self.drift = drift
         self.challengers = self.river.challengers
         self.disabled: str | None = None
 
@@ -220,6 +234,7 @@ class FastStep:
             return self.river.run(records, offsets, learned)
         xs, ys = batch.xs, batch.ys
         values = None
+        out = Outcome()
         if xs:
             try:
                 values = fast.learn_many(xs, ys)
@@ -237,8 +252,14 @@ class FastStep:
                 fast.sync()
                 return self.river.run(records, offsets, learned)
             # The champion learned the batch; the challengers learn it after it, with River.
-            self.challengers.learn_many(xs, ys)
-        out = Outcome()
+            if self.drift is not None:  # event by event, with each model's detector
+                refused = dict(batch.invalid)
+                valid = [r for i, r in enumerate(records) if i not in refused]
+                self.drift.batch(
+                    valid, xs, ys, values.tolist(), learned, self.challengers, out.drifts
+                )
+            else:
+                self.challengers.learn_many(xs, ys)
         ends = out.offsets
         if not batch.invalid and None not in ys:
             out.learned = len(xs)

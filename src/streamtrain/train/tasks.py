@@ -21,14 +21,15 @@ from streamtrain.join.state import JoinPolicy, JoinState
 from streamtrain.join.step import JoinStep
 from streamtrain.records.seed import SEED, EventShape
 from streamtrain.state.payload import TrainState
-from streamtrain.train.challengers import Challengers, Roster
+from streamtrain.train.challengers import CHAMPION, Challengers, Roster
+from streamtrain.train.drift import Detection, DriftPolicy, TaskDrift
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
 
 __all__ = ["JoinSpec", "Output", "Task", "join_spec"]
 
-Output = DeadLetter | Prediction
+Output = DeadLetter | Prediction | Detection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Task:
     step: RiverStep | FastStep | JoinStep
     # Models learning the same events beside the champion (its step feeds them).
     challengers: Challengers = dataclasses.field(default_factory=Challengers)
+    # Each model's drift detector (train --drift), fed by the step; None: off.
+    drift: TaskDrift | None = None
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -86,17 +89,23 @@ class Task:
         join: JoinSpec | None = None,
         shape: EventShape = SEED,
         roster: Roster | None = None,
+        drift: DriftPolicy | None = None,
     ) -> Task:
         """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
-        those in ``state`` go on as they are."""
+        those in ``state`` go on as they are. ``drift``: each model's detector (joined
+        labels: not yet)."""
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
         if roster is not None:
             challengers = roster.resume(state.challengers, state.events_learned)
         else:
             challengers = Challengers.from_plain(state.challengers)
         step: RiverStep | FastStep | JoinStep
+        detectors = None
+        if drift is not None and join is None:
+            labels = [CHAMPION, *(c.label for c in challengers)]
+            detectors = TaskDrift.resume(drift, evaluator.problem, state.drift, labels)
         if join is None:
-            step = _step_for(evaluator, fast, shape, challengers)
+            step = _step_for(evaluator, fast, shape, challengers, detectors)
         else:
             if challengers:  # asked for: refused by the settings; here, from a checkpoint
                 raise ConfigError(
@@ -115,6 +124,7 @@ class Task:
             evaluator=evaluator,
             step=step,
             challengers=challengers,
+            drift=detectors,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -163,6 +173,8 @@ class Task:
         if outcome.predictions:
             self.events_predicted += len(outcome.predictions)
             self.pending.extend(outcome.predictions)
+        if outcome.drifts:
+            self.pending.extend(outcome.drifts)
 
     def set_inputs(self, inputs: Sequence[tuple[str, int]]) -> None:
         """A joined task's input partitions now (records of one no longer ours are dropped:
@@ -240,6 +252,7 @@ class Task:
             dict(self.label_offsets),
             None if join is None else join.to_plain(),
             self.challengers.to_plain(),
+            None if self.drift is None else self.drift.to_plain(),
         )
 
     @property
@@ -261,11 +274,16 @@ class Task:
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             **({} if self.join_state is None else {"join": self.join_state.summary()}),
             **({"challengers": self.challengers.summary()} if self.challengers else {}),
+            **({} if self.drift is None else {"drift": self.drift.summary()}),
         }
 
 
 def _step_for(
-    evaluator: ProgressiveEvaluator, fast: bool, shape: EventShape, challengers: Challengers
+    evaluator: ProgressiveEvaluator,
+    fast: bool,
+    shape: EventShape,
+    challengers: Challengers,
+    drift: TaskDrift | None = None,
 ) -> RiverStep | FastStep:
     """The compiled path if asked for and this model and its metrics qualify, else River.
 
@@ -277,5 +295,5 @@ def _step_for(
         # wait=False: learn with River until the kernel is loaded, with the same results.
         compiled = fast_evaluator_for(evaluator.model, evaluator.metrics, wait=False)
         if compiled is not None:
-            return FastStep(evaluator, compiled, shape, challengers)
-    return RiverStep(evaluator, shape, challengers)
+            return FastStep(evaluator, compiled, shape, challengers, drift)
+    return RiverStep(evaluator, shape, challengers, drift)

@@ -80,6 +80,8 @@ def progress_record(
         record["join"] = join_record(progress.join, joins_per_second(previous, progress))
     if progress.challengers:
         record["challengers"] = challengers_record(progress.challengers)
+    if progress.drift is not None:
+        record["drift"] = dict(progress.drift)
     return record
 
 
@@ -117,6 +119,9 @@ def final_record(last: Progress, summary: Summary, join_rate: float | None) -> d
     final.pop("challengers", None)
     if summary.challengers:
         final["challengers"] = challengers_record(summary.challengers)
+    final.pop("drift", None)
+    if summary.drift is not None:
+        final["drift"] = dict(summary.drift)
     return final
 
 

@@ -112,6 +112,9 @@ class Trainer:
         )
         # Challengers get the champion's metric specs, as fresh objects; bad specs fail here.
         self._roster = Roster(settings.challenger_specs(), metrics, model, settings.rolling_window)
+        drift = settings.drift_policy()
+        if drift is not None:  # a binary detector on a regressor's errors: misuse, here
+            drift.check(self._template.problem)
         # How records are read (built once: a registry format's decoder caches its schemas);
         # model_shape says what it will refuse.
         load = load_records(settings.formats, settings.topic)
@@ -143,6 +146,7 @@ class Trainer:
             input_topic=settings.topic,
             labels_topic=settings.separate_labels_topic,
             id_field="id" if settings.target is None else settings.id_field,
+            events_topic=settings.events_topic,
         )
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs

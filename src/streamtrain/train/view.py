@@ -232,8 +232,17 @@ def final_line(summary: Summary) -> str:
             + ", ".join(f"{k} {_fmt_metric(v)}" for k, v in c["metrics"].items())
             for label, c in summary.challengers.items()
         )
+        + _drift_part(summary)
         + f" [{summary.stopped_because}]"
     )
+
+
+def _drift_part(summary: Summary) -> str:
+    """``; drift detected: champion 2, c1 1`` when a detector fired (streamtrain.train.drift)."""
+    counts = (summary.drift or {}).get("detections") or {}
+    if not counts:
+        return ""
+    return "; drift detected: " + ", ".join(f"{label} {n}" for label, n in counts.items())
 
 
 def choose_view(mode: str, title: str) -> LiveView | LogView | None:

@@ -1,7 +1,7 @@
 // streamtrain charts: line charts drawn by uPlot (static/uplot/, vendored) from a small spec,
 // shared by the dashboard (live) and the HTML report (inlined, static). A spec:
 //   {xLabel, yLabel, xTime, yZero, gap, format, height,
-//    series: [{label, color, width, dash, fill, points: [[x, y], …]}], markers: [{x, label}]}
+//    series: [{label, color, width, dash, fill, points: [[x, y], …]}], markers: [{x, label, color}]}
 // xTime: x is Unix seconds. gap: a step in x wider than this breaks the line. Where x goes back
 // (a restarted trainer reports from its checkpoint) the series goes on as a new line of the same
 // colour, labelled "after restart N". Drag on a chart to zoom, double-click to zoom out; the
@@ -123,6 +123,8 @@
     for (const m of markers) {
       const x = Math.round(u.valToPos(m.x, "x", true)) + 0.5;
       if (!(x >= left && x <= left + width)) continue;
+      g.strokeStyle = m.color || "#94a3b8";
+      g.fillStyle = m.color || "#64748b";
       g.beginPath(); g.moveTo(x, top); g.lineTo(x, top + height); g.stroke();
       g.textAlign = x > left + width - 90 * r ? "right" : "left";
       g.fillText(m.label, x + (g.textAlign === "right" ? -5 : 5) * r, top + 2 * r);

@@ -7,6 +7,7 @@
 (() => {
   const CUMULATIVE = "#2563eb";
   const ROLLING = "#f97316";
+  const DRIFT = "#dc2626"; // drift markers
   const GAP_SECONDS = 5; // a pause longer than this in a time series is drawn as a gap
   const Charts = window.StreamtrainCharts; // static/charts.js
   const state = {
@@ -114,6 +115,10 @@
     $("run-records").textContent = fmtInt(recs.length);
     const served = state.model && state.model.loaded ? state.model : null;
     const markers = served ? [{ x: served.events_learned, label: "served checkpoint" }] : [];
+    // The champion's drift detections (train --drift), where its detector fired.
+    for (const d of last?.drift?.recent || []) {
+      if (d.label === "champion" && d.events > 0) markers.push({ x: d.events, label: "drift", color: DRIFT });
+    }
 
     // learning curves, one card per metric; same two colours on every card
     metricNames().forEach((name) => {
