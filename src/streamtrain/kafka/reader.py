@@ -35,7 +35,7 @@ from confluent_kafka import (
 )
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import NotAuthorized, TopicMissing, TopicReadError
+from streamtrain.errors import BrokerUnreachable, NotAuthorized, TopicMissing, TopicReadError
 from streamtrain.kafka.authz import is_denied, not_authorized
 from streamtrain.kafka.clients import (
     check_visible,
@@ -117,16 +117,29 @@ class TopicReader:
             check_visible(self.kafka, self.topic, f"reading the {self.what}", "READ")
         return count
 
+    def _partitions_within(self, patience: float) -> int | None:
+        """:meth:`partitions`, asking again for up to ``patience`` seconds while no broker
+        answers: right after a broker crash, the next metadata request may go to it, or to
+        one still starting, and time out while the others would answer."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self.partitions()
+            except BrokerUnreachable:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(_POLL_SECONDS)
+
     def read_to_end(self, select: Select = range, *, patience: float = 10.0) -> Iterator[Record]:
         """Every committed record of the partitions ``select(count)`` picks, up to the log end
         as of now, in log order per partition.
 
         Raises :class:`~streamtrain.errors.TopicMissing` when the topic does not exist,
         :class:`~streamtrain.errors.BrokerUnreachable` when no broker answers, and
-        :class:`~streamtrain.errors.TopicReadError` on a failed fetch or after
+        :class:`~streamtrain.errors.TopicReadError` on a failed fetch; each after
         ``max(patience, connect_timeout)`` seconds without progress.
         """
-        count = self.partitions()
+        count = self._partitions_within(max(patience, self.kafka.connect_timeout))
         if count is None:
             raise TopicMissing(
                 f"{self.what} {self.topic!r} does not exist at {self.kafka.bootstrap_servers}"
