@@ -78,9 +78,17 @@ def wait_for_cluster(settings: KafkaSettings, admin: AdminClient | None = None) 
 def partition_count(metadata: ClusterMetadata, topic: str) -> int | None:
     """Partitions of ``topic`` in ``metadata``, or ``None`` when it does not exist."""
     meta = metadata.topics.get(topic)
-    if meta is None or meta.error is not None:
+    if meta is None:
+        return None
+    # A topic-level error other than "unknown" (a leader being elected after a broker crash)
+    # still describes a topic that exists: counted as missing, it would be created again.
+    if meta.error is not None and (meta.error.code() in _ABSENT or not meta.partitions):
         return None
     return len(meta.partitions)
+
+
+# What a topic's metadata says when it is not there, or not there for us.
+_ABSENT = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 def require_topic(settings: KafkaSettings, topic: str) -> int:
@@ -123,6 +131,9 @@ def ensure_topic(
     created = True
     try:
         future.result(timeout=settings.connect_timeout + 5)
+    except TimeoutError:
+        # No answer (a controller being elected): whether it was created shows below.
+        created = False
     except KafkaException as err:
         inner = err.args[0] if err.args else None
         if is_denied(inner):
@@ -139,7 +150,11 @@ def ensure_topic(
         partition_count(admin.list_topics(topic, timeout=settings.connect_timeout), topic) is None
     ):
         if time.monotonic() > deadline:
-            raise StreamtrainError(f"topic {topic!r} was created but does not show up")
+            raise StreamtrainError(
+                f"topic {topic!r} was created but does not show up"
+                if created
+                else f"topic {topic!r} could not be created: the cluster did not answer in time"
+            )
         time.sleep(0.1)
     return created
 
