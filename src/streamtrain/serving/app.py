@@ -76,12 +76,14 @@ from streamtrain.serving.follower import (
     MetricsHub,
     ModelKeys,
     SnapshotSource,
+    StaticSnapshotSource,
 )
 from streamtrain.serving.labels import LabelTaker
 from streamtrain.serving.predict import Predictor
 from streamtrain.serving.prometheus import ServingMetrics
 from streamtrain.serving.responses import RequestRefused, json_response, refusal_response
 from streamtrain.serving.server import BackgroundServer
+from streamtrain.serving.snapshot import ModelSnapshot
 from streamtrain.serving.tokens import TokenSet
 from streamtrain.serving.validation import (
     DEFAULT_MAX_BODY_BYTES,
@@ -91,6 +93,7 @@ from streamtrain.serving.validation import (
     parse_instances,
     predict_openapi,
 )
+from streamtrain.state.history import history_topic
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore
 
@@ -298,14 +301,23 @@ def create_kafka_app(
     delivery_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
     tokens: TokenSet | None = None,
     secure_cookie: bool = False,
+    pin: int | None = None,
 ) -> FastAPI:
     """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics.
+
+    ``pin`` serves that kept version (:mod:`streamtrain.state.history`) instead of following
+    the newest checkpoint; :class:`~streamtrain.state.history.VersionNotKept` if it is not kept.
 
     ``log_topic`` and ``labels_topic`` turn on the prediction log and ``POST /labels``,
     written through one :class:`EventLog` waiting at most ``delivery_timeout`` seconds.
     """
     keys = ModelKeys(name)
-    follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys)
+    follower: SnapshotSource
+    if pin is None:
+        follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys)
+    else:
+        history = CheckpointStore(kafka, key, history_topic(checkpoint_topic))
+        follower = StaticSnapshotSource(ModelSnapshot.pinned(history, name, pin))
     feed = MetricsFollower(kafka, keys, metrics_topic) if metrics_topic else None
     writes = bool(log_topic or labels_topic)
     return create_app(
