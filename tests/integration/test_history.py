@@ -6,14 +6,18 @@ import io
 import itertools
 import json
 import pickle
+import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka import Producer
 from oracle import offline
 from river import datasets
 from topics import fill
+from trainers import train_command, trainer_env
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -175,3 +179,41 @@ def test_versions_not_kept_are_one_line_errors_and_change_nothing(
         create_kafka_app(m.kafka, KEY, m.name, checkpoint_topic=m.ckpt, metrics_topic=None, pin=9)
     after = m.latest()
     assert after.header == before.header and len(m.versions()) == 3
+
+
+def test_rollback_fences_a_running_trainer_and_the_restart_replays_exactly_once(
+    kafka_bootstrap: str, unique_name: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMTRAIN_SECRET", SECRET)
+    m = Model(kafka_bootstrap, unique_name)
+    cmd = train_command(kafka_bootstrap, m.topic, m.name, m.ckpt, "--checkpoint-every", "1000")
+    running = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trainer_env(SECRET)
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while (opened := m.store.latest(m.name)) is None or opened.header.events_learned < EVENTS:
+            assert running.poll() is None and time.monotonic() < deadline, "trainer not done"
+            time.sleep(0.5)
+        assert m.models("rollback", m.name, "--to", "1", "--replay") == 0
+        more = [
+            encode_event(x, y) for x, y in itertools.islice(datasets.synth.Agrawal(seed=22), 500)
+        ]
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        for value in more:
+            producer.produce(m.topic, value=value, partition=0)
+        assert producer.flush(30) == 0
+        _, err = running.communicate(timeout=120)  # its next commit finds it fenced
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.communicate()
+    assert running.returncode == 6, err
+    assert "taken over by another trainer" in err and "Traceback" not in err
+
+    m.train()  # the supervisor's restart: replays from v1 to the end
+    final = m.latest()
+    offline_model, offline_auc = offline(m.values + more)
+    assert final.header.events_learned == EVENTS + len(more)
+    assert final.header.metrics["ROCAUC"] == offline_auc
+    assert _answers(model_of(final)) == _answers(offline_model)
