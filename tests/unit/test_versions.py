@@ -33,3 +33,17 @@ def test_keep_versions_for_must_be_a_positive_duration(text: str) -> None:
     with pytest.raises(ConfigError):
         TrainSettings(keep_versions_for=text)
     assert TrainSettings(keep_versions_for="2h").keep_versions_for == "2h"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["models", "--checkpoint-topic", "T", "rollback", "m", "--to", "2", "--skip"],
+        ["models", "rollback", "m", "--to", "2", "--skip", "--checkpoint-topic", "T"],
+    ],
+)
+def test_state_options_count_before_or_after_the_action(argv: list[str]) -> None:
+    from streamtrain.cli.main import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.checkpoint_topic, args.name, args.version, args.resume) == ("T", "m", 2, "skip")

@@ -26,7 +26,7 @@ def register(actions: Any, state_options: Callable[[argparse.ArgumentParser], No
     )
     history.add_argument("name", help="model name")
     history.add_argument("--json", action="store_true", help="one JSON object per version")
-    state_options(history)
+    _shared_options(history, state_options)
     history.set_defaults(handler=run_history)
 
     rollback = actions.add_parser(
@@ -46,8 +46,19 @@ def register(actions: Any, state_options: Callable[[argparse.ArgumentParser], No
     resume.add_argument(
         "--skip", dest="resume", action="store_const", const="skip", help="current offsets"
     )
-    state_options(rollback)
+    _shared_options(rollback, state_options)
     rollback.set_defaults(handler=run_rollback)
+
+
+def _shared_options(
+    parser: argparse.ArgumentParser, add: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """``add``'s options, also taken before the action (``models --checkpoint-topic T history``):
+    an action's defaults would overwrite what ``models`` itself parsed, so it has none."""
+    before = len(parser._actions)
+    add(parser)
+    for action in parser._actions[before:]:
+        action.default = argparse.SUPPRESS
 
 
 def version_line(h: CheckpointHeader) -> str:

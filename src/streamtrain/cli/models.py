@@ -60,8 +60,7 @@ def register(subparsers: Any) -> None:
     models = subparsers.add_parser(
         "models",
         help="list named models and their state; history and rollback of one",
-        description="Without an action: every named model's newest checkpoint. Options of "
-        "an action go after it.",
+        description="Without an action: every named model's newest checkpoint.",
     )
     models.add_argument("--json", action="store_true", help="one JSON object per model")
     _state_options(models)
