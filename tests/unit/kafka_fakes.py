@@ -553,6 +553,7 @@ class FakeClients:
         self.cluster.create_topic(settings.predictions_out, partitions)
         if settings.name:
             self.cluster.create_topic(settings.checkpoint_topic, 1)
+            self.cluster.create_topic(f"{settings.checkpoint_topic}.history", 1)
 
     def consumer(self, conf: dict[str, Any], on_error: Any) -> FakeConsumer:
         self.consumers.append(FakeConsumer(self.cluster, conf, on_error))

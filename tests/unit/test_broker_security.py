@@ -116,6 +116,7 @@ def test_produce_and_serve_rights() -> None:
     serve = command_acls("serve", topic="ignored", name="m", log_topic="served")
     assert [str(a) for a in serve] == [
         "topic streamtrain.checkpoints: READ",
+        "topic streamtrain.checkpoints.history: READ",
         "topic streamtrain.metrics: READ",
         "topic served: WRITE, CREATE",
         "group streamtrain.reader.*: DESCRIBE",

@@ -366,7 +366,7 @@ def test_a_fatal_error_replaces_the_producer_and_reads_the_state_back(
     assert old.txn_id == new.txn_id == TXN_ID and new.epoch == old.epoch + 1
     assert summary.producer_replacements == 1
     check_end(trainer, summary)
-    (checkpoints,) = clients.stores
+    checkpoints, _history = clients.stores  # the checkpoint and history topics
     assert checkpoints.reads == 2  # the restore at start, and the read-back
 
 

@@ -119,6 +119,7 @@ def command_acls(
             raise ConfigError("serve serves a named model: give --name")
         acls = [
             Acl("topic", checkpoint_topic, ("READ",)),
+            Acl("topic", f"{checkpoint_topic}.history", ("READ",)),  # serve --pin
             Acl("topic", metrics_topic, ("READ",)),
         ]
         acls += [Acl("topic", t, writes) for t in _present(log_topic, labels_topic)]
@@ -135,6 +136,7 @@ def command_acls(
     if name:
         acls += [
             Acl("topic", checkpoint_topic, ("READ", "WRITE", "CREATE")),
+            Acl("topic", f"{checkpoint_topic}.history", ("READ", "WRITE", "CREATE")),
             Acl("group", group or f"streamtrain.{name}", ("READ",)),
             # One id per model, or per process of a partitioned one (a random suffix).
             Acl(

@@ -13,12 +13,14 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from streamtrain.cli import history
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
 from streamtrain.data.events import InvalidEvent, Reason
 from streamtrain.errors import ConfigError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC
-from streamtrain.serving.snapshot import load_model
+from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, load_model
 from streamtrain.state.envelope import CheckpointRejected, open_envelope
+from streamtrain.state.history import history_topic
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import CheckpointStore
 
@@ -46,13 +48,25 @@ def register(subparsers: Any) -> None:
     )
     predict.add_argument("--name", required=True, help="model name")
     predict.add_argument("--input", metavar="FILE", help="read from FILE [default: stdin]")
+    predict.add_argument(
+        "--pin",
+        type=int,
+        metavar="VERSION",
+        help="predict with this kept version (`models history NAME`) [default: the newest]",
+    )
     _state_options(predict)
     predict.set_defaults(handler=run_predict)
 
-    models = subparsers.add_parser("models", help="list named models and their state")
+    models = subparsers.add_parser(
+        "models",
+        help="list named models and their state; history and rollback of one",
+        description="Without an action: every named model's newest checkpoint.",
+    )
     models.add_argument("--json", action="store_true", help="one JSON object per model")
     _state_options(models)
     models.set_defaults(handler=run_models)
+    actions = models.add_subparsers(dest="action", metavar="ACTION")
+    history.register(actions, _state_options)
 
 
 def _store(args: argparse.Namespace) -> CheckpointStore:
@@ -63,7 +77,12 @@ def _store(args: argparse.Namespace) -> CheckpointStore:
 
 def run_predict(args: argparse.Namespace) -> int:
     store = _store(args)
-    snapshot = load_model(store, args.name)
+    snapshot: ModelSnapshot | ReplicaSet
+    if args.pin is None:
+        snapshot = load_model(store, args.name)
+    else:
+        history = CheckpointStore(store.kafka, store.key, history_topic(store.topic))
+        snapshot = ModelSnapshot.pinned(history, args.name, args.pin)
     if args.input:
         try:
             source: IO[str] = open(args.input, encoding="utf-8")  # noqa: SIM115

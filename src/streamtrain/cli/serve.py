@@ -50,6 +50,13 @@ def register(subparsers: Any) -> None:
         "may look but not write), --ssl-certfile/--ssl-keyfile serve HTTPS.",
     )
     serve.add_argument("--name", required=True, help="model name (as given to train --name)")
+    serve.add_argument(
+        "--pin",
+        type=int,
+        metavar="VERSION",
+        help="serve this kept version (`streamtrain models history NAME`) instead of "
+        "following the newest checkpoint [default: follow]",
+    )
     serve.add_argument("--host", help="address to listen on [default: 127.0.0.1]")
     serve.add_argument("--port", type=int, help="[default: 8000]")
     serve.add_argument(
@@ -196,6 +203,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tokens=tokens,
         secure_cookie=https,
         on_denied=refusal.note,
+        pin=args.pin,
     )
     # Bind here rather than in uvicorn, so a taken port is a one-line error, not a log dump.
     try:
@@ -223,9 +231,10 @@ def run_serve(args: argparse.Namespace) -> int:
         ]
     )
     scheme = "https" if https else "http"
+    pinned = "" if args.pin is None else f" pinned to version {args.pin}"
     print(
-        f"streamtrain: serving model {args.name!r} at {scheme}://{host}:{port}/ (dashboard), "
-        f"POST /predict{writes}",
+        f"streamtrain: serving model {args.name!r}{pinned} at {scheme}://{host}:{port}/ "
+        f"(dashboard), POST /predict{writes}",
         file=sys.stderr,
     )
     for line in access_notes(settings.host, tokens, https):

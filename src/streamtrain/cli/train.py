@@ -167,6 +167,13 @@ def register(subparsers: Any) -> None:
         help="compacted topic holding checkpoints [default: streamtrain.checkpoints]",
     )
     durable.add_argument(
+        "--keep-versions-for",
+        metavar="DURATION",
+        help="keep every checkpoint version this long in <checkpoint-topic>.history, for "
+        "`streamtrain models history/rollback` and `serve --pin`; set when that topic is "
+        "created [default: 168h]",
+    )
+    durable.add_argument(
         "--session-timeout",
         type=float,
         metavar="SECONDS",
@@ -282,6 +289,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,
+        "keep_versions_for": args.keep_versions_for,
         "transaction_timeout": args.transaction_timeout,
         "secret_file": args.secret_file,
         "labels_topic": args.labels_topic,

@@ -77,12 +77,14 @@ from streamtrain.serving.follower import (
     MetricsHub,
     ModelKeys,
     SnapshotSource,
+    StaticSnapshotSource,
 )
 from streamtrain.serving.labels import LabelTaker
 from streamtrain.serving.predict import Predictor
 from streamtrain.serving.prometheus import ServingMetrics
 from streamtrain.serving.responses import RequestRefused, json_response, refusal_response
 from streamtrain.serving.server import BackgroundServer
+from streamtrain.serving.snapshot import ModelSnapshot
 from streamtrain.serving.tokens import TokenSet
 from streamtrain.serving.validation import (
     DEFAULT_MAX_BODY_BYTES,
@@ -92,6 +94,7 @@ from streamtrain.serving.validation import (
     parse_instances,
     predict_openapi,
 )
+from streamtrain.state.history import history_topic
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore
 
@@ -301,8 +304,12 @@ def create_kafka_app(
     tokens: TokenSet | None = None,
     secure_cookie: bool = False,
     on_denied: Callable[[NotAuthorized], None] | None = None,
+    pin: int | None = None,
 ) -> FastAPI:
     """:func:`create_app` following ``name`` in Kafka; ``metrics_topic=None`` skips metrics.
+
+    ``pin`` serves that kept version (:mod:`streamtrain.state.history`) instead of following
+    the newest checkpoint; :class:`~streamtrain.state.history.VersionNotKept` if it is not kept.
 
     ``log_topic`` and ``labels_topic`` turn on the prediction log and ``POST /labels``,
     written through one :class:`EventLog` waiting at most ``delivery_timeout`` seconds.
@@ -310,8 +317,12 @@ def create_kafka_app(
     then names the right.
     """
     keys = ModelKeys(name)
-    store = CheckpointStore(kafka, key, checkpoint_topic)
-    follower = CheckpointFollower(store, keys, on_denied)
+    follower: SnapshotSource
+    if pin is None:
+        follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys, on_denied)
+    else:
+        history = CheckpointStore(kafka, key, history_topic(checkpoint_topic))
+        follower = StaticSnapshotSource(ModelSnapshot.pinned(history, name, pin))
     feed = (
         MetricsFollower(kafka, keys, metrics_topic, on_denied=on_denied) if metrics_topic else None
     )

@@ -12,6 +12,7 @@ from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.models.problem import Problem, problem_of
 from streamtrain.records.models import served_features
 from streamtrain.state.envelope import CheckpointHeader, open_envelope
+from streamtrain.state.history import kept_version
 from streamtrain.state.payload import model_of
 from streamtrain.state.store import CheckpointStore
 
@@ -33,6 +34,13 @@ class ModelSnapshot:
                 f"no checkpoint of model {name!r} in {store.topic!r} "
                 f"(train one with `streamtrain train --name {name}`)"
             )
+        return cls(opened.header, model_of(opened))
+
+    @classmethod
+    def pinned(cls, history: CheckpointStore, name: str, version: int) -> ModelSnapshot:
+        """Kept version ``version`` of ``name`` from its history topic
+        (:class:`~streamtrain.state.history.VersionNotKept` if it is not kept)."""
+        opened = kept_version(history, name, version)
         return cls(opened.header, model_of(opened))
 
     @classmethod

@@ -62,6 +62,10 @@ class CheckpointHeader:
     created_at: float  # seconds since the epoch
     versions: Mapping[str, str]
     format_version: int = FORMAT_VERSION
+    # The model's checkpoint count, 1 for its first (0: written before versions were numbered),
+    # and the version a rollback restored (streamtrain.state.history).
+    sequence: int = 0
+    restored_from: int | None = None
 
     @property
     def model_version(self) -> str:
@@ -90,7 +94,13 @@ class CheckpointHeader:
             created_at=float(data["created_at"]),
             versions={str(k): str(v) for k, v in data["versions"].items()},
             format_version=int(data["format_version"]),
+            sequence=int(data.get("sequence", 0)),
+            restored_from=_optional_int(data.get("restored_from")),
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ from streamtrain.errors import StreamtrainError
 from streamtrain.faults import crash_point
 from streamtrain.kafka.transactions import TransactionAborted, TransactionalProducer
 from streamtrain.state.envelope import CheckpointHeader, library_versions, seal
+from streamtrain.state.history import history_topic
 from streamtrain.state.keys import SigningKey, load_signing_key
 from streamtrain.state.payload import TrainState, freeze, state_of, thaw
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
@@ -72,12 +73,14 @@ class Checkpointing:
         every: int,
         clock: Callable[[], float] = time.monotonic,
         labels_topic: str | None = None,
+        history: CheckpointStore | None = None,
     ) -> None:
         self.topic = topic
         self.labels_topic = labels_topic  # a separate topic of labels joined later
         self.model_spec = model_spec
         self.txn = txn
         self.store = store
+        self.history = history  # every version is also kept here (streamtrain.state.history)
         self.key = key
         self.interval = interval
         self.every = every
@@ -85,6 +88,7 @@ class Checkpointing:
         self.committed: dict[str, CommittedState] = {}
         self.checkpoints = 0
         self._partitions = 1
+        self._history_partitions = 1
         self._last_time = clock()
 
     def start(self) -> None:
@@ -94,6 +98,8 @@ class Checkpointing:
         if count is None:
             raise StreamtrainError(f"checkpoint topic {self.store.topic!r} does not exist")
         self._partitions = count
+        if self.history is not None:
+            self._history_partitions = self.history.partitions() or 1
         self._last_time = self.clock()
 
     def restore(
@@ -175,6 +181,8 @@ class Checkpointing:
     def _produce_checkpoint(
         self, task_key: str, state: TrainState, metrics: dict[str, float]
     ) -> CommittedState:
+        previous = self.committed.get(task_key)
+        last = previous.header.sequence if previous is not None and previous.header else 0
         header = CheckpointHeader(
             model_name=task_key,
             model_spec=self.model_spec,
@@ -184,14 +192,23 @@ class Checkpointing:
             metrics=metrics,
             created_at=time.time(),
             versions=library_versions(),
+            sequence=last + 1,
         )
         payload = freeze(state)
+        envelope = seal(header, payload, self.key)
         self.txn.produce(
             self.store.topic,
-            seal(header, payload, self.key),
+            envelope,
             task_key,
             partition=checkpoint_partition(task_key, self._partitions),
         )
+        if self.history is not None:
+            self.txn.produce(
+                self.history.topic,
+                envelope,
+                task_key,
+                partition=checkpoint_partition(task_key, self._history_partitions),
+            )
         return CommittedState(
             header, payload, dict(state.offsets), state.events_learned, dict(state.label_offsets)
         )
@@ -253,6 +270,7 @@ def open_checkpointing(
             "transactional_id": txn_id,
             "topics": [
                 settings.checkpoint_topic,
+                history_topic(settings.checkpoint_topic),
                 settings.dlq_topic,
                 settings.predictions_out,
                 settings.events_topic,
@@ -273,6 +291,9 @@ def open_checkpointing(
         every=settings.checkpoint_every,
         clock=clock,
         labels_topic=settings.separate_labels_topic,
+        history=clients.checkpoint_store(
+            key, history_topic(settings.checkpoint_topic), settings.transaction_timeout + 30
+        ),
     )
     checkpointing.start()
     return checkpointing

@@ -15,8 +15,10 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from streamtrain.config import KafkaSettings
+from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
 from streamtrain.kafka.clients import client_config, ensure_topic, require_topic
+from streamtrain.state.history import ensure_history_topic, history_topic
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
 from streamtrain.train.settings import TrainSettings
@@ -51,6 +53,11 @@ class KafkaClients:
             ensure_topic(self.kafka, settings.events_topic, partitions=1)
         if settings.name:
             ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+            ensure_history_topic(
+                self.kafka,
+                history_topic(settings.checkpoint_topic),
+                parse_duration_ms(settings.keep_versions_for),
+            )
 
     def consumer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Consumer:
         return Consumer(client_config(self.kafka, **conf, error_cb=on_error))

@@ -17,6 +17,7 @@ from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
+from streamtrain.state.history import DEFAULT_KEEP_VERSIONS_FOR
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
 from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, DriftPolicy, drift_policy
 
@@ -97,6 +98,8 @@ class TrainSettings:
     checkpoint_interval: float = 5.0
     checkpoint_every: int = 100_000
     checkpoint_topic: str = "streamtrain.checkpoints"
+    # How long every checkpoint version stays in <checkpoint_topic>.history (a duration).
+    keep_versions_for: str = DEFAULT_KEEP_VERSIONS_FOR
     secret_file: Path | None = None
     # Short enough that a crashed trainer's open transaction stops holding back readers of
     # the checkpoint topic soon; far longer than a checkpoint interval.
@@ -144,6 +147,8 @@ class TrainSettings:
             raise ConfigError("session-timeout must be between 1 and 300 seconds")
         if self.checkpoint_interval <= 0 or self.checkpoint_every <= 0:
             raise ConfigError("checkpoint interval and checkpoint-every must be positive")
+        if _duration("keep-versions-for", self.keep_versions_for) <= 0:
+            raise ConfigError("keep-versions-for must be more than 0")
         if self.transaction_timeout < 1:
             raise ConfigError("transaction-timeout must be at least 1 second")
         if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
