@@ -7,10 +7,12 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
     {"model": <River estimator>, "metrics": {name: <River metric>},
      "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
      "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>,
-     "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>}}
+     "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>},
+     "promotion": <streamtrain.train.promotion.GateState.to_plain()>}
 
 ``challengers`` is written only when the task has some, so a checkpoint without them reads
-as before, and one written before challengers existed reads as having none.
+as before, and one written before challengers existed reads as having none. ``promotion``
+(the promotion gate's state: the champion's label and spec, win counts) likewise.
 
 The counters that the header already carries (``events_learned``, the input offsets, those of a
 separate labels topic included) are taken from the header, which was verified with the payload.
@@ -45,6 +47,7 @@ class TrainState:
     join: dict[str, Any] | None = None  # what waits to be joined, in its plain form
     # label -> a challenger in its plain form (streamtrain.train.challengers), in order
     challengers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    promotion: dict[str, Any] | None = None  # the promotion gate's state, in its plain form
 
 
 def freeze(state: TrainState) -> bytes:
@@ -60,6 +63,8 @@ def freeze(state: TrainState) -> bytes:
         payload["join"] = state.join
     if state.challengers:
         payload["challengers"] = state.challengers
+    if state.promotion is not None:
+        payload["promotion"] = state.promotion
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -104,4 +109,5 @@ def _from_dict(
         label_offsets=dict(label_offsets),
         join=payload.get("join"),
         challengers=dict(payload.get("challengers", {})),
+        promotion=payload.get("promotion"),
     )

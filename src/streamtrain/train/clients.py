@@ -49,6 +49,8 @@ class KafkaClients:
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
         if settings.name:
             ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
+        if settings.name and settings.challengers:  # promotions and requests for them
+            ensure_topic(self.kafka, settings.events_topic, partitions=1)
 
     def consumer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Consumer:
         return Consumer(client_config(self.kafka, **conf, error_cb=on_error))

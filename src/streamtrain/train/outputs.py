@@ -1,4 +1,4 @@
-"""Where a trainer's outputs go: dead letters and predictions, as Kafka records.
+"""Where a trainer's outputs go: dead letters, predictions and promotions, as Kafka records.
 
 Tasks keep the dead letters and predictions they made (:class:`streamtrain.train.tasks.Task`
 ``pending``) until a writer takes them. :class:`Outputs` turns them into records for their
@@ -17,10 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+import orjson
 from confluent_kafka import Message, Producer
 
+from streamtrain.formats import DEFAULT_EVENTS_TOPIC
 from streamtrain.train.deadletter import ORIGINAL_BYTES, TOO_LARGE, Headers, dead_letter_headers
 from streamtrain.train.predictions import prediction_record
+from streamtrain.train.promotion import Promotion
 from streamtrain.train.step import DeadLetter, Prediction
 
 __all__ = ["OutputRecord", "OutputWriter", "Outputs"]
@@ -34,7 +37,8 @@ class OutputRecord(NamedTuple):
 
 
 class Outputs:
-    """The records for dead letters (``dlq_topic``) and predictions (``predictions_topic``)."""
+    """The records for dead letters (``dlq_topic``), predictions (``predictions_topic``) and
+    promotions (``events_topic``, JSON keyed by the model's name: ``Promotion.to_plain``)."""
 
     def __init__(
         self,
@@ -45,7 +49,9 @@ class Outputs:
         input_topic: str,
         labels_topic: str | None = None,
         id_field: str | None = "id",
+        events_topic: str = DEFAULT_EVENTS_TOPIC,
     ) -> None:
+        self.events_topic = events_topic
         self.id_field = id_field  # the event's id, copied into its prediction
         self.dlq_topic = dlq_topic
         self.predictions_topic = predictions_topic
@@ -53,9 +59,14 @@ class Outputs:
         self.input_topic = input_topic
         self.labels_topic = labels_topic
 
-    def records(self, items: Iterable[DeadLetter | Prediction]) -> Iterator[OutputRecord]:
+    def records(
+        self, items: Iterable[DeadLetter | Prediction | Promotion]
+    ) -> Iterator[OutputRecord]:
         for item in items:
-            if isinstance(item, DeadLetter):
+            if isinstance(item, Promotion):
+                value = orjson.dumps(item.to_plain())
+                yield OutputRecord(self.events_topic, value, self.model_name or item.model, [])
+            elif isinstance(item, DeadLetter):
                 msg = item.record
                 headers = dead_letter_headers(msg, item.reason, item.message)
                 value = msg.value()

@@ -12,11 +12,13 @@ import orjson
 
 from streamtrain.durations import parse_duration_ms
 from streamtrain.errors import ConfigError
+from streamtrain.formats import DEFAULT_EVENTS_TOPIC
 from streamtrain.formats.settings import JSON, FormatSettings
 from streamtrain.join.state import NO_DEFAULT, JoinPolicy
 from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
+from streamtrain.train.promotion import PromotionRule
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -57,6 +59,10 @@ class TrainSettings:
 
     ``challengers`` are ``[LABEL=]SPEC`` texts: models that learn every event beside the
     champion (``model``), each with its own metrics (:mod:`streamtrain.train.challengers`).
+    The ``promote*`` settings are the promotion gate's rule (:mod:`streamtrain.train.promotion`):
+    ``promote`` ``auto`` or ``manual`` (never on its own), ``promote_on`` a metric of the run
+    (default: the first), the others :class:`~streamtrain.train.promotion.PromotionRule`'s.
+    Promotions, and requests for them, are records on ``events_topic``.
 
     ``target`` reads flat records instead of the seed's ``{"x", "y"}``
     (:mod:`streamtrain.records.shape`): the label is that field (``a.b`` when nested), the id
@@ -74,6 +80,14 @@ class TrainSettings:
     model: str = DEFAULT_MODEL
     metrics: tuple[str, ...] = ()
     challengers: tuple[str, ...] = ()
+    promote: str = "manual"
+    promote_on: str | None = None
+    promote_window: int = 1000
+    promote_margin: float = 0.0
+    promote_after: int = 3
+    promote_min_events: int | None = None
+    promote_every: int | None = None
+    events_topic: str = DEFAULT_EVENTS_TOPIC
     group: str | None = None
     dead_letter_topic: str | None = None
     predictions_topic: str | None = None
@@ -174,6 +188,7 @@ class TrainSettings:
                 "the labels topic must differ from the dead-letter and predictions topics"
             )
         self.challenger_specs()  # labels: their own checks (specs: when the trainer builds)
+        self.promotion_rule(self.promote_on or "")  # its own checks (the metric: the trainer's)
         if self.challengers and self.labels_topic is not None:
             raise ConfigError("--challenger cannot be used with --labels-topic yet")
         if self.default_label is not None and self.label_ttl is None:
@@ -212,6 +227,19 @@ class TrainSettings:
     def challenger_specs(self) -> tuple[ChallengerSpec, ...]:
         """The challengers, labelled (``c1``, ``c2``... where no label was given)."""
         return parse_challengers(self.challengers)
+
+    def promotion_rule(self, default_on: str, bigger_is_better: bool = True) -> PromotionRule:
+        """The promotion gate's rule; ``default_on`` is the run's main metric."""
+        return PromotionRule(
+            on=self.promote_on or default_on,
+            window=self.promote_window,
+            margin=self.promote_margin,
+            after=self.promote_after,
+            min_events=self.promote_min_events,
+            every=self.promote_every,
+            mode=self.promote,
+            bigger_is_better=bigger_is_better,
+        )
 
     @property
     def separate_labels_topic(self) -> str | None:

@@ -8,7 +8,9 @@ metrics (the task's evaluator) are updated in place; the outcome carries everyth
 the task applies it (:meth:`streamtrain.train.tasks.Task.apply`).
 
 Challengers (:mod:`streamtrain.train.challengers`) learn each valid labelled event after the
-champion, with River's per-event calls on either path; they change nothing in the outcome.
+champion, with River's per-event calls on either path; they change nothing in the outcome but
+its ``promotions``: the promotion gate (:mod:`streamtrain.train.promotion`), which keeps a
+task on River's path, may make one of them the champion after any event.
 
 Two implementations give the same outcome and the same model state:
 
@@ -44,6 +46,7 @@ from streamtrain.models.prediction import answer_from_fast_path, predict_answer
 from streamtrain.records.seed import SEED, EventShape
 from streamtrain.train.challengers import Challengers
 from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.promotion import Promotion
 
 __all__ = [
     "MODEL_ERROR",
@@ -122,6 +125,8 @@ class Outcome:
     label_offsets: dict[int, int] = dataclasses.field(default_factory=dict)
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
     predictions: list[Prediction] = dataclasses.field(default_factory=list)
+    # Changes of champion by the promotion gate, each after the event that decided it.
+    promotions: list[Promotion] = dataclasses.field(default_factory=list)
 
 
 class Step(Protocol):
@@ -175,7 +180,10 @@ class RiverStep:
                     else:
                         n += 1
                     if challengers is not None:
-                        challengers(x, y)
+                        promoted = challengers(x, y)
+                        if promoted is not None:  # from the next event on, a new champion
+                            promoted.positions = {**offsets, **ends, partition: offset + 1}
+                            out.promotions.append(promoted)
             ends[partition] = offset + 1
         out.learned = n
         return out

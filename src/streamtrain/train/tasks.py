@@ -23,12 +23,13 @@ from streamtrain.records.seed import SEED, EventShape
 from streamtrain.state.payload import TrainState
 from streamtrain.train.challengers import Challengers, Roster
 from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.promotion import Gate, Promotion, PromotionRule
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
 
 __all__ = ["JoinSpec", "Output", "Task", "join_spec"]
 
-Output = DeadLetter | Prediction
+Output = DeadLetter | Prediction | Promotion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Task:
     step: RiverStep | FastStep | JoinStep
     # Models learning the same events beside the champion (its step feeds them).
     challengers: Challengers = dataclasses.field(default_factory=Challengers)
+    gate: Gate | None = None  # the promotion gate, when the task has challengers
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -86,14 +88,29 @@ class Task:
         join: JoinSpec | None = None,
         shape: EventShape = SEED,
         roster: Roster | None = None,
+        promotion: PromotionRule | None = None,
+        spec: str = "",
     ) -> Task:
         """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
-        those in ``state`` go on as they are."""
+        those in ``state`` go on as they are. ``promotion``: the gate's rule, for a task with
+        challengers (``spec`` is its champion's spec, until its state says another)."""
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
+        saved_gate = state.promotion or {}
         if roster is not None:
-            challengers = roster.resume(state.challengers, state.events_learned)
+            champion = saved_gate.get("champion")
+            challengers = roster.resume(state.challengers, state.events_learned, champion)
         else:
             challengers = Challengers.from_plain(state.challengers)
+        gate = None
+        if promotion is not None and challengers and join is None:
+            gate = Gate.attach(
+                promotion,
+                evaluator,
+                challengers,
+                state.promotion,
+                spec=spec,
+                events=state.events_learned,
+            )
         step: RiverStep | FastStep | JoinStep
         if join is None:
             step = _step_for(evaluator, fast, shape, challengers)
@@ -115,6 +132,7 @@ class Task:
             evaluator=evaluator,
             step=step,
             challengers=challengers,
+            gate=gate,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -163,6 +181,13 @@ class Task:
         if outcome.predictions:
             self.events_predicted += len(outcome.predictions)
             self.pending.extend(outcome.predictions)
+        for promoted in outcome.promotions:
+            self.add_promotion(promoted)
+
+    def add_promotion(self, promoted: Promotion) -> None:
+        """A change of champion, owed to the events topic with the next checkpoint."""
+        promoted.model = self.key
+        self.pending.append(promoted)
 
     def set_inputs(self, inputs: Sequence[tuple[str, int]]) -> None:
         """A joined task's input partitions now (records of one no longer ours are dropped:
@@ -240,6 +265,7 @@ class Task:
             dict(self.label_offsets),
             None if join is None else join.to_plain(),
             self.challengers.to_plain(),
+            None if self.gate is None else self.gate.state.to_plain(),
         )
 
     @property
@@ -261,6 +287,7 @@ class Task:
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             **({} if self.join_state is None else {"join": self.join_state.summary()}),
             **({"challengers": self.challengers.summary()} if self.challengers else {}),
+            **({"promotion": self.gate.summary()} if self.gate is not None else {}),
         }
 
 

@@ -46,7 +46,7 @@ from streamtrain.records.loading import load_records
 from streamtrain.records.models import model_shape
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
-from streamtrain.train.assembly import new_registry
+from streamtrain.train.assembly import new_registry, promotion_rule
 from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
@@ -59,6 +59,7 @@ from streamtrain.train.outputs import Outputs, OutputWriter
 from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.registry import TaskRegistry
+from streamtrain.train.requests import promotion_requests
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.tasks import Task, join_spec
 
@@ -112,6 +113,7 @@ class Trainer:
         )
         # Challengers get the champion's metric specs, as fresh objects; bad specs fail here.
         self._roster = Roster(settings.challenger_specs(), metrics, model, settings.rolling_window)
+        self._rule = promotion_rule(settings, metrics)  # the gate of tasks with challengers
         # How records are read (built once: a registry format's decoder caches its schemas);
         # model_shape says what it will refuse.
         load = load_records(settings.formats, settings.topic)
@@ -143,7 +145,9 @@ class Trainer:
             input_topic=settings.topic,
             labels_topic=settings.separate_labels_topic,
             id_field="id" if settings.target is None else settings.id_field,
+            events_topic=settings.events_topic,
         )
+        self._requests = promotion_requests(settings, self.clients)  # manual promotions
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
         self._checkpointing: Checkpointing | None = None
@@ -219,6 +223,8 @@ class Trainer:
             registry.stopping = True  # leave without another checkpoint in on_revoke
             self._stop.set()
             consumer.close()
+            if self._requests is not None:
+                self._requests.close()
         if settings.summary is not None:
             summary.write(settings.summary)
         for listener in self.listeners:
@@ -385,6 +391,8 @@ class Trainer:
         checkpointing, registry = self._checkpointing, self.registry
         assert checkpointing is not None and registry is not None
         registry.record_positions(consumer)
+        if self._requests is not None:  # manual promotions, in this transaction
+            self._requests.apply(registry.tasks)
         states = {key: task.state() for key, task in registry.tasks.items()}
         values = {key: task.sync().values() for key, task in registry.tasks.items()}
         outputs = self._outputs.records(registry.take_outputs())
@@ -444,6 +452,7 @@ class Trainer:
             self._checkpoint,
             self.clock,
             self._roster,
+            self._rule,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
