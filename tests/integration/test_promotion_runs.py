@@ -189,7 +189,7 @@ def test_manual_promotion_is_applied_once_and_served(
     promote = ("models", "promote", name)
     # An unknown label: one line, a non-zero exit, nothing written.
     bad = _cli(kafka_bootstrap, ckpt, *promote, "nope", "--events-topic", events)
-    assert bad.returncode != 0 and bad.stdout == ""
+    assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().count("\n") == 0 and "no challenger 'nope'" in bad.stderr
     assert "lr, ht" in bad.stderr
     assert _records(kafka_bootstrap, events, "promotion-request") == []
@@ -223,7 +223,7 @@ def test_manual_promotion_is_applied_once_and_served(
     assert len(promotions()) == 1
     assert _latest(kafka_bootstrap, ckpt, name).header.champion == "lr"
     twice = _cli(kafka_bootstrap, ckpt, *promote, "lr", "--events-topic", events)
-    assert twice.returncode != 0 and "already the champion" in twice.stderr
+    assert twice.returncode == 2 and "already the champion" in twice.stderr
 
     # predict answers with the champion, labelled: River's LogisticRegression on every event.
     oracle = MODELS["lr"][1]()

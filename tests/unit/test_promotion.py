@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 
+from streamtrain.config import resolve
 from streamtrain.data.events import encode_event
 from streamtrain.errors import ConfigError
 from streamtrain.state.payload import TrainState, freeze, thaw
+from streamtrain.train.assembly import promotion_rule
 from streamtrain.train.challengers import Challenger, Challengers, Roster, parse_challengers
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
 from streamtrain.train.promotion import Gate, GateState, PromotionRule
@@ -202,3 +204,34 @@ def test_a_promoted_champion_is_not_added_again_as_a_challenger_on_restart() -> 
     assert [c.label for c in again.challengers] == ["c0", "ht"]
     assert again.gate is not None and again.gate.state.champion == "lr"
     assert again.summary()["promotion"]["champion"] == "lr"
+
+
+def test_the_rule_comes_from_flags_env_and_file_and_bad_values_are_misuse() -> None:
+    env = {"STREAMTRAIN_PROMOTE_WINDOW": "200", "STREAMTRAIN_PROMOTE_MARGIN": "0.01"}
+    file = {"train": {"promote": "auto", "promote_after": 5}}
+    settings = resolve(TrainSettings, {"promote_every": 7}, file=file, section="train", env=env)
+    rule = settings.promotion_rule("ROCAUC")
+    assert (rule.mode, rule.window, rule.margin, rule.after, rule.interval) == (
+        "auto",
+        200,
+        0.01,
+        5,
+        7,
+    )
+    assert rule.least_events == 200
+    for bad in ({"promote_window": 0}, {"promote": "sometimes"}, {"promote_min_events": -1}):
+        with pytest.raises(ConfigError):
+            TrainSettings(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="c0"):
+        parse_challengers(["c0=GaussianNB"])  # the founder's label
+
+
+def test_promote_on_must_be_a_metric_of_the_run_that_river_can_window() -> None:
+    built = build_metrics(["ROCAUC", "LogLoss"], naive_bayes.GaussianNB())
+    with_challenger = TrainSettings(challengers=("GaussianNB",))
+    rule = promotion_rule(with_challenger, built)
+    assert rule is not None and (rule.on, rule.bigger_is_better) == ("ROCAUC", True)
+    rule = promotion_rule(TrainSettings(promote_on="LogLoss"), built)
+    assert rule is not None and not rule.bigger_is_better
+    with pytest.raises(ConfigError, match="not a metric of this run"):
+        promotion_rule(TrainSettings(promote_on="Accuracy"), built)

@@ -49,7 +49,7 @@ class KafkaClients:
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
         if settings.name:
             ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)
-        if settings.name and settings.challengers:  # promotions and requests for them
+        if settings.challengers:  # promotions (and, for a named model, requests for them)
             ensure_topic(self.kafka, settings.events_topic, partitions=1)
 
     def consumer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Consumer:
