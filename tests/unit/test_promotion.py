@@ -113,8 +113,8 @@ def test_evaluations_come_every_e_events_and_k_wins_in_a_row_promote() -> None:
         "gate",
     )
     assert promoted.values == {"c0": 0.7, "a": 0.8} and promoted.wins == 3
-    assert [w["a"] for w in wins[4::5]] == [1, 2, 0, 1, 2, 0]  # reset after the promotion
-    assert wins[-1]["b"] == 0
+    assert [w["a"] for w in wins[4:-1:5]] == [1, 2, 0, 1, 2]
+    assert wins[-1] == {"c0": 0, "b": 0}  # every count starts again; a is the champion
     assert gate.state.champion == "a" and [c.label for c in gate.challengers] == ["c0", "b"]
     assert gate.challengers["c0"].spec == "founder" and gate.state.spec == "LogisticRegression"
     # The evaluator objects kept their roles' places: the champion's now holds a's window.

@@ -300,7 +300,7 @@ class Gate:
         state.started_at, challenger.started_at = challenger.started_at, state.started_at
         state.champion, state.spec = label, record.to_spec
         state.promotions += 1
-        state.wins = dict.fromkeys(state.wins, 0)
+        state.wins = {c.label: 0 for c in self.challengers}  # every count starts again
         return record
 
     def summary(self) -> dict[str, Any]:
