@@ -7,11 +7,10 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from promotions import offline_promotions
@@ -19,6 +18,7 @@ from river import datasets, evaluate, linear_model, metrics, naive_bayes, prepro
 from topics import fill
 from trainers import train_command, trainer_env
 
+from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import decode_event, encode_event
 from streamtrain.kafka.reader import TopicReader
@@ -148,21 +148,28 @@ def test_promotions_are_the_offline_rules_at_the_same_offsets_despite_kill_9(
         assert report["metrics"] == pytest.approx(_pvs(label), abs=1e-12, rel=0)
 
 
-def _cli(bootstrap: str, ckpt: str, *args: str, stdin: str | None = None) -> Any:
-    command = [sys.executable, "-m", "streamtrain", *args, "--checkpoint-topic", ckpt]
-    return subprocess.run(
-        [*command, "--bootstrap-servers", bootstrap],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=trainer_env(SECRET),
-        timeout=60,
-    )
+class Run(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(capsys: pytest.CaptureFixture[str], bootstrap: str, ckpt: str, *args: str) -> Run:
+    """The CLI in this process (a process per command costs seconds on a loaded machine)."""
+    capsys.readouterr()
+    code = main([*args, "--checkpoint-topic", ckpt, "--bootstrap-servers", bootstrap])
+    out = capsys.readouterr()
+    return Run(code, out.out, out.err)
 
 
 def test_manual_promotion_is_applied_once_and_served(
-    kafka_bootstrap: str, unique_name: Callable[..., str]
+    kafka_bootstrap: str,
+    unique_name: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("STREAMTRAIN_SECRET", SECRET)
     topic, name, ckpt, events = (unique_name(p) for p in ("manual", "model", "ckpt", "events"))
     values = fill(kafka_bootstrap, topic, [encode_event(x, y) for x, y in PHISHING])[0]
     cmd = _command(kafka_bootstrap, topic, name, ckpt, events)
@@ -188,13 +195,13 @@ def test_manual_promotion_is_applied_once_and_served(
     assert champion_when(lambda h: h.events_learned > 0) == "c0"  # manual: no gate promotion
     promote = ("models", "promote", name)
     # An unknown label: one line, a non-zero exit, nothing written.
-    bad = _cli(kafka_bootstrap, ckpt, *promote, "nope", "--events-topic", events)
+    bad = _cli(capsys, kafka_bootstrap, ckpt, *promote, "nope", "--events-topic", events)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().count("\n") == 0 and "no challenger 'nope'" in bad.stderr
     assert "lr, ht" in bad.stderr
     assert _records(kafka_bootstrap, events, "promotion-request") == []
 
-    ok = _cli(kafka_bootstrap, ckpt, *promote, "lr", "--events-topic", events)
+    ok = _cli(capsys, kafka_bootstrap, ckpt, *promote, "lr", "--events-topic", events)
     assert ok.returncode == 0, ok.stderr
     # Applied at a checkpoint of the running trainer; stop it once all is learned.
     assert champion_when(lambda h: h.champion == "lr" and h.events_learned == len(values))
@@ -222,7 +229,7 @@ def test_manual_promotion_is_applied_once_and_served(
     assert again.returncode == 0, again.stderr
     assert len(promotions()) == 1
     assert _latest(kafka_bootstrap, ckpt, name).header.champion == "lr"
-    twice = _cli(kafka_bootstrap, ckpt, *promote, "lr", "--events-topic", events)
+    twice = _cli(capsys, kafka_bootstrap, ckpt, *promote, "lr", "--events-topic", events)
     assert twice.returncode == 2 and "already the champion" in twice.stderr
 
     # predict answers with the champion, labelled: River's LogisticRegression on every event.
@@ -230,19 +237,14 @@ def test_manual_promotion_is_applied_once_and_served(
     for v in values:
         oracle.learn_one(*decode_event(v, Problem.CLASSIFICATION))
     probe = [x for x, _ in PHISHING[:20]]
-    answered = _cli(
-        kafka_bootstrap,
-        ckpt,
-        "predict",
-        "--name",
-        name,
-        stdin="".join(json.dumps({"x": x}) + "\n" for x in probe),
-    )
+    lines = tmp_path / "probe.jsonl"
+    lines.write_text("".join(json.dumps({"x": x}) + "\n" for x in probe))
+    answered = _cli(capsys, kafka_bootstrap, ckpt, "predict", "--name", name, "--input", str(lines))
     assert answered.returncode == 0, answered.stderr
     for x, line in zip(probe, answered.stdout.splitlines(), strict=True):
         answer = json.loads(line)
         assert answer["model_label"] == "lr"
         assert answer["probabilities"]["true"] == oracle.predict_proba_one(x)[True]
-    listed = _cli(kafka_bootstrap, ckpt, "models", "--json")
+    listed = _cli(capsys, kafka_bootstrap, ckpt, "models", "--json")
     row = next(json.loads(r) for r in listed.stdout.splitlines() if json.loads(r)["name"] == name)
     assert row["champion"] == "lr" and "only when asked" in row["promotion_rule"]
