@@ -141,6 +141,8 @@ def test_promotions_are_the_offline_rules_at_the_same_offsets_despite_kill_9(
     assert (header.champion, header.model_spec) == (champion, MODELS[champion][0])
     assert "over the last 50 events" in (header.promotion_rule or "")
     assert summary["metrics"] == pytest.approx(_pvs(champion), abs=1e-12, rel=0)
+    assert summary["promotion"]["champion"] == champion
+    assert summary["promotion"]["promotions"] == len(expected)
     assert set(summary["challengers"]) == set(MODELS) - {champion}
     for label, report in summary["challengers"].items():
         assert report["spec"] == MODELS[label][0]

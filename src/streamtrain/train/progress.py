@@ -100,6 +100,9 @@ class Summary:
     # label -> spec, metrics, rolling, events_learned, model_errors, started_at; the
     # champion is ``model`` and ``metrics`` above (streamtrain.train.challengers).
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # With challengers, the promotion gate: champion (its label), spec, rule, wins, promotions,
+    # events (streamtrain.train.promotion); a partitioned model's as {"replicas": {key: ...}}.
+    promotion: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
