@@ -122,9 +122,10 @@ class Trainer:
             max_record_bytes=settings.max_record_bytes,
             max_features=settings.max_features,
         )
-        if settings.fast_path and not self._template.rolling:
+        if settings.fast_path and not self._template.rolling and not settings.challengers:
             # Compile or load the kernel while this trainer connects (and, named, restores):
-            # until it is ready, batches are learned by River, correct but slower.
+            # until it is ready, batches are learned by River, correct but slower. (With
+            # challengers, the promotion gate's windows keep the champion on River's path.)
             from streamtrain.fastpath import load_in_background
 
             load_in_background(model, metrics)
