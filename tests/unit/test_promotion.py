@@ -13,11 +13,13 @@ from river import datasets, evaluate, linear_model, metrics, naive_bayes, prepro
 from streamtrain.config import resolve
 from streamtrain.data.events import encode_event
 from streamtrain.errors import ConfigError
+from streamtrain.formats import promotion_request
 from streamtrain.state.payload import TrainState, freeze, thaw
 from streamtrain.train.assembly import promotion_rule
 from streamtrain.train.challengers import Challenger, Challengers, Roster, parse_challengers
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics
-from streamtrain.train.promotion import Gate, GateState, PromotionRule
+from streamtrain.train.promotion import Gate, GateState, Promotion, PromotionRule
+from streamtrain.train.requests import PromotionRequests
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import SimpleRecord
 from streamtrain.train.tasks import Task
@@ -235,3 +237,54 @@ def test_promote_on_must_be_a_metric_of_the_run_that_river_can_window() -> None:
     assert rule is not None and not rule.bigger_is_better
     with pytest.raises(ConfigError, match="not a metric of this run"):
         promotion_rule(TrainSettings(promote_on="Accuracy"), built)
+
+
+class _Message:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class _Consumer:
+    """Hands over the given messages on the first consume call, then nothing."""
+
+    def __init__(self, messages: list[_Message]) -> None:
+        self.batches = [messages]
+
+    def assign(self, _partitions: Any) -> None:
+        pass
+
+    def consume(self, _n: int, timeout: float) -> list[_Message]:
+        return self.batches.pop() if self.batches else []
+
+
+def test_each_request_is_applied_once_per_task_and_an_unknown_label_skipped() -> None:
+    rule = PromotionRule("ROCAUC", window=50, every=10, after=2)
+    task = _task(rule)
+    task.learn(_records()[:30])
+    messages = [
+        _Message(0, promotion_request("other-model", "lr", 0.0)),
+        _Message(1, b"not json"),
+        _Message(2, promotion_request("m", "nope", 0.0)),
+        _Message(3, promotion_request("m", "ht", 0.0)),
+    ]
+    requests = PromotionRequests(lambda conf: _Consumer(messages), "events", "m")
+    requests.apply({"t": task})
+    assert task.gate is not None and task.gate.state.champion == "ht"
+    assert task.gate.state.requests == 4
+    [promoted] = [p for p in task.take_outputs() if isinstance(p, Promotion)]
+    assert (promoted.to_label, promoted.by, promoted.positions) == ("ht", "manual", {0: 30})
+    requests.apply({"t": task})  # nothing new: nothing applied again
+    assert task.take_outputs() == [] and task.gate.state.promotions == 1
+    # A task rolled back to before the request (its state says requests=0) applies it again.
+    fresh = _task(rule)
+    requests.apply({"t": fresh})
+    assert fresh.gate is not None and fresh.gate.state.champion == "ht"
