@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from river import metrics as river_metrics
 
@@ -44,8 +44,13 @@ from streamtrain.errors import ConfigError
 from streamtrain.models.problem import problem_of
 from streamtrain.train.progressive import ProgressiveEvaluator, build_rolling
 
-if TYPE_CHECKING:
-    from streamtrain.train.promotion import Gate, Promotion
+
+class EventWatcher(Protocol):
+    """What sees each event after every challenger learned it: the promotion gate
+    (:mod:`streamtrain.train.promotion`), whose answer (a promotion, or None) ``learn`` returns."""
+
+    def after_event(self) -> object | None: ...
+
 
 __all__ = [
     "CHAMPION",
@@ -171,7 +176,7 @@ class Challengers:
     def __init__(self, challengers: Sequence[Challenger] = ()) -> None:
         self._by_label = {c.label: c for c in challengers}
         self._learners = [c.learn for c in challengers]
-        self.gate: Gate | None = None
+        self.gate: EventWatcher | None = None
 
     @classmethod
     def from_plain(cls, saved: Mapping[str, Mapping[str, Any]]) -> Challengers:
@@ -193,7 +198,7 @@ class Challengers:
     def __getitem__(self, label: str) -> Challenger:
         return self._by_label[label]
 
-    def learn(self, x: dict[str, Any], y: Any) -> Promotion | None:
+    def learn(self, x: dict[str, Any], y: Any) -> object | None:
         """Every challenger predicts, learns and scores ``(x, y)``, in order; then the gate
         (if any) may promote one, which it says."""
         for learn in self._learners:

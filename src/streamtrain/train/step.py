@@ -181,7 +181,7 @@ class RiverStep:
                         n += 1
                     if challengers is not None:
                         promoted = challengers(x, y)
-                        if promoted is not None:  # from the next event on, a new champion
+                        if isinstance(promoted, Promotion):  # a new champion from now on
                             promoted.positions = {**offsets, **ends, partition: offset + 1}
                             out.promotions.append(promoted)
             ends[partition] = offset + 1
