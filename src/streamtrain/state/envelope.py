@@ -62,6 +62,10 @@ class CheckpointHeader:
     created_at: float  # seconds since the epoch
     versions: Mapping[str, str]
     format_version: int = FORMAT_VERSION
+    # The champion's label, with challengers (None: the model it was created with), and the
+    # promotion gate's rule in words (streamtrain.train.promotion).
+    champion: str | None = None
+    promotion_rule: str | None = None
 
     @property
     def model_version(self) -> str:
@@ -90,7 +94,13 @@ class CheckpointHeader:
             created_at=float(data["created_at"]),
             versions={str(k): str(v) for k, v in data["versions"].items()},
             format_version=int(data["format_version"]),
+            champion=_optional_text(data.get("champion")),
+            promotion_rule=_optional_text(data.get("promotion_rule")),
         )
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ from streamtrain.state.keys import SigningKey, load_signing_key
 from streamtrain.state.payload import TrainState, freeze, state_of, thaw
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
 from streamtrain.stopping import StopFlag
+from streamtrain.train.challengers import FOUNDER
 from streamtrain.train.clients import producer_config
 from streamtrain.train.outputs import OutputRecord
 from streamtrain.train.settings import TrainSettings
@@ -108,7 +109,8 @@ class Checkpointing:
                 state, header = fresh(task_key), None
             else:
                 header = checkpoint.header
-                if header.model_spec != self.model_spec:
+                promoted = header.champion not in (None, FOUNDER)  # its spec is the state's
+                if header.model_spec != self.model_spec and not promoted:
                     log.warning(
                         "%s was created as %r; resuming it (the given spec %r is ignored)",
                         task_key,
@@ -175,15 +177,18 @@ class Checkpointing:
     def _produce_checkpoint(
         self, task_key: str, state: TrainState, metrics: dict[str, float]
     ) -> CommittedState:
+        gate = state.promotion or {}
         header = CheckpointHeader(
             model_name=task_key,
-            model_spec=self.model_spec,
+            model_spec=gate.get("spec") or self.model_spec,
             offsets=self._offsets(state),
             events_learned=state.events_learned,
             dead_lettered=sum(state.dead_letter_reasons.values()),
             metrics=metrics,
             created_at=time.time(),
             versions=library_versions(),
+            champion=gate.get("champion"),
+            promotion_rule=gate.get("rule"),
         )
         payload = freeze(state)
         self.txn.produce(
