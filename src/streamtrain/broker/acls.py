@@ -18,6 +18,8 @@ topic clicks.predictions: WRITE, CREATE
 topic streamtrain.metrics: WRITE, CREATE
 topic streamtrain.events: WRITE, CREATE
 topic streamtrain.checkpoints: READ, WRITE, CREATE
+topic streamtrain.checkpoints.history: READ, WRITE, CREATE
+topic streamtrain.events: READ
 group streamtrain.ctr: READ
 transactional-id streamtrain.ctr: WRITE
 group streamtrain.reader.*: DESCRIBE
@@ -137,6 +139,7 @@ def command_acls(
         acls += [
             Acl("topic", checkpoint_topic, ("READ", "WRITE", "CREATE")),
             Acl("topic", f"{checkpoint_topic}.history", ("READ", "WRITE", "CREATE")),
+            Acl("topic", DEFAULT_EVENTS_TOPIC, ("READ",)),  # promotion requests (models promote)
             Acl("group", group or f"streamtrain.{name}", ("READ",)),
             # One id per model, or per process of a partitioned one (a random suffix).
             Acl(

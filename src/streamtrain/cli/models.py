@@ -1,4 +1,5 @@
-"""``streamtrain predict`` and ``streamtrain models``: use and list named models' state."""
+"""``streamtrain predict`` and ``streamtrain models``: use and list named models' state, and
+ask a named model's trainer to promote a challenger (``models promote NAME LABEL``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,24 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
 from streamtrain.cli import history
 from streamtrain.cli.common import add_kafka_options, kafka_settings_from_args
+from streamtrain.config import KafkaSettings
 from streamtrain.data.events import InvalidEvent, Reason
-from streamtrain.errors import ConfigError
-from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC
-from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet, load_model
-from streamtrain.state.envelope import CheckpointRejected, open_envelope
+from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.formats import (
+    DEFAULT_CHECKPOINT_TOPIC,
+    DEFAULT_EVENTS_TOPIC,
+    promotion_request,
+    replica_partition,
+)
+from streamtrain.kafka.clients import client_config, ensure_topic
+from streamtrain.serving.snapshot import ModelNotFound, ModelSnapshot, ReplicaSet, load_model
+from streamtrain.state.envelope import CheckpointRejected, load_state, open_envelope
 from streamtrain.state.history import history_topic
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import CheckpointStore
@@ -59,7 +68,8 @@ def register(subparsers: Any) -> None:
 
     models = subparsers.add_parser(
         "models",
-        help="list named models and their state; history and rollback of one",
+        help="list named models and their state (champion, promotion rule); promote a "
+        "challenger; history and rollback of one",
         description="Without an action: every named model's newest checkpoint.",
     )
     models.add_argument("--json", action="store_true", help="one JSON object per model")
@@ -67,6 +77,23 @@ def register(subparsers: Any) -> None:
     models.set_defaults(handler=run_models)
     actions = models.add_subparsers(dest="action", metavar="ACTION")
     history.register(actions, _state_options)
+    promote = actions.add_parser(
+        "promote",
+        help="ask the trainer of model NAME to make challenger LABEL its champion",
+        description="Writes a promotion request to the events topic; the model's trainer "
+        "applies it once, at its next checkpoint (in that checkpoint's transaction), and "
+        "records the promotion there.",
+    )
+    promote.add_argument("name", metavar="NAME", help="model name")
+    promote.add_argument("label", metavar="LABEL", help="the challenger's label (see `models`)")
+    promote.add_argument(
+        "--events-topic",
+        default=DEFAULT_EVENTS_TOPIC,
+        metavar="TOPIC",
+        help=f"where the trainer reads requests [default: {DEFAULT_EVENTS_TOPIC}]",
+    )
+    _state_options(promote)
+    promote.set_defaults(handler=run_promote)
 
 
 def _store(args: argparse.Namespace) -> CheckpointStore:
@@ -132,6 +159,8 @@ def run_models(args: argparse.Namespace) -> int:
             {
                 "name": name,
                 "spec": h.model_spec,
+                "champion": h.champion,
+                "promotion_rule": h.promotion_rule,
                 "version": h.model_version,
                 "events_learned": h.events_learned,
                 "dead_lettered": h.dead_lettered,
@@ -147,23 +176,81 @@ def run_models(args: argparse.Namespace) -> int:
         print(f"no models in {store.topic}")
         return 0
     table = Table(title=f"models in {store.topic}")
-    for column in ("name", "spec", "version", "events", "metrics", "age"):
+    for column in ("name", "spec", "champion", "version", "events", "metrics", "age"):
         table.add_column(column)
     for row in rows:
         if "error" in row:
-            table.add_row(row["name"], f"[red]{row['error']}[/]", "", "", "", "")
+            table.add_row(row["name"], f"[red]{row['error']}[/]", "", "", "", "", "")
             continue
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items())
         table.add_row(
             row["name"],
             row["spec"],
+            row["champion"] or "",
             row["version"],
             f"{row['events_learned']:,}",
             metrics,
             _age(row["checkpoint_age_seconds"]),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    for row in rows:
+        if row.get("promotion_rule"):
+            console.print(f"{row['name']}: {row['promotion_rule']}", highlight=False)
     return 0
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """Check that NAME has a challenger LABEL, then write the request (nothing otherwise)."""
+    store = _store(args)
+    champion, labels = _roster_of(store, args.name)
+    if args.label == champion:
+        raise ConfigError(f"{args.label!r} is already the champion of model {args.name!r}")
+    if args.label not in labels:
+        known = ", ".join(labels) or "none"
+        raise ConfigError(
+            f"model {args.name!r} has no challenger {args.label!r} (its challengers: {known})"
+        )
+    kafka, _file = kafka_settings_from_args(args)
+    request = promotion_request(args.name, args.label, time.time())
+    _send_request(kafka, args.events_topic, args.name, request)
+    print(
+        f"asked the trainer of {args.name!r} to promote {args.label!r}: it applies the request "
+        f"at its next checkpoint (see {args.events_topic})"
+    )
+    return 0
+
+
+def _send_request(kafka: KafkaSettings, topic: str, key: str, value: bytes) -> None:
+    """Write one request to partition 0 of ``topic`` (made if missing), waiting for the ack."""
+    ensure_topic(kafka, topic, partitions=1)
+    producer = Producer(client_config(kafka, **{"enable.idempotence": True, "acks": "all"}))
+    failed: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
+
+    producer.produce(topic, value, key, partition=0, on_delivery=on_delivery)
+    if producer.flush(kafka.connect_timeout + 10) or failed:
+        why = failed[0] if failed else "no acknowledgement in time"
+        raise StreamtrainError(f"the request could not be written to {topic!r}: {why}")
+
+
+def _roster_of(store: CheckpointStore, name: str) -> tuple[str | None, list[str]]:
+    """The champion's label and the challengers' labels of a named model's latest checkpoint
+    (a partitioned model's first replica: every replica has the same challengers)."""
+    opened = store.latest(name)
+    if opened is None:
+        for key, raw in sorted(store.all_latest().items()):
+            if replica_partition(key, name) is not None:
+                opened = open_envelope(raw, store.key, what=f"checkpoint of model {key!r}")
+                break
+    if opened is None:
+        raise ModelNotFound(f"no checkpoint of model {name!r} in {store.topic!r}")
+    payload = load_state(opened)
+    champion = (payload.get("promotion") or {}).get("champion")
+    return champion, list(payload.get("challengers", {}))
 
 
 def _age(seconds: float) -> str:

@@ -42,6 +42,53 @@ def register(subparsers: Any) -> None:
         help="another model learning every event beside --model, with its own metrics; "
         "repeatable, labelled c1, c2... unless LABEL= is given (the served model stays --model)",
     )
+    gate = parser.add_argument_group(
+        "promotion gate (with --challenger; the rule: README, `streamtrain models`)"
+    )
+    gate.add_argument(
+        "--promote",
+        choices=("auto", "manual"),
+        help="auto: the gate promotes a challenger that wins; manual: only "
+        "`streamtrain models promote NAME LABEL` does [default: manual]",
+    )
+    gate.add_argument(
+        "--promote-on", metavar="METRIC", help="the metric compared [default: the first --metric]"
+    )
+    gate.add_argument(
+        "--promote-window",
+        type=int,
+        metavar="N",
+        help="compare the metric over each model's last N events [default: 1000]",
+    )
+    gate.add_argument(
+        "--promote-margin",
+        type=float,
+        metavar="X",
+        help="a win is a lead of at least X (and more than 0) [default: 0]",
+    )
+    gate.add_argument(
+        "--promote-after",
+        type=int,
+        metavar="K",
+        help="promote after K wins in a row [default: 3]",
+    )
+    gate.add_argument(
+        "--promote-min-events",
+        type=int,
+        metavar="M",
+        help="a challenger wins only once it has learned M events [default: the window]",
+    )
+    gate.add_argument(
+        "--promote-every",
+        type=int,
+        metavar="E",
+        help="evaluate after every E-th labelled event [default: window / 10]",
+    )
+    gate.add_argument(
+        "--events-topic",
+        metavar="TOPIC",
+        help="drift detections, promotion records and requests [default: streamtrain.events]",
+    )
     parser.add_argument(
         "--drift",
         metavar="SPEC",
@@ -272,6 +319,14 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "challengers": tuple(args.challengers) if args.challengers else None,
         "drift": args.drift,
         "on_drift": args.on_drift,
+        "promote": args.promote,
+        "promote_on": args.promote_on,
+        "promote_window": args.promote_window,
+        "promote_margin": args.promote_margin,
+        "promote_after": args.promote_after,
+        "promote_min_events": args.promote_min_events,
+        "promote_every": args.promote_every,
+        "events_topic": args.events_topic,
         "group": args.group,
         "dead_letter_topic": args.dead_letter_topic,
         "predictions_topic": args.predictions_topic,

@@ -95,16 +95,32 @@ __all__ = [
     "FINAL",
     "METRICS_FORMAT",
     "PROGRESS",
+    "PROMOTION_REQUEST",
     "decode_metrics_record",
     "decoder",
     "encode_metrics_record",
+    "promotion_request",
     "replica_key",
     "replica_partition",
 ]
 
 DEFAULT_CHECKPOINT_TOPIC = "streamtrain.checkpoints"
 DEFAULT_METRICS_TOPIC = "streamtrain.metrics"
+# Drift detections (format above), promotions and requests for them (models with challengers):
+# one JSON record each, keyed by the model's name, on partition 0 (streamtrain.train.drift,
+# streamtrain.train.promotion, streamtrain.train.requests).
 DEFAULT_EVENTS_TOPIC = "streamtrain.events"
+PROMOTION_REQUEST = "promotion-request"
+
+
+def promotion_request(name: str, label: str, at: float) -> bytes:
+    """The value of a request to promote challenger ``label`` of model ``name``.
+
+    >>> promotion_request("fraud", "lr", 0.0)
+    b'{"kind":"promotion-request","model":"fraud","label":"lr","at":0.0}'
+    """
+    return orjson.dumps({"kind": PROMOTION_REQUEST, "model": name, "label": label, "at": at})
+
 
 METRICS_FORMAT = 1
 # The two kinds of metrics record.

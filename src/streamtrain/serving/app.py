@@ -319,7 +319,9 @@ def create_kafka_app(
     keys = ModelKeys(name)
     follower: SnapshotSource
     if pin is None:
-        follower = CheckpointFollower(CheckpointStore(kafka, key, checkpoint_topic), keys, on_denied)
+        follower = CheckpointFollower(
+            CheckpointStore(kafka, key, checkpoint_topic), keys, on_denied
+        )
     else:
         history = CheckpointStore(kafka, key, history_topic(checkpoint_topic))
         follower = StaticSnapshotSource(ModelSnapshot.pinned(history, name, pin))

@@ -1,4 +1,8 @@
-"""A named model as of its latest committed checkpoint, ready to predict."""
+"""A named model as of its latest committed checkpoint, ready to predict.
+
+The model a checkpoint serves is its champion: with challengers, the one the promotion gate
+(or ``models promote``) chose last; answers then carry its label (``model_label``) beside the
+version."""
 
 from __future__ import annotations
 
@@ -63,6 +67,8 @@ class ModelSnapshot:
         """Predict one features object (validated as :func:`served_features` says)."""
         answer = predict_answer(self.model, self.problem, served_features(self.model, x))
         answer["model_version"] = self.version
+        if self.header.champion is not None:
+            answer["model_label"] = self.header.champion
         answer["events_learned"] = self.header.events_learned
         return answer
 
@@ -76,6 +82,8 @@ class ModelSnapshot:
             "events_learned": h.events_learned,
             "dead_lettered": h.dead_lettered,
             "metrics": dict(h.metrics),
+            **({} if h.champion is None else {"champion": h.champion}),
+            **({} if h.promotion_rule is None else {"promotion_rule": h.promotion_rule}),
             "checkpointed_at": h.created_at,
             "checkpoint_age_seconds": round(self.age_seconds(), 3),
         }
@@ -123,6 +131,9 @@ class ReplicaSet:
             values = [float(r.model.predict_one(features)) for r in self.replicas]
             answer = {"prediction": sum(values) / len(values)}
         answer["model_version"] = self.version
+        labels = [r.header.champion for r in self.replicas]
+        if any(label is not None for label in labels):
+            answer["model_label"] = ",".join(label or "" for label in labels)
         answer["events_learned"] = self.events_learned
         answer["replicas"] = {r.header.model_name: r.version for r in self.replicas}
         return answer

@@ -66,6 +66,10 @@ class CheckpointHeader:
     # and the version a rollback restored (streamtrain.state.history).
     sequence: int = 0
     restored_from: int | None = None
+    # The champion's label, with challengers (None: the model it was created with), and the
+    # promotion gate's rule in words (streamtrain.train.promotion).
+    champion: str | None = None
+    promotion_rule: str | None = None
 
     @property
     def model_version(self) -> str:
@@ -96,11 +100,17 @@ class CheckpointHeader:
             format_version=int(data["format_version"]),
             sequence=int(data.get("sequence", 0)),
             restored_from=_optional_int(data.get("restored_from")),
+            champion=_optional_text(data.get("champion")),
+            promotion_rule=_optional_text(data.get("promotion_rule")),
         )
 
 
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclasses.dataclass(frozen=True)

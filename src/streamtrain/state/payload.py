@@ -8,10 +8,12 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
      "rolling": {name: <river.utils.Rolling>}, "dead_letter_reasons": {reason: count},
      "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>,
      "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>},
-     "drift": <streamtrain.train.drift.TaskDrift.to_plain()>}
+     "drift": <streamtrain.train.drift.TaskDrift.to_plain()>,
+     "promotion": <streamtrain.train.promotion.GateState.to_plain()>}
 
 ``challengers`` is written only when the task has some, so a checkpoint without them reads
-as before, and one written before challengers existed reads as having none.
+as before, and one written before challengers existed reads as having none. ``promotion``
+(the promotion gate's state: the champion's label and spec, win counts) likewise.
 
 The counters that the header already carries (``events_learned``, the input offsets, those of a
 separate labels topic included) are taken from the header, which was verified with the payload.
@@ -47,6 +49,7 @@ class TrainState:
     # label -> a challenger in its plain form (streamtrain.train.challengers), in order
     challengers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None  # the drift detectors, in their plain form
+    promotion: dict[str, Any] | None = None  # the promotion gate's state, in its plain form
 
 
 def freeze(state: TrainState) -> bytes:
@@ -64,6 +67,8 @@ def freeze(state: TrainState) -> bytes:
         payload["challengers"] = state.challengers
     if state.drift is not None:
         payload["drift"] = state.drift
+    if state.promotion is not None:
+        payload["promotion"] = state.promotion
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -109,4 +114,5 @@ def _from_dict(
         join=payload.get("join"),
         challengers=dict(payload.get("challengers", {})),
         drift=payload.get("drift"),
+        promotion=payload.get("promotion"),
     )

@@ -36,16 +36,29 @@ import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from river import metrics as river_metrics
+from river import utils
 
 from streamtrain.errors import ConfigError
 from streamtrain.models.problem import problem_of
 from streamtrain.train.progressive import ProgressiveEvaluator, build_rolling
 
+
+class EventWatcher(Protocol):
+    """What sees each event after every challenger learned it: the promotion gate
+    (:mod:`streamtrain.train.promotion`), whose answer (a promotion, or None) ``learn`` and
+    ``after_event`` return; it is told of challengers restarted afresh."""
+
+    def after_event(self) -> object | None: ...
+
+    def restarted(self, labels: Sequence[str]) -> None: ...
+
+
 __all__ = [
     "CHAMPION",
+    "FOUNDER",
     "Challenger",
     "ChallengerSpec",
     "Challengers",
@@ -56,6 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"  # the label reports give the champion; no challenger may take it
+FOUNDER = "c0"  # the label of the model a task was created with (--model), once promoted over
 # A label is a word before "=": a spec's own "=" (keyword arguments) always follows "(".
 _LABELLED = re.compile(r"\s*([A-Za-z0-9._-]{1,64})\s*=(?!=)(.*)", re.DOTALL)
 
@@ -81,8 +95,8 @@ def parse_challengers(texts: Sequence[str]) -> tuple[ChallengerSpec, ...]:
         spec = spec.strip()
         if not spec:
             raise ConfigError(f"challenger {label!r} has an empty spec")
-        if label == CHAMPION:
-            raise ConfigError(f"{CHAMPION!r} names the champion; give the challenger another label")
+        if label in (CHAMPION, FOUNDER):
+            raise ConfigError(f"{label!r} names the champion; give the challenger another label")
         if any(c.label == label for c in out):
             raise ConfigError(f"challenger label {label!r} given twice")
         out.append(ChallengerSpec(label, spec))
@@ -130,10 +144,12 @@ class Challenger:
 
         ev = self.evaluator
         metrics = {name: m.clone() for name, m in ev.metrics.items()}
-        window = next((int(r.window_size) for r in ev.rolling.values()), 0)
-        fresh = ProgressiveEvaluator(
-            parse_spec(self.spec, estimator_registry()), metrics, build_rolling(metrics, window)
-        )
+        # The same windows, empty: the run's (--rolling-window) and the promotion gate's.
+        rolling = {
+            name: utils.Rolling(r.obj.clone(), window_size=r.window_size)
+            for name, r in ev.rolling.items()
+        }
+        fresh = ProgressiveEvaluator(parse_spec(self.spec, estimator_registry()), metrics, rolling)
         return Challenger(self.label, self.spec, fresh, started_at=started_at)
 
     def to_plain(self) -> dict[str, Any]:
@@ -175,11 +191,14 @@ class Challenger:
 
 
 class Challengers:
-    """A task's challengers, in order; the step calls :meth:`learn` after the champion."""
+    """A task's challengers, in order; the step calls :meth:`learn` after the champion.
+
+    ``gate``, when set (:mod:`streamtrain.train.promotion`), sees each event after them all."""
 
     def __init__(self, challengers: Sequence[Challenger] = ()) -> None:
         self._by_label = {c.label: c for c in challengers}
         self._learners = [c.learn for c in challengers]
+        self.gate: EventWatcher | None = None
 
     @classmethod
     def from_plain(cls, saved: Mapping[str, Mapping[str, Any]]) -> Challengers:
@@ -201,16 +220,31 @@ class Challengers:
     def __getitem__(self, label: str) -> Challenger:
         return self._by_label[label]
 
-    def learn(self, x: dict[str, Any], y: Any) -> None:
-        """Every challenger predicts, learns and scores ``(x, y)``, in order."""
+    def learn(self, x: dict[str, Any], y: Any) -> object | None:
+        """Every challenger predicts, learns and scores ``(x, y)``, in order; then the gate
+        (if any) may promote one, which it says."""
         for learn in self._learners:
             learn(x, y)
+        return self.after_event()
+
+    def after_event(self) -> object | None:
+        """Every challenger learned one more event (here, or each on its own: drift detection
+        feeds them one by one): the gate (if any) sees it, and may promote one."""
+        return None if self.gate is None else self.gate.after_event()
+
+    def relabel(self, label: str, new: str) -> None:
+        """Challenger ``label`` is now called ``new``, in the same place (a promotion)."""
+        challenger = self._by_label[label]
+        challenger.label = new
+        self._by_label = {(new if k == label else k): c for k, c in self._by_label.items()}
 
     def restart(self, started_at: int) -> None:
         """Every challenger starts afresh from its spec at ``started_at``."""
         fresh = [c.restarted(started_at) for c in self]
         self._by_label = {c.label: c for c in fresh}
         self._learners = [c.learn for c in fresh]
+        if self.gate is not None:  # its win counts were for the models just dropped
+            self.gate.restarted([c.label for c in fresh])
 
     def learn_many(self, xs: Sequence[dict[str, Any]], ys: Sequence[Any]) -> None:
         """:meth:`learn` each labelled event of a batch, in order (``y`` None: skipped)."""
@@ -263,9 +297,12 @@ class Roster:
             raise ConfigError(f"challenger {spec.label}: {err}") from err
         return Challenger(spec.label, spec.spec, evaluator, started_at=started_at)
 
-    def resume(self, saved: Mapping[str, Mapping[str, Any]], started_at: int) -> Challengers:
+    def resume(
+        self, saved: Mapping[str, Mapping[str, Any]], started_at: int, champion: str | None = None
+    ) -> Challengers:
         """A task's challengers: those in its checkpoint (``saved``) as they were, in their
-        order, then those asked for that it has not, fresh from ``started_at`` on.
+        order, then those asked for that it has not, fresh from ``started_at`` on (but not
+        the one labelled ``champion``: promoted, it is the task's champion now).
 
         A saved challenger is kept even when not asked for again, and its saved spec wins
         over a different one given for its label, as a named model's own spec does: a
@@ -274,6 +311,8 @@ class Roster:
         out = list(Challengers.from_plain(saved))
         for spec in self.specs:
             plain = saved.get(spec.label)
+            if spec.label == champion:
+                continue
             if plain is None:
                 out.append(self._fresh(spec, started_at))
             elif plain["spec"] != spec.spec:

@@ -33,6 +33,7 @@ from streamtrain.state.keys import SigningKey, load_signing_key
 from streamtrain.state.payload import TrainState, freeze, state_of, thaw
 from streamtrain.state.store import CheckpointStore, checkpoint_partition
 from streamtrain.stopping import StopFlag
+from streamtrain.train.challengers import FOUNDER
 from streamtrain.train.clients import producer_config
 from streamtrain.train.outputs import OutputRecord
 from streamtrain.train.settings import TrainSettings
@@ -114,7 +115,8 @@ class Checkpointing:
                 state, header = fresh(task_key), None
             else:
                 header = checkpoint.header
-                if header.model_spec != self.model_spec:
+                promoted = header.champion not in (None, FOUNDER)  # its spec is the state's
+                if header.model_spec != self.model_spec and not promoted:
                     log.warning(
                         "%s was created as %r; resuming it (the given spec %r is ignored)",
                         task_key,
@@ -183,9 +185,10 @@ class Checkpointing:
     ) -> CommittedState:
         previous = self.committed.get(task_key)
         last = previous.header.sequence if previous is not None and previous.header else 0
+        gate = state.promotion or {}
         header = CheckpointHeader(
             model_name=task_key,
-            model_spec=self.model_spec,
+            model_spec=gate.get("spec") or self.model_spec,
             offsets=self._offsets(state),
             events_learned=state.events_learned,
             dead_lettered=sum(state.dead_letter_reasons.values()),
@@ -193,6 +196,8 @@ class Checkpointing:
             created_at=time.time(),
             versions=library_versions(),
             sequence=last + 1,
+            champion=gate.get("champion"),
+            promotion_rule=gate.get("rule"),
         )
         payload = freeze(state)
         envelope = seal(header, payload, self.key)

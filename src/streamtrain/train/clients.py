@@ -49,7 +49,9 @@ class KafkaClients:
                 )
         ensure_topic(self.kafka, settings.dlq_topic, partitions=partitions)
         ensure_topic(self.kafka, settings.predictions_out, partitions=partitions)
-        if settings.drift_policy() is not None:  # detections, keyed by model: one partition
+        # Drift detections, promotions (and, for a named model, requests for them): records
+        # keyed by model, read back in order from one partition.
+        if settings.drift_policy() is not None or settings.challengers:
             ensure_topic(self.kafka, settings.events_topic, partitions=1)
         if settings.name:
             ensure_checkpoint_topic(self.kafka, settings.checkpoint_topic)

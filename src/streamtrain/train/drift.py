@@ -24,6 +24,16 @@ its ``started_at`` says where). A task's detectors and its recent detections are
 checkpoint (:meth:`TaskDrift.to_plain`), so a restart detects exactly what an uninterrupted
 run would.
 
+Detectors are keyed by label: ``champion`` is the served model's. A promotion
+(:mod:`streamtrain.train.promotion`, by the gate or on request) makes a challenger the
+champion and the champion a challenger under its own label (``c0`` for the first one); each
+detector follows its model (:meth:`TaskDrift.promoted`): the promoted challenger's detector is
+the champion's from the next event, the old champion's goes on under its challenger label. A
+change of model is thus never mistaken for a change in the data (which, with
+``reset-challengers``, would restart the challengers right after every promotion). Detection
+counts stay with the label they were made under. The promotion gate sees every labelled event
+with drift detection on or off: the step calls it after this module fed the challengers.
+
 >>> from streamtrain.models.problem import Problem
 >>> drift = TaskDrift.resume(DriftPolicy("ADWIN"), Problem.CLASSIFICATION, None, [CHAMPION])
 >>> says_true = ({False: 0.1, True: 0.9}, None)  # a model that always predicts True
@@ -288,9 +298,18 @@ class TaskDrift:
             if prediction is not None:
                 self.observe(c.label, y, prediction, record, events, found)
         if fired and self.policy.on_drift == RESET_CHALLENGERS and challengers:
-            challengers.restart(events)
+            challengers.restart(events)  # the promotion gate's counts restart with them
             for c in challengers:
                 self.detectors[c.label] = self.policy.new_detector()
+
+    def promoted(self, from_label: str, to_label: str) -> None:
+        """Challenger ``to_label`` is the champion now, and the champion a challenger called
+        ``from_label``: each detector follows its model (see the module doc)."""
+        champion = self.detectors.get(CHAMPION)
+        promoted = self.detectors.pop(to_label, None)
+        fresh = self.policy.new_detector
+        self.detectors[CHAMPION] = promoted if promoted is not None else fresh()
+        self.detectors[from_label] = champion if champion is not None else fresh()
 
     def batch(
         self,
@@ -303,7 +322,11 @@ class TaskDrift:
         found: list[Detection],
     ) -> None:
         """:meth:`event` for each labelled event of a batch the compiled path learned
-        (``values``: its predictions, ``learned``: the task's count before the batch)."""
+        (``values``: its predictions, ``learned``: the task's count before the batch).
+
+        Never with a promotion gate: a gated task stays on River's path (the gate's windows
+        are rolling metrics, which the compiled path does not take), since a promotion
+        changes the champion from the next event on."""
         n = learned
         for record, x, y, value in zip(records, xs, ys, values, strict=True):
             if y is not None:

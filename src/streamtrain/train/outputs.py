@@ -1,5 +1,5 @@
-"""Where a trainer's outputs go: dead letters, predictions and drift detections, as Kafka
-records.
+"""Where a trainer's outputs go: dead letters, predictions, drift detections and promotions,
+as Kafka records.
 
 Tasks keep the dead letters and predictions they made (:class:`streamtrain.train.tasks.Task`
 ``pending``) until a writer takes them. :class:`Outputs` turns them into records for their
@@ -25,6 +25,7 @@ from streamtrain.formats import DEFAULT_EVENTS_TOPIC
 from streamtrain.train.deadletter import ORIGINAL_BYTES, TOO_LARGE, Headers, dead_letter_headers
 from streamtrain.train.drift import Detection
 from streamtrain.train.predictions import prediction_record
+from streamtrain.train.promotion import Promotion
 from streamtrain.train.step import DeadLetter, Prediction
 
 __all__ = ["OutputRecord", "OutputWriter", "Outputs"]
@@ -39,7 +40,8 @@ class OutputRecord(NamedTuple):
 
 class Outputs:
     """The records for dead letters (``dlq_topic``), predictions (``predictions_topic``) and
-    drift detections (``events_topic``, format: :mod:`streamtrain.formats`)."""
+    drift detections (``events_topic``, format: :mod:`streamtrain.formats`) and promotions (the
+    same topic, JSON keyed by the model's name: ``Promotion.to_plain``)."""
 
     def __init__(
         self,
@@ -61,11 +63,14 @@ class Outputs:
         self.labels_topic = labels_topic
 
     def records(
-        self, items: Iterable[DeadLetter | Prediction | Detection]
+        self, items: Iterable[DeadLetter | Prediction | Detection | Promotion]
     ) -> Iterator[OutputRecord]:
         for item in items:
             if isinstance(item, Detection):
                 yield self._detection(item)
+            elif isinstance(item, Promotion):
+                value = orjson.dumps(item.to_plain())
+                yield OutputRecord(self.events_topic, value, self.model_name or item.model, [])
             elif isinstance(item, DeadLetter):
                 msg = item.record
                 headers = dead_letter_headers(msg, item.reason, item.message)

@@ -104,6 +104,9 @@ class Summary:
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # detector, on_drift, detections by label, recent ones (streamtrain.train.drift); None: off
     drift: Mapping[str, Any] | None = None
+    # With challengers, the promotion gate: champion (its label), spec, rule, wins, promotions,
+    # events (streamtrain.train.promotion); a partitioned model's as {"replicas": {key: ...}}.
+    promotion: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

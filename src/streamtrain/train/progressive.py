@@ -62,6 +62,9 @@ class ProgressiveEvaluator:
         for name, metric in self.metrics.items():
             if not metric.works_with(model):
                 raise ConfigError(f"metric {name} does not work with {_describe(model)}")
+        self._bind()
+
+    def _bind(self) -> None:
         is_classifier = self.problem is Problem.CLASSIFICATION
 
         def wants_proba(metric: river_metrics.base.Metric) -> bool:
@@ -70,10 +73,21 @@ class ProgressiveEvaluator:
         every = [*self.metrics.values(), *self.rolling.values()]
         self._proba_metrics = [m.update for m in every if wants_proba(m)]
         self._label_metrics = [m.update for m in every if not wants_proba(m)]
-        final = final_step(model)
+        final = final_step(self.model)
         self._derive_label = (
             is_classifier and type(final).predict_one is base.Classifier.predict_one
         )
+
+    def watch(self, name: str, metric: Any) -> None:
+        """Also score ``metric`` (a windowed one: the promotion gate's) as ``rolling[name]``."""
+        self.rolling[name] = metric
+        self._bind()
+
+    def exchange(self, other: ProgressiveEvaluator) -> None:
+        """Trade models, metrics and windows with ``other``: whoever holds this evaluator (a
+        step) goes on with ``other``'s model from the next event, and ``other`` with this one's
+        (a promotion: :mod:`streamtrain.train.promotion`)."""
+        self.__dict__, other.__dict__ = other.__dict__, self.__dict__
 
     def learn(self, x: dict[str, Any], y: Any) -> tuple[dict[Any, float] | None, Any]:
         """Predict ``x``, learn ``(x, y)``, then update the metrics with the prediction, which

@@ -188,6 +188,17 @@ def progress(
     )
 
 
+def promotion_summary(registry: TaskRegistry) -> dict[str, Any] | None:
+    """The promotion gate's report (:meth:`Gate.summary`): the single task's, or each
+    replica's under ``replicas``; None without challengers."""
+    gates = {key: t.gate.summary() for key, t in registry.tasks.items() if t.gate is not None}
+    if not gates:
+        return None
+    if not registry.partitioned:
+        return next(iter(gates.values()))
+    return {"replicas": gates}
+
+
 def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -> Summary:
     metrics, _rolling = combined_metrics(registry)
     reasons = _reasons(registry)
@@ -211,6 +222,7 @@ def summary(registry: TaskRegistry, *, common: dict[str, Any], elapsed: float) -
         join=join_summary(registry),
         challengers=challenger_summary(registry),
         drift=drift_summary(registry),
+        promotion=promotion_summary(registry),
     )
 
 

@@ -20,6 +20,7 @@ from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_
 from streamtrain.state.history import DEFAULT_KEEP_VERSIONS_FOR
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
 from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, DriftPolicy, drift_policy
+from streamtrain.train.promotion import PromotionRule
 
 DEFAULT_TOPIC = "ml_training_data"
 DEFAULT_MODEL = "StandardScaler | LogisticRegression"
@@ -60,6 +61,10 @@ class TrainSettings:
 
     ``challengers`` are ``[LABEL=]SPEC`` texts: models that learn every event beside the
     champion (``model``), each with its own metrics (:mod:`streamtrain.train.challengers`).
+    The ``promote*`` settings are the promotion gate's rule (:mod:`streamtrain.train.promotion`):
+    ``promote`` ``auto`` or ``manual`` (never on its own), ``promote_on`` a metric of the run
+    (default: the first), the others :class:`~streamtrain.train.promotion.PromotionRule`'s.
+    Drift detections, promotions and requests for them are records on ``events_topic``.
 
     ``target`` reads flat records instead of the seed's ``{"x", "y"}``
     (:mod:`streamtrain.records.shape`): the label is that field (``a.b`` when nested), the id
@@ -82,7 +87,14 @@ class TrainSettings:
     challengers: tuple[str, ...] = ()
     drift: str = DEFAULT_DETECTOR
     on_drift: str = ALERT
-    events_topic: str = DEFAULT_EVENTS_TOPIC  # where detections go
+    promote: str = "manual"
+    promote_on: str | None = None
+    promote_window: int = 1000
+    promote_margin: float = 0.0
+    promote_after: int = 3
+    promote_min_events: int | None = None
+    promote_every: int | None = None
+    events_topic: str = DEFAULT_EVENTS_TOPIC  # detections, promotions, requests
     group: str | None = None
     dead_letter_topic: str | None = None
     predictions_topic: str | None = None
@@ -187,6 +199,7 @@ class TrainSettings:
                 "the labels topic must differ from the dead-letter and predictions topics"
             )
         self.challenger_specs()  # labels: their own checks (specs: when the trainer builds)
+        self.promotion_rule(self.promote_on or "")  # its own checks (the metric: the trainer's)
         if self.challengers and self.labels_topic is not None:
             raise ConfigError("--challenger cannot be used with --labels-topic yet")
         self.drift_policy()  # a bad spec or action: misuse, before any network wait
@@ -230,6 +243,19 @@ class TrainSettings:
     def drift_policy(self) -> DriftPolicy | None:
         """The drift detection asked for; None when off."""
         return drift_policy(self.drift, self.on_drift)
+
+    def promotion_rule(self, default_on: str, bigger_is_better: bool = True) -> PromotionRule:
+        """The promotion gate's rule; ``default_on`` is the run's main metric."""
+        return PromotionRule(
+            on=self.promote_on or default_on,
+            window=self.promote_window,
+            margin=self.promote_margin,
+            after=self.promote_after,
+            min_events=self.promote_min_events,
+            every=self.promote_every,
+            mode=self.promote,
+            bigger_is_better=bigger_is_better,
+        )
 
     @property
     def separate_labels_topic(self) -> str | None:

@@ -8,9 +8,12 @@ metrics (the task's evaluator) are updated in place; the outcome carries everyth
 the task applies it (:meth:`streamtrain.train.tasks.Task.apply`).
 
 Challengers (:mod:`streamtrain.train.challengers`) learn each valid labelled event after the
-champion, with River's per-event calls on either path; they change nothing in the outcome.
-With drift detection (:mod:`streamtrain.train.drift`), each model's error on the event feeds
-its detector, and a detection is a field of the outcome.
+champion, with River's per-event calls on either path; they change nothing in the outcome but
+its ``promotions``: the promotion gate (:mod:`streamtrain.train.promotion`), which keeps a
+task on River's path, may make one of them the champion after any event (it sees every
+labelled event, with drift detection or without). With drift detection
+(:mod:`streamtrain.train.drift`), each model's error on the event feeds its detector, and a
+detection is a field of the outcome.
 
 Two implementations give the same outcome and the same model state:
 
@@ -47,6 +50,7 @@ from streamtrain.records.seed import SEED, EventShape
 from streamtrain.train.challengers import Challengers
 from streamtrain.train.drift import Detection, TaskDrift
 from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.promotion import Promotion
 
 __all__ = [
     "MODEL_ERROR",
@@ -126,6 +130,8 @@ class Outcome:
     dead_letters: list[DeadLetter] = dataclasses.field(default_factory=list)
     predictions: list[Prediction] = dataclasses.field(default_factory=list)
     drifts: list[Detection] = dataclasses.field(default_factory=list)  # detectors that fired
+    # Changes of champion by the promotion gate, each after the event that decided it.
+    promotions: list[Promotion] = dataclasses.field(default_factory=list)
 
 
 class Step(Protocol):
@@ -186,8 +192,12 @@ class RiverStep:
                         drift.event(
                             record, x, y, prediction, learned + n, self.challengers, out.drifts
                         )
-                    elif challengers is not None:
-                        challengers(x, y)
+                        promoted = self.challengers.after_event()
+                    else:
+                        promoted = None if challengers is None else challengers(x, y)
+                    if isinstance(promoted, Promotion):  # a new champion from now on
+                        promoted.positions = {**offsets, **ends, partition: offset + 1}
+                        out.promotions.append(promoted)
             ends[partition] = offset + 1
         out.learned = n
         return out
@@ -212,6 +222,9 @@ class FastStep:
         self.evaluator = evaluator
         self.fast: FastEvaluator | None = fast
         self.shape = shape
+        if challengers is not None and challengers.gate is not None:
+            # The gate may change the champion after any event; a batch is learned at once.
+            raise ValueError("a task with a promotion gate learns on River's path")
         self.river = RiverStep(evaluator, shape, challengers, drift)
         self.drift = drift
         self.challengers = self.river.challengers

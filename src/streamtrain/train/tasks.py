@@ -24,12 +24,13 @@ from streamtrain.state.payload import TrainState
 from streamtrain.train.challengers import CHAMPION, Challengers, Roster
 from streamtrain.train.drift import Detection, DriftPolicy, TaskDrift
 from streamtrain.train.progressive import ProgressiveEvaluator
+from streamtrain.train.promotion import Gate, Promotion, PromotionRule
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Record, RiverStep
 
 __all__ = ["JoinSpec", "Output", "Task", "join_spec"]
 
-Output = DeadLetter | Prediction | Detection
+Output = DeadLetter | Prediction | Detection | Promotion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Task:
     challengers: Challengers = dataclasses.field(default_factory=Challengers)
     # Each model's drift detector (train --drift), fed by the step; None: off.
     drift: TaskDrift | None = None
+    gate: Gate | None = None  # the promotion gate, when the task has challengers
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -90,20 +92,37 @@ class Task:
         shape: EventShape = SEED,
         roster: Roster | None = None,
         drift: DriftPolicy | None = None,
+        promotion: PromotionRule | None = None,
+        spec: str = "",
     ) -> Task:
         """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
         those in ``state`` go on as they are. ``drift``: each model's detector (joined
-        labels: not yet)."""
+        labels: not yet). ``promotion``: the gate's rule, for a task with challengers
+        (``spec`` is its champion's spec, until its state says another)."""
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
+        saved_gate = state.promotion or {}
         if roster is not None:
-            challengers = roster.resume(state.challengers, state.events_learned)
+            champion = saved_gate.get("champion")
+            challengers = roster.resume(state.challengers, state.events_learned, champion)
         else:
             challengers = Challengers.from_plain(state.challengers)
+        gate = None
+        if promotion is not None and challengers and join is None:
+            gate = Gate.attach(
+                promotion,
+                evaluator,
+                challengers,
+                state.promotion,
+                spec=spec,
+                events=state.events_learned,
+            )
         step: RiverStep | FastStep | JoinStep
         detectors = None
         if drift is not None and join is None:
             labels = [CHAMPION, *(c.label for c in challengers)]
             detectors = TaskDrift.resume(drift, evaluator.problem, state.drift, labels)
+            if gate is not None:  # a promotion: each detector follows its model
+                gate.on_promotion = detectors.promoted
         if join is None:
             step = _step_for(evaluator, fast, shape, challengers, detectors)
         else:
@@ -125,6 +144,7 @@ class Task:
             step=step,
             challengers=challengers,
             drift=detectors,
+            gate=gate,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -175,6 +195,13 @@ class Task:
             self.pending.extend(outcome.predictions)
         if outcome.drifts:
             self.pending.extend(outcome.drifts)
+        for promoted in outcome.promotions:
+            self.add_promotion(promoted)
+
+    def add_promotion(self, promoted: Promotion) -> None:
+        """A change of champion, owed to the events topic with the next checkpoint."""
+        promoted.model = self.key
+        self.pending.append(promoted)
 
     def set_inputs(self, inputs: Sequence[tuple[str, int]]) -> None:
         """A joined task's input partitions now (records of one no longer ours are dropped:
@@ -253,6 +280,7 @@ class Task:
             None if join is None else join.to_plain(),
             self.challengers.to_plain(),
             None if self.drift is None else self.drift.to_plain(),
+            None if self.gate is None else self.gate.state.to_plain(),
         )
 
     @property
@@ -275,6 +303,7 @@ class Task:
             **({} if self.join_state is None else {"join": self.join_state.summary()}),
             **({"challengers": self.challengers.summary()} if self.challengers else {}),
             **({} if self.drift is None else {"drift": self.drift.summary()}),
+            **({"promotion": self.gate.summary()} if self.gate is not None else {}),
         }
 
 

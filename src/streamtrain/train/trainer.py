@@ -46,7 +46,7 @@ from streamtrain.records.loading import load_records
 from streamtrain.records.models import model_shape
 from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
-from streamtrain.train.assembly import new_registry
+from streamtrain.train.assembly import check_drift, new_registry, promotion_rule
 from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
 from streamtrain.train.clients import (
@@ -59,6 +59,7 @@ from streamtrain.train.outputs import Outputs, OutputWriter
 from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
 from streamtrain.train.registry import TaskRegistry
+from streamtrain.train.requests import promotion_requests
 from streamtrain.train.settings import TrainSettings
 from streamtrain.train.tasks import Task, join_spec
 
@@ -112,9 +113,8 @@ class Trainer:
         )
         # Challengers get the champion's metric specs, as fresh objects; bad specs fail here.
         self._roster = Roster(settings.challenger_specs(), metrics, model, settings.rolling_window)
-        drift = settings.drift_policy()
-        if drift is not None:  # a binary detector on a regressor's errors: misuse, here
-            drift.check(self._template.problem)
+        self._rule = promotion_rule(settings, metrics)  # the gate of tasks with challengers
+        check_drift(settings, self._template.problem)  # e.g. a binary detector on a regressor
         # How records are read (built once: a registry format's decoder caches its schemas);
         # model_shape says what it will refuse.
         load = load_records(settings.formats, settings.topic)
@@ -123,9 +123,10 @@ class Trainer:
             max_record_bytes=settings.max_record_bytes,
             max_features=settings.max_features,
         )
-        if settings.fast_path and not self._template.rolling:
+        if settings.fast_path and not self._template.rolling and not settings.challengers:
             # Compile or load the kernel while this trainer connects (and, named, restores):
-            # until it is ready, batches are learned by River, correct but slower.
+            # until it is ready, batches are learned by River, correct but slower. (With
+            # challengers, the promotion gate's windows keep the champion on River's path.)
             from streamtrain.fastpath import load_in_background
 
             load_in_background(model, metrics)
@@ -148,6 +149,7 @@ class Trainer:
             id_field="id" if settings.target is None else settings.id_field,
             events_topic=settings.events_topic,
         )
+        self._requests = promotion_requests(settings, self.clients)  # manual promotions
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
         self._checkpointing: Checkpointing | None = None
@@ -223,6 +225,8 @@ class Trainer:
             registry.stopping = True  # leave without another checkpoint in on_revoke
             self._stop.set()
             consumer.close()
+            if self._requests is not None:
+                self._requests.close()
         if settings.summary is not None:
             summary.write(settings.summary)
         for listener in self.listeners:
@@ -389,6 +393,8 @@ class Trainer:
         checkpointing, registry = self._checkpointing, self.registry
         assert checkpointing is not None and registry is not None
         registry.record_positions(consumer)
+        if self._requests is not None:  # manual promotions, in this transaction
+            self._requests.apply(registry.tasks)
         states = {key: task.state() for key, task in registry.tasks.items()}
         values = {key: task.sync().values() for key, task in registry.tasks.items()}
         outputs = self._outputs.records(registry.take_outputs())
@@ -448,6 +454,7 @@ class Trainer:
             self._checkpoint,
             self.clock,
             self._roster,
+            self._rule,
         )
         if checkpointing is not None:
             self.model_text = checkpointing.model_spec
