@@ -38,6 +38,7 @@ if (ROOT / "src").is_dir():
 from contenders import RESULT_PREFIX, phishing_events, seed_bytes  # noqa: E402
 
 from streamtrain.broker.process import free_ports  # noqa: E402
+from streamtrain.train.clients import CONSUMER_DEFAULTS  # noqa: E402
 
 TARGETS = {
     "per_event_vs_limit": 0.85,
@@ -195,9 +196,9 @@ def main() -> int:
             ("limit", "limit", {"events": n}),
             ("consume-only", "consume_only", base),
             (
-                "consume-only, fetch.queue.backoff.ms=20",
+                "consume-only, streamtrain's consumer settings",
                 "consume_only",
-                {**base, "consumer": {"fetch.queue.backoff.ms": 20}},
+                {**base, "consumer": dict(CONSUMER_DEFAULTS)},
             ),
             ("seed", "seed", base),
             ("streamtrain", "trainer", base),
@@ -388,15 +389,17 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Per-event cost vs number of features (in process, µs per event)",
         "",
-        "| features | River loop | fast path (learn_many) | decode_event | River / fast |",
-        "|---:|---:|---:|---:|---:|",
+        "| features | River loop | fast path (learn_many) | decode_event | decode_batch "
+        "(bulk, into the matrix) | River / fast |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for d, v in r["features"].items():
         if not d.isdigit():
             continue
+        bulk = v.get("decode_batch_us")  # older results.json files lack it
         lines.append(
             f"| {int(d):,} | {v['river_us']:.1f} | {v['fast_us']:.2f} | {v['decode_us']:.2f} | "
-            f"{v['river_us'] / v['fast_us']:.0f} |"
+            f"{'—' if bulk is None else f'{bulk:.2f}'} | {v['river_us'] / v['fast_us']:.0f} |"
         )
     lines += [
         "",

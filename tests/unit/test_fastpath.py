@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("numba")  # without numba there is no fast path to test
 
+import numpy as np
 from river import (
     compose,
     datasets,
@@ -619,6 +620,76 @@ def test_decode_batch_of_valid_events_only() -> None:
     assert batch.invalid == []
     assert batch.positions == list(range(300))
     assert list(zip(batch.xs, batch.ys, strict=True)) == events
+
+
+@pytest.mark.parametrize("task", [Problem.CLASSIFICATION, Problem.REGRESSION])
+def test_a_batch_of_valid_events_is_decoded_in_bulk_with_the_same_results(task: Problem) -> None:
+    from streamtrain.data.events import decode_event
+    from streamtrain.fastpath.decode import decode_batch
+
+    valid = [v for v in [*_GOOD, *_BAD] if v is not None and _verdict(v, task) == "ok"]
+    for seed in range(5):
+        values = random.Random(seed).choices(valid, k=40)
+        batch = decode_batch(values, task)
+        want = [decode_event(v, task) for v in values]
+        assert list(zip(batch.xs, batch.ys, strict=True)) == want
+        assert [type(y) for y in batch.ys] == [type(y) for _, y in want]
+        assert batch.positions == list(range(40)) and batch.invalid == []
+
+
+def _verdict(value: bytes, task: Problem) -> str:
+    from streamtrain.data.events import InvalidEvent, decode_event
+
+    try:
+        decode_event(value, task)
+    except InvalidEvent as bad:
+        return bad.reason.value
+    return "ok"
+
+
+def test_one_layout_is_decoded_straight_into_the_feature_matrix() -> None:
+    from streamtrain.fastpath.decode import decode_batch
+
+    values = [
+        b'{"x": {"a": 0.5, "b": 1}, "y": true}',
+        b'{"x": {"a": 18446744073709551615, "b": -1e150}, "y": false}',
+        b'{"x": {"a": -3, "b": 2.25}}',
+    ]
+    batch = decode_batch(values, Problem.CLASSIFICATION)
+    assert batch.matrix is not None and batch.matrix.dtype == np.float64
+    assert batch.matrix.tolist() == [[0.5, 1.0], [float(2**64 - 1), -1e150], [-3.0, 2.25]]
+    assert batch.ys == [True, False, None]
+    # Another order of the same keys is another layout: River sums in each event's order.
+    mixed = decode_batch([*values, b'{"x": {"b": 1, "a": 0.5}, "y": true}'], Problem.CLASSIFICATION)
+    assert mixed.matrix is None and mixed.xs[3] == {"b": 1, "a": 0.5}
+    # One bad value anywhere: no matrix, and its verdict is decode_event's.
+    bad = decode_batch(
+        [*values, b'{"x": {"a": 0.5, "b": true}, "y": true}'], Problem.CLASSIFICATION
+    )
+    assert bad.matrix is None and [(i, e.reason.value) for i, e in bad.invalid] == [
+        (3, "bad-features")
+    ]
+
+
+def test_learning_from_the_decoded_matrix_is_learning_from_the_dicts() -> None:
+    from streamtrain.fastpath.decode import decode_batch
+
+    values = [_seed_json({"x": x, "y": y}) for x, y in _phishing()[:600]]
+    from_dicts = fast_evaluator_for(*_default_pipeline())
+    from_matrix = fast_evaluator_for(*_default_pipeline())
+    assert from_dicts is not None and from_matrix is not None
+    for i in range(0, len(values), 100):
+        batch = decode_batch(values[i : i + 100], Problem.CLASSIFICATION)
+        assert batch.matrix is not None
+        want = from_dicts.learn_many(batch.xs, batch.ys)
+        got = from_matrix.learn_many(batch.xs, batch.ys, batch.matrix)
+        assert got.tolist() == want.tolist()
+    assert from_matrix.values() == from_dicts.values()
+
+
+def _default_pipeline() -> tuple[Any, dict[str, Any]]:
+    model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return model, {"ROCAUC": metrics.ROCAUC(), "Accuracy": metrics.Accuracy()}
 
 
 def _seed_json(obj: Any) -> bytes:

@@ -166,8 +166,15 @@ class FastEvaluator:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def learn_many(self, xs: list[dict[str, Any]], ys: list[Any]) -> np.ndarray:
+    def learn_many(
+        self, xs: list[dict[str, Any]], ys: list[Any], matrix: np.ndarray | None = None
+    ) -> np.ndarray:
         """Predict, learn and score each ``(x, y)`` in order, as River's per-event path would.
+
+        ``matrix``, if given, is the caller's promise that every event has the keys of
+        ``xs[0]`` in that order, and holds their values as float64, a row per event
+        (:attr:`DecodedBatch.matrix <streamtrain.fastpath.decode.DecodedBatch>`): they are then
+        not read again from the dicts.
 
         A ``None`` label marks an unlabelled event: predicted with the model as it stands
         there, not learned, not scored. Returns every event's prediction — a classifier's
@@ -179,12 +186,14 @@ class FastEvaluator:
         try:
             if self.disabled_because is not None:
                 raise FastPathDisabled(self.disabled_because)
-            return self._learn_many(xs, ys)
+            return self._learn_many(xs, ys, matrix)
         except FastPathFallback:
             self.fallbacks += 1
             raise
 
-    def _learn_many(self, xs: list[dict[str, Any]], ys: list[Any]) -> np.ndarray:
+    def _learn_many(
+        self, xs: list[dict[str, Any]], ys: list[Any], matrix: np.ndarray | None
+    ) -> np.ndarray:
         n = len(xs)
         if n != len(ys):
             raise ValueError(f"{n} feature dicts but {len(ys)} labels")
@@ -213,21 +222,34 @@ class FastEvaluator:
                 raise FastPathFallback("a class label is neither a boolean nor 0/1")
         elif not y_types <= {int, float}:
             raise FastPathFallback("a regression target is not a number")
-        keys = list(_chain(xs))
         layout = self._layout
-        if layout is None or keys != layout * n:
+        if matrix is not None:  # one layout, xs[0]'s, known to the caller
             first = list(xs[0])
-            if keys != first * n:
-                raise FastPathFallback("the batch mixes feature layouts")
-            self._switch_layout(first)
-            layout = first
-        elif not self._loaded:
-            self._load()
+            if matrix.shape != (n, len(first)):
+                raise ValueError(f"a {matrix.shape} matrix for {n} events of {len(first)}")
+            if first != layout:
+                self._switch_layout(first)
+                layout = first
+            elif not self._loaded:
+                self._load()
+        else:
+            keys = list(_chain(xs))
+            if layout is None or keys != layout * n:
+                first = list(xs[0])
+                if keys != first * n:
+                    raise FastPathFallback("the batch mixes feature layouts")
+                self._switch_layout(first)
+                layout = first
+            elif not self._loaded:
+                self._load()
         d = len(layout)
-        try:
-            x_arr = np.fromiter(_chain(map(dict.values, xs)), dtype=_float64, count=n * d)
-        except (TypeError, ValueError, OverflowError):
-            raise FastPathFallback("a feature value is not a number") from None
+        if matrix is not None:
+            x_arr = matrix
+        else:
+            try:
+                x_arr = np.fromiter(_chain(map(dict.values, xs)), dtype=_float64, count=n * d)
+            except (TypeError, ValueError, OverflowError):
+                raise FastPathFallback("a feature value is not a number") from None
         try:
             if unlabelled:
                 y_arr = np.fromiter(

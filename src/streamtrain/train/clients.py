@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
@@ -23,7 +23,28 @@ from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
 from streamtrain.train.settings import TrainSettings
 
-__all__ = ["KafkaClients", "consumer_config", "producer_config", "transactional_id"]
+__all__ = [
+    "CONSUMER_DEFAULTS",
+    "KafkaClients",
+    "consumer_config",
+    "producer_config",
+    "transactional_id",
+]
+
+# Throughput settings of the trainer's consumer; a user's own -X of the same key wins.
+#
+# librdkafka (2.x) stops fetching a partition once its local queue holds queued.min.messages
+# (100,000) records or queued.max.messages.kbytes, and then looks again only after
+# fetch.queue.backoff.ms, 1,000 ms by default. A consumer that drains 100,000 records in well
+# under a second therefore idles out the rest of it: at most about 100,000 records/s plus one
+# fetch, the 132k records/s of `make bench`'s consume-only with the defaults, against 519k with a
+# 20 ms backoff. The backoff applies only while the queue is full (the trainer is behind), so a
+# short one costs a queue check every 20 ms then, and nothing at a trickle (latency is set by
+# fetch.wait.max.ms and the broker, not by this). 20 ms keeps a full queue from running dry
+# (100,000 records last far longer than 20 ms) at 50 checks a second; a larger queue
+# (queued.min.messages) would only hold more memory for the same effect.
+# Measured with `python bench/consumer.py`; see README "Performance".
+CONSUMER_DEFAULTS: dict[str, Any] = {"fetch.queue.backoff.ms": 20}
 
 ErrorCallback = Callable[[KafkaError], None]
 
@@ -62,7 +83,8 @@ class KafkaClients:
             )
 
     def consumer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Consumer:
-        return Consumer(client_config(self.kafka, **conf, error_cb=on_error))
+        tuned = with_consumer_defaults(conf, self.kafka.options)
+        return Consumer(client_config(self.kafka, **tuned, error_cb=on_error))
 
     def producer(self, conf: dict[str, Any], on_error: ErrorCallback) -> Producer:
         return Producer(client_config(self.kafka, **conf, error_cb=on_error))
@@ -89,6 +111,20 @@ def producer_config(settings: TrainSettings, txn_id: str | None) -> dict[str, An
         conf["message.max.bytes"] = 64 * 1024 * 1024
         conf["compression.type"] = "zstd"
     return conf
+
+
+def with_consumer_defaults(conf: dict[str, Any], options: Mapping[str, str]) -> dict[str, Any]:
+    """``conf`` with :data:`CONSUMER_DEFAULTS` added for every key the user's ``-X``
+    ``options`` do not set (``conf`` itself is applied after the options, so it must not
+    carry a default the user set).
+
+    >>> with_consumer_defaults({"group.id": "g"}, {})
+    {'fetch.queue.backoff.ms': 20, 'group.id': 'g'}
+    >>> with_consumer_defaults({"group.id": "g"}, {"fetch.queue.backoff.ms": "500"})
+    {'group.id': 'g'}
+    """
+    defaults = {k: v for k, v in CONSUMER_DEFAULTS.items() if k not in options}
+    return {**defaults, **conf}
 
 
 def consumer_config(settings: TrainSettings, group: str) -> dict[str, Any]:
@@ -119,5 +155,7 @@ def consumer_config(settings: TrainSettings, group: str) -> dict[str, Any]:
             # The range assignor gives partition p of co-partitioned topics to one member:
             # the task that joins them.
             conf["partition.assignment.strategy"] = "range"
-    # Raw -X options are applied after these by client_config, so users can override.
+    # These are applied after the raw -X options (client_config), so they win over them:
+    # exactly-once and group membership rest on them. Throughput settings, which a user may
+    # well tune, are CONSUMER_DEFAULTS instead, added under the -X options.
     return conf

@@ -250,7 +250,7 @@ class FastStep:
         out = Outcome()
         if xs:
             try:
-                values = fast.learn_many(xs, ys)
+                values = fast.learn_many(xs, ys, batch.matrix)
             except FastPathDisabled as off:  # River is not what the compiled path knows
                 self.disabled = str(off)
                 self.fast = None
