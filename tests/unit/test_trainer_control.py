@@ -177,8 +177,8 @@ def fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any
             pytest.skip("the compiled path is unavailable here")
         learn_many = FastEvaluator.learn_many
 
-        def counting(self: Any, xs: Any, ys: Any) -> Any:
-            out = learn_many(self, xs, ys)
+        def counting(self: Any, xs: Any, ys: Any, matrix: Any = None) -> Any:
+            out = learn_many(self, xs, ys, matrix)
             spy.batches += 1
             return out
 
