@@ -139,7 +139,8 @@ class TopicReader:
         :class:`~streamtrain.errors.TopicReadError` on a failed fetch; each after
         ``max(patience, connect_timeout)`` seconds without progress.
         """
-        count = self._partitions_within(max(patience, self.kafka.connect_timeout))
+        wait = max(patience, self.kafka.connect_timeout)  # every wait of the read
+        count = self._partitions_within(wait)
         if count is None:
             raise TopicMissing(
                 f"{self.what} {self.topic!r} does not exist at {self.kafka.bootstrap_servers}"
@@ -147,10 +148,10 @@ class TopicReader:
         chosen = sorted(set(select(count)))
         if not chosen:
             return
-        ends = readable_ends(self._watermarks(chosen, max(patience, self.kafka.connect_timeout)))
+        ends = readable_ends(self._watermarks(chosen, wait))
         if not ends:
             return
-        watch = EndWatch(ends, max(patience, self.kafka.connect_timeout))
+        watch = EndWatch(ends, wait)
         # Client-level errors (a broker that went away: _TRANSPORT, _ALL_BROKERS_DOWN) are
         # informational, the client reconnects by itself. Without an error_cb, poll() hands
         # them over as if they were fetch errors, and a broker restart in the middle of a
