@@ -6,7 +6,6 @@ events topic under read_committed, across a kill -9."""
 from __future__ import annotations
 
 import itertools
-import json
 import signal
 import subprocess
 import time
@@ -20,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from river import drift, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 from river.datasets import synth
 from topics import fill
-from trainers import train_command, trainer_env
+from trainers import run_to_end, train_command, trainer_env
 
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
@@ -132,16 +131,7 @@ def test_detections_match_river_and_are_written_once_across_kill_9(
     assert opened is not None and 0 < opened.header.events_learned < len(stream)
     assert "detectors" in load_state(opened)["drift"]  # the detectors are checkpointed
 
-    summary_path = tmp_path / "summary.json"
-    done = subprocess.run(
-        [*cmd, "--exit-when-idle", "2", "--summary", str(summary_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(summary_path.read_text())
+    summary = run_to_end(cmd, tmp_path / "summary.json", env, timeout=180)
     assert summary["events_learned"] == len(stream)
     written = _events(kafka_bootstrap, name)
     by_label = {

@@ -9,7 +9,6 @@ where an uninterrupted one ends, and score as River on the decoded records.
 from __future__ import annotations
 
 import itertools
-import json
 import numbers
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from river import compose, evaluate, linear_model, metrics, preprocessing
 from river.datasets import synth
 from topics import fill
-from trainers import train_command, trainer_env
+from trainers import run_to_end, train_command, trainer_env
 
 from streamtrain.config import KafkaSettings
 from streamtrain.formats.encoding import (
@@ -102,18 +101,6 @@ def _latest(bootstrap: str, name: str, ckpt: str) -> tuple[int, Any]:
     return opened.header.events_learned, load_state(opened)["model"]
 
 
-def _finish(cmd: list[str], summary: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
-        capture_output=True,
-        text=True,
-        env=trainer_env(SECRET),
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(summary.read_text()))
-
-
 @pytest.mark.timeout(600)  # three restarts and two full runs, on a loaded machine
 def test_kill_9_during_a_schema_change_ends_as_an_uninterrupted_run_and_river(
     kafka_bootstrap: str, schema_registry: str, unique_name: Callable[..., str], tmp_path: Path
@@ -150,8 +137,8 @@ def test_kill_9_during_a_schema_change_ends_as_an_uninterrupted_run_and_river(
     print("events learned after each kill:", progress)
     assert V2_FROM < progress[-1] < EVENTS, progress  # killed mid-stream, past the change
 
-    after_kills = _finish(command(killed), tmp_path / "killed.json")
-    uninterrupted = _finish(command(steady), tmp_path / "steady.json")
+    after_kills = run_to_end(command(killed), tmp_path / "killed.json", trainer_env(SECRET))
+    uninterrupted = run_to_end(command(steady), tmp_path / "steady.json", trainer_env(SECRET))
     for summary in (after_kills, uninterrupted):
         assert summary["events_learned"] == EVENTS
         assert summary["dead_letter_reasons"] == {}

@@ -16,7 +16,7 @@ import pytest
 from promotions import offline_promotions
 from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 from topics import fill
-from trainers import train_command, trainer_env
+from trainers import run_to_end, train_command, trainer_env
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -114,16 +114,7 @@ def test_promotions_are_the_offline_rules_at_the_same_offsets_despite_kill_9(
     opened = _latest(kafka_bootstrap, ckpt, name)
     assert opened is not None and 0 < opened.header.events_learned < len(PHISHING)
 
-    summary_path = tmp_path / "summary.json"
-    done = subprocess.run(
-        [*cmd, "--exit-when-idle", "2", "--summary", str(summary_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(summary_path.read_text())
+    summary = run_to_end(cmd, tmp_path / "summary.json", env, timeout=120)
     assert summary["events_learned"] == len(PHISHING)
 
     # Exactly the offline rule's promotions, once each, at the offsets of their events.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import TopicMissing
@@ -45,6 +48,22 @@ def trainer_env(secret: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "STREAMTRAIN_FAULT"}
     env.update(STREAMTRAIN_SECRET=secret, **extra)
     return env
+
+
+def run_to_end(
+    cmd: list[str], summary: Path, env: dict[str, str], timeout: float = 180
+) -> dict[str, Any]:
+    """Run trainer ``cmd`` until it has been idle 2 s, assert it exited 0, and return the
+    summary it wrote."""
+    done = subprocess.run(
+        [*cmd, "--exit-when-idle", "2", "--summary", str(summary)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(summary.read_text()))
 
 
 def wait_until_learning(bootstrap: str, name: str, proc: subprocess.Popen[str]) -> None:
