@@ -22,9 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from run import child, log, preload  # noqa: E402
+from run import bench_broker, child, log, preload  # noqa: E402
 
-from streamtrain.broker.process import free_ports  # noqa: E402
 from streamtrain.train.clients import CONSUMER_DEFAULTS  # noqa: E402
 
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -56,18 +55,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in candidates}
     starved: dict[str, list[float]] = {name: [] for name in candidates}
     with tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp, ExitStack() as stack:
-        bootstrap = opts.bootstrap
-        if bootstrap is None:
-            from streamtrain.broker import LocalBroker
-
-            port, controller_port = free_ports(2)
-            broker = LocalBroker(
-                data_dir=Path(tmp) / "kafka", port=port, controller_port=controller_port
-            )
-            log(f"starting a local broker on port {port}")
-            broker.up(wait_seconds=120)
-            stack.callback(broker.down)
-            bootstrap = broker.bootstrap
+        bootstrap = bench_broker(opts.bootstrap, Path(tmp), stack)
         topic = f"bench-consumer-{uuid.uuid4().hex[:8]}"
         log(f"preloading {opts.events:,} events into {topic}")
         preload(bootstrap, topic, opts.events)

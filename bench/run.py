@@ -71,6 +71,20 @@ def child(
     raise RuntimeError(f"contender {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
+def bench_broker(given: str | None, tmp: Path, stack: ExitStack) -> str:
+    """``given``, or the bootstrap of a local broker started in ``tmp`` (stopped by ``stack``)."""
+    if given is not None:
+        return given
+    from streamtrain.broker import LocalBroker
+
+    port, controller_port = free_ports(2)
+    broker = LocalBroker(data_dir=tmp / "kafka", port=port, controller_port=controller_port)
+    log(f"starting a local broker on port {port}")
+    broker.up(wait_seconds=120)
+    stack.callback(broker.down)
+    return broker.bootstrap
+
+
 def preload(bootstrap: str, topic: str, n: int) -> float:
     from confluent_kafka import Producer
 
@@ -162,18 +176,7 @@ def main() -> int:
         },
     }
     with tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp, ExitStack() as stack:
-        bootstrap = opts.bootstrap
-        if bootstrap is None:
-            from streamtrain.broker import LocalBroker
-
-            port, controller_port = free_ports(2)
-            broker = LocalBroker(
-                data_dir=Path(tmp) / "kafka", port=port, controller_port=controller_port
-            )
-            log(f"starting a local broker on port {port}")
-            broker.up(wait_seconds=120)
-            stack.callback(broker.down)
-            bootstrap = broker.bootstrap
+        bootstrap = bench_broker(opts.bootstrap, Path(tmp), stack)
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         log(f"preloading {n:,} events into {topic}")
         results["workload"]["preload_seconds"] = preload(bootstrap, topic, n)
