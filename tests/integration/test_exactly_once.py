@@ -33,7 +33,6 @@ from unlabelled import (
     replay_with_predictions,
 )
 
-from streamtrain.broker import LocalBroker
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.state.envelope import CheckpointHeader, load_state, seal
@@ -148,7 +147,7 @@ def test_kill_9_at_random_moments_one_partition(
     fill_values(kafka_bootstrap, topic, values)
     cmd = train_command(kafka_bootstrap, topic, name, ckpt_topic)
 
-    progress = _kill_cycles(cmd, (kafka_bootstrap, name, ckpt_topic), 4, len(values), seed=5)
+    progress = _kill_cycles(cmd, (kafka_bootstrap, name, ckpt_topic), 3, len(values), seed=5)
     # Kills landed mid-stream: some state was committed, and not all of it. (The fast path
     # may finish the stream before the last kills; those still test a restart at the end.)
     assert any(0 < p < len(values) for p in progress), progress
@@ -432,56 +431,3 @@ def test_forged_checkpoints_are_refused_before_unpickling(
     assert "checkpoint" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not canary.exists()
-
-
-def test_broker_restart_mid_stream_loses_and_doubles_nothing(
-    unique_name: Callable[..., str],
-    ckpt_topic: str,
-    tmp_path: Path,
-    free_ports: Callable[[int], list[int]],
-) -> None:
-    port, controller = free_ports(2)
-    broker = LocalBroker(data_dir=tmp_path / "kafka", port=port, controller_port=controller)
-    broker.up(wait_seconds=120)
-    try:
-        bootstrap = broker.bootstrap
-        topic, name = unique_name("restart"), unique_name("model")
-        values = _events(250_000, seed=17)
-        fill_values(bootstrap, topic, values)
-        summary_path = tmp_path / "summary.json"
-        cmd = train_command(bootstrap, topic, name, ckpt_topic)
-        proc: subprocess.Popen[bytes] | None = None
-        # stderr to a file: the trainer logs through the outage, and a pipe nobody reads
-        # until the end would fill up and block it.
-        with open(tmp_path / "trainer.log", "w") as log_file:
-            proc = subprocess.Popen(
-                # River's pace, so the outage comes while the stream is being learned.
-                [*cmd, "--no-fast-path", "--exit-when-idle", "4", "--summary", str(summary_path)],
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-                env=_env(),
-            )
-        store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), KEY, ckpt_topic)
-        deadline = time.monotonic() + 90
-        before = None
-        while before is None and time.monotonic() < deadline:
-            time.sleep(0.5)
-            before = store.latest(name)
-        # The outage must hit mid-stream: some state committed, much still to learn.
-        assert before is not None and before.header.events_learned < len(values) // 2
-        broker.down()
-        time.sleep(3)
-        assert proc.poll() is None, "the trainer must wait for the broker, not exit"
-        broker.up(wait_seconds=120)
-        proc.wait(timeout=150)
-        assert proc.returncode == 0, (tmp_path / "trainer.log").read_text()[-3000:]
-        summary = json.loads(summary_path.read_text())
-        # Whether librdkafka got stuck this time (and the producer was replaced) varies.
-        print("producer replacements:", summary["producer_replacements"])
-        assert summary["events_learned"] == len(values)
-        _, offline_auc = offline(values)
-        assert summary["metrics"]["ROCAUC"] == offline_auc
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        broker.down()
