@@ -258,12 +258,22 @@ class _Consumer:
 
     def __init__(self, messages: list[_Message]) -> None:
         self.batches = [messages]
+        self.high = len(messages)
+        self.at = 0
 
     def assign(self, _partitions: Any) -> None:
         pass
 
+    def get_watermark_offsets(self, _tp: Any, timeout: float) -> tuple[int, int]:
+        return 0, self.high
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        return [type(tp)(tp.topic, tp.partition, self.at) for tp in tps]
+
     def consume(self, _n: int, timeout: float) -> list[_Message]:
-        return self.batches.pop() if self.batches else []
+        batch = self.batches.pop() if self.batches else []
+        self.at += len(batch)
+        return batch
 
 
 def test_each_request_is_applied_once_per_task_and_an_unknown_label_skipped() -> None:
