@@ -100,8 +100,9 @@ def register(subparsers: Any) -> None:
         "--on-drift",
         choices=ACTIONS,
         help="what a detection does besides its record on streamtrain.events, a counter and "
-        "a log line: alert, or reset-challengers (a champion's drift restarts every "
-        "challenger from its spec) [default: alert]",
+        "a log line: alert, reset-challengers (a champion's drift restarts every "
+        "challenger from its spec), or promote-best (--promote-window events after a "
+        "champion's drift, the model best on those events becomes champion) [default: alert]",
     )
     parser.add_argument(
         "--metric",

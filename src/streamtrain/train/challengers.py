@@ -55,6 +55,8 @@ class EventWatcher(Protocol):
 
     def restarted(self, labels: Sequence[str]) -> None: ...
 
+    def drifted(self) -> None: ...
+
 
 __all__ = [
     "ADDED",
@@ -326,6 +328,12 @@ class Challengers:
         """Every challenger learned one more event (here, or each on its own: drift detection
         feeds them one by one): the gate (if any) sees it, and may promote one."""
         return None if self.gate is None else self.gate.after_event()
+
+    def drifted(self) -> None:
+        """The champion's drift detector fired on the event being learned (``--on-drift
+        promote-best``): the gate, if any, is told."""
+        if self.gate is not None:
+            self.gate.drifted()
 
     def relabel(self, label: str, new: str) -> None:
         """Challenger ``label`` is now called ``new``, in the same place (a promotion)."""

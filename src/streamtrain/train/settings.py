@@ -19,7 +19,7 @@ from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 from streamtrain.state.history import DEFAULT_KEEP_VERSIONS_FOR
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
-from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, DriftPolicy, drift_policy
+from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, PROMOTE_BEST, DriftPolicy, drift_policy
 from streamtrain.train.promotion import PromotionRule
 
 DEFAULT_TOPIC = "ml_training_data"
@@ -255,6 +255,7 @@ class TrainSettings:
             every=self.promote_every,
             mode=self.promote,
             bigger_is_better=bigger_is_better,
+            on_drift=self.on_drift == PROMOTE_BEST and self.drift.strip().lower() != "none",
         )
 
     @property
