@@ -222,6 +222,14 @@ def register(subparsers: Any) -> None:
         "created [default: 168h]",
     )
     durable.add_argument(
+        "--keep-versions",
+        type=int,
+        metavar="N",
+        help="also keep only each model's newest N versions for history, rollback and --pin "
+        "(older records stay on the topic until --keep-versions-for drops them) "
+        "[default: no count]",
+    )
+    durable.add_argument(
         "--session-timeout",
         type=float,
         metavar="SECONDS",
@@ -346,6 +354,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,
         "keep_versions_for": args.keep_versions_for,
+        "keep_versions": args.keep_versions,
         "transaction_timeout": args.transaction_timeout,
         "secret_file": args.secret_file,
         "labels_topic": args.labels_topic,

@@ -10,7 +10,7 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
      "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>},
      "drift": <streamtrain.train.drift.TaskDrift.to_plain()>,
      "promotion": <streamtrain.train.promotion.GateState.to_plain()>,
-     "requests": {"next": int, "removed": [label]}}
+     "requests": {"next": int, "removed": [label]}, "keep_versions": int}
 
 ``challengers`` is written only when the task has some, so a checkpoint without them reads
 as before, and one written before challengers existed reads as having none. ``promotion``
@@ -54,6 +54,7 @@ class TrainState:
     drift: dict[str, Any] | None = None  # the drift detectors, in their plain form
     promotion: dict[str, Any] | None = None  # the promotion gate's state, in its plain form
     requests: dict[str, Any] | None = None  # requests applied (streamtrain.train.requests)
+    keep_versions: int | None = None  # train --keep-versions (streamtrain.state.history)
 
 
 def freeze(state: TrainState) -> bytes:
@@ -75,6 +76,8 @@ def freeze(state: TrainState) -> bytes:
         payload["promotion"] = state.promotion
     if state.requests is not None:
         payload["requests"] = state.requests
+    if state.keep_versions is not None:
+        payload["keep_versions"] = state.keep_versions
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -122,4 +125,5 @@ def _from_dict(
         drift=payload.get("drift"),
         promotion=payload.get("promotion"),
         requests=payload.get("requests"),
+        keep_versions=payload.get("keep_versions"),
     )

@@ -60,6 +60,7 @@ def new_registry(
             drift=drift,
             promotion=promotion,
             spec=champion_spec(),
+            keep_versions=settings.keep_versions,
         ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),

@@ -70,6 +70,7 @@ class Task:
     gate: Gate | None = None  # the promotion gate, when the task has (or had) challengers
     # Requests applied (streamtrain.train.requests): {"next": offset, "removed": [label]}.
     requests: dict[str, Any] = dataclasses.field(default_factory=dict)
+    keep_versions: int | None = None  # train --keep-versions, saved with the state
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -96,6 +97,7 @@ class Task:
         drift: DriftPolicy | None = None,
         promotion: PromotionRule | None = None,
         spec: str = "",
+        keep_versions: int | None = None,
     ) -> Task:
         """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
         those in ``state`` go on as they are. ``drift``: each model's detector (joined
@@ -151,6 +153,7 @@ class Task:
             drift=detectors,
             gate=gate,
             requests=requests,
+            keep_versions=keep_versions,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -289,6 +292,7 @@ class Task:
             None if self.drift is None else self.drift.to_plain(),
             None if self.gate is None else self.gate.state.to_plain(),
             dict(self.requests) or None,
+            self.keep_versions,
         )
 
     @property
