@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -175,3 +176,63 @@ def test_challengers_added_and_removed_on_request_exactly_once(
     opened = store.latest(name)
     assert opened is not None
     assert list(load_state(opened)["challengers"]) == ["ht"]
+
+
+def test_a_challenger_added_to_a_running_trainer_starts_at_its_next_checkpoint(
+    kafka_bootstrap: str,
+    unique_name: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("STREAMTRAIN_SECRET", SECRET)
+    topic, name, ckpt, events = (unique_name(p) for p in ("chrun", "model", "ckpt", "events"))
+    encoded = [encode_event(x, y) for x, y in PHISHING]
+    fill(kafka_bootstrap, topic, encoded[:FIRST])
+    cmd = train_command(
+        kafka_bootstrap,
+        topic,
+        name,
+        ckpt,
+        *("--model", "GaussianNB", "--challenger", f"lr={LR}", "--events-topic", events),
+        *("--metric", "ROCAUC", "--metric", "LogLoss", "--metrics-topic", ""),
+        *("--connect-timeout", "30", "--exit-when-idle", "120"),
+    )
+    trainer = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=trainer_env(SECRET)
+    )
+    store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), KEY, ckpt)
+
+    def state_when(ready: Callable[[Any, dict[str, Any]], bool]) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while True:
+            opened = store.latest(name)
+            if opened is not None:
+                state = load_state(opened)
+                if ready(opened.header, state):
+                    return state
+            assert trainer.poll() is None, trainer.communicate()[1]
+            assert time.monotonic() < deadline, "the trainer did not get there in 120 s"
+            time.sleep(0.2)
+
+    try:
+        state_when(lambda h, _s: h.events_learned == FIRST)
+        add = ("models", "add-challenger", name, HT, "--events-topic", events)
+        ok = _cli(capsys, kafka_bootstrap, ckpt, *add)  # unlabelled: the first free c<n>
+        assert ok.returncode == 0 and "'c1'" in ok.stdout, ok.stderr
+        state = state_when(lambda _h, s: "c1" in s.get("challengers", {}))
+        assert state["challengers"]["c1"]["started_at"] == FIRST  # it was idle at FIRST
+        fill(kafka_bootstrap, topic, encoded[FIRST:], append=True)
+        state_when(lambda h, _s: h.events_learned == len(PHISHING))
+    finally:
+        trainer.send_signal(signal.SIGINT)
+        trainer.communicate(timeout=120)
+    assert trainer.returncode == 0
+    summary = run_to_end(cmd, tmp_path / "summary.json", trainer_env(SECRET))
+    c1 = summary["challengers"]["c1"]
+    assert (c1["started_at"], c1["started_offsets"]) == (FIRST, {"0": FIRST})
+    oracle = _pvs(tree.HoeffdingTreeClassifier(grace_period=50), PHISHING[FIRST:])
+    assert c1["metrics"] == pytest.approx(oracle, abs=1e-12, rel=0)
+    assert summary["metrics"] == _pvs(naive_bayes.GaussianNB(), PHISHING)
+    [added] = _kinds(kafka_bootstrap, events, "challenger-added")
+    assert (added["label"], added["events"], added["offsets"]) == ("c1", FIRST, {"0": FIRST})
