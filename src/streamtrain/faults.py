@@ -6,7 +6,8 @@ Crash points: ``after-learn`` (a batch learned, nothing committed),
 ``after-checkpoint-produced`` (checkpoint record sent in the open transaction),
 ``before-commit`` (offsets sent to the transaction, commit not yet requested),
 ``after-join-predict`` (a joined task predicted a feature event, inside its join step: the
-batch half done, its prediction and join state in memory only).
+batch half done, its prediction and join state in memory only), ``after-request-applied`` (a
+task applied requests from ``streamtrain models``, its checkpoint not yet committed).
 
 Hang points block the calling thread for good instead, as librdkafka's transactional calls
 sometimes do after a broker restart: ``hang-commit`` (the ``n``-th ``commit_transaction``).

@@ -285,6 +285,42 @@ def test_serve_and_predict_without_one_right_fail_at_once(
     assert elapsed < 30  # it stops on the refusal rather than staying unready
 
 
+def test_models_requests_work_with_the_models_rights_and_need_write_on_events(
+    secure_broker: LocalBroker, run: Run, tmp_path: Path, unique_name: Callable[..., str]
+) -> None:
+    """``--for models``: list, history and a request to the trainer (add-challenger), which
+    the trainer (``--for train``'s rights) applies; without WRITE on the events topic the
+    request is refused at once, one line, nothing written."""
+    topic, name = unique_name("sec"), unique_name("model")
+    trainer, operator, other = (unique_name("user") for _ in range(3))
+    admin = _admin(secure_broker)
+    fill(secure_broker.bootstrap, topic, [b'{"x": {"a": 1.0}, "y": true}'] * 20, config=admin)
+    grant(admin, f"User:{trainer}", command_acls("train", topic=topic, name=name), timeout=30)
+    models_acls = command_acls("models", topic="")
+    grant(admin, f"User:{operator}", models_acls, timeout=30)
+    no_write = _without(models_acls, "topic", "streamtrain.events", "WRITE")
+    grant(admin, f"User:{other}", no_write, timeout=30)
+    as_trainer = _user_config(secure_broker, trainer, tmp_path / "trainer.toml")
+    train = ("train", "--config", str(as_trainer), "--topic", topic, "--name", name)
+    train += ("--exit-when-idle", "1", "--view", "none")
+    code, _, err = run(*train)
+    assert code == 0, err
+
+    as_other = _user_config(secure_broker, other, tmp_path / "other.toml")
+    code, out, err = run("models", "add-challenger", name, "GaussianNB", "--config", str(as_other))
+    assert code == 8 and out == "" and err.count("\n") == 1, (code, err)
+    as_operator = _user_config(secure_broker, operator, tmp_path / "operator.toml")
+    for argv in (("history", name), ("add-challenger", name, "GaussianNB")):
+        code, _, err = run("models", *argv, "--config", str(as_operator))
+        assert code == 0, (argv, err)
+    code, _, err = run(*train)  # applies the request at its first checkpoint
+    assert code == 0, err
+    code, out, err = run("models", "--json", "--config", str(as_operator))
+    assert code == 0, err
+    rows = {row["name"]: row for row in map(json.loads, out.splitlines())}
+    assert list(rows[name]["challengers"]) == ["c1"]
+
+
 def test_produce_without_write_names_the_topic(
     secure_broker: LocalBroker, run: Run, tmp_path: Path, unique_name: Callable[..., str]
 ) -> None:

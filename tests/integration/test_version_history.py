@@ -49,12 +49,12 @@ class Model:
         self.kafka = KafkaSettings(bootstrap_servers=bootstrap)
         self.store = CheckpointStore(self.kafka, KEY, self.ckpt)
 
-    def train(self) -> None:
+    def train(self, *extra: str) -> None:
         # A checkpoint once 1,000 events were learned since the last (never by time): three
         # versions, the last after all 3,000 events.
         flags = ["--checkpoint-every", "1000", "--checkpoint-interval", "600"]
         flags += ["--batch-size", "100", "--exit-when-idle", "1", "--view", "none"]
-        argv = ["train", "--name", self.name, "--topic", self.topic, *flags, *self.common]
+        argv = ["train", "--name", self.name, "--topic", self.topic, *flags, *self.common, *extra]
         assert main(argv) == 0
 
     def models(self, *argv: str) -> int:
@@ -217,3 +217,31 @@ def test_rollback_fences_a_running_trainer_and_the_restart_replays_exactly_once(
     assert final.header.events_learned == EVENTS + len(more)
     assert final.header.metrics["ROCAUC"] == offline_auc
     assert _answers(model_of(final)) == _answers(offline_model)
+
+
+def test_keep_versions_keeps_only_the_newest_n(
+    kafka_bootstrap: str,
+    unique_name: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:
+    """``--keep-versions 2``: history, rollback and --pin see the newest two versions only,
+    while the topic still holds all three (Kafka retains by time, not by count)."""
+    monkeypatch.setenv("STREAMTRAIN_SECRET", SECRET)
+    m = Model(kafka_bootstrap, unique_name)
+    m.train("--keep-versions", "2")
+    assert [v.header.sequence for v in m.versions()] == [1, 2, 3]
+    capsys.readouterr()
+    assert m.models("history", m.name) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["v2", "v3"]
+    before = m.latest()
+    assert m.models("rollback", m.name, "--to", "1", "--replay") == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "version 1" in err and "kept: 2..3" in err
+    assert m.latest().header == before.header
+    probe = tmp_path / "probe.jsonl"
+    probe.write_text("".join(json.dumps({"x": x}) + "\n" for x in PROBES[:2]))
+    pin = ["predict", "--name", m.name, "--input", str(probe), *m.common]
+    assert main([*pin, "--pin", "1"]) == 4
+    assert main([*pin, "--pin", "2"]) == 0

@@ -269,7 +269,10 @@ class FakeConsumer:
 
     def assign(self, partitions: list[TP]) -> None:
         self._assign_called = True
-        self.fetching = {tp.partition: self._resolve(tp.partition, tp.offset) for tp in partitions}
+        # Another topic's partitions (the trainer's request follower: the events topic, which
+        # the fake cluster does not have) fetch nothing.
+        mine = [tp for tp in partitions if tp.topic == self.topic]
+        self.fetching = {tp.partition: self._resolve(tp.partition, tp.offset) for tp in mine}
         self.app = {}
 
     def unassign(self) -> None:
@@ -290,6 +293,8 @@ class FakeConsumer:
         return [TP(t.topic, t.partition, app.get(t.partition, OFFSET_INVALID)) for t in partitions]
 
     def get_watermark_offsets(self, tp: TP, timeout: Any = None, cached: bool = False) -> Any:
+        if tp.topic not in self.cluster.topics:  # as librdkafka answers
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
         # A read_committed client is told the last stable offset as the high end.
         return 0, self.cluster.readable_end(tp.topic, tp.partition, self.committed_only)
 

@@ -224,7 +224,7 @@ def test_policy_checks() -> None:
     with pytest.raises(ConfigError, match="needs a detector"):
         drift_policy("none", "reset-challengers")
     with pytest.raises(ConfigError, match="on-drift"):
-        DriftPolicy("ADWIN", "promote-best")
+        DriftPolicy("ADWIN", "promote-worst")
     with pytest.raises(ConfigError, match="0/1 errors"):
         DriftPolicy("DDM").check(Problem.REGRESSION)
     DriftPolicy("PageHinkley").check(Problem.REGRESSION)

@@ -258,12 +258,22 @@ class _Consumer:
 
     def __init__(self, messages: list[_Message]) -> None:
         self.batches = [messages]
+        self.high = len(messages)
+        self.at = 0
 
     def assign(self, _partitions: Any) -> None:
         pass
 
+    def get_watermark_offsets(self, _tp: Any, timeout: float) -> tuple[int, int]:
+        return 0, self.high
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        return [type(tp)(tp.topic, tp.partition, self.at) for tp in tps]
+
     def consume(self, _n: int, timeout: float) -> list[_Message]:
-        return self.batches.pop() if self.batches else []
+        batch = self.batches.pop() if self.batches else []
+        self.at += len(batch)
+        return batch
 
 
 def test_each_request_is_applied_once_per_task_and_an_unknown_label_skipped() -> None:
@@ -288,3 +298,33 @@ def test_each_request_is_applied_once_per_task_and_an_unknown_label_skipped() ->
     fresh = _task(rule)
     requests.apply({"t": fresh})
     assert fresh.gate is not None and fresh.gate.state.champion == "ht"
+
+
+def test_promote_best_picks_the_best_a_window_after_the_champions_drift() -> None:
+    """``--on-drift promote-best``, whatever ``--promote`` says: ``window`` events after the
+    event the champion's detector fired on, the challenger ahead by most (having learned a
+    whole window) is promoted; a detection while one is pending changes nothing; a tie, or
+    nobody ahead, keeps the champion."""
+    rule = PromotionRule("ROCAUC", window=5, every=1000, after=1, on_drift=True)
+    assert "after a drift of the champion" in rule.describe()
+    gate = _gate(rule, 0.7, lr=(0.8, 10), ht=(0.9, 10), young=(0.99, 4))
+    gate.after_event()  # event 1
+    gate.drifted()  # fired on event 2, before the gate counts it
+    results = [gate.after_event() for _ in range(3)]  # events 2 to 4
+    gate.drifted()  # pending already: nothing changes
+    results += [gate.after_event() for _ in range(4)]  # events 5 to 8
+    assert results[:5] == [None] * 5 and results[6] is None
+    promoted = results[5]
+    assert isinstance(promoted, Promotion)
+    assert (promoted.events, promoted.by, promoted.from_label, promoted.to_label) == (
+        7,
+        "drift",
+        "c0",
+        "ht",
+    )
+    assert gate.state.best_at == 0 and gate.state.champion == "ht"
+
+    tie = _gate(rule, 0.8, lr=(0.8, 10))
+    tie.drifted()
+    assert [tie.after_event() for _ in range(7)] == [None] * 7
+    assert tie.state.champion == "c0" and tie.state.best_at == 0

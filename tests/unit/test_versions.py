@@ -47,3 +47,26 @@ def test_state_options_count_before_or_after_the_action(argv: list[str]) -> None
 
     args = build_parser().parse_args(argv)
     assert (args.checkpoint_topic, args.name, args.version, args.resume) == ("T", "m", 2, "skip")
+
+
+@pytest.mark.parametrize("count", [0, -3])
+def test_keep_versions_must_be_at_least_one(count: int) -> None:
+    with pytest.raises(ConfigError):
+        TrainSettings(keep_versions=count)
+    assert TrainSettings(keep_versions=2).keep_versions == 2
+
+
+def test_the_count_is_saved_with_each_checkpoint_and_only_when_set() -> None:
+    from river import linear_model
+
+    from streamtrain.state.payload import TrainState, freeze, thaw
+    from streamtrain.train.progressive import build_metrics
+    from streamtrain.train.tasks import Task
+
+    model = linear_model.LogisticRegression()
+    state = TrainState(model, build_metrics([], model), 0, {}, {})
+    task = Task.from_state("m", state, keep_versions=5)
+    saved = task.state()
+    assert thaw(freeze(saved), 0, {}).keep_versions == 5
+    unset = Task.from_state("m", state).state()
+    assert unset.keep_versions is None and thaw(freeze(unset), 0, {}).keep_versions is None

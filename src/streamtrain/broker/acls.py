@@ -23,6 +23,12 @@ topic streamtrain.events: READ
 group streamtrain.ctr: READ
 transactional-id streamtrain.ctr: WRITE
 group streamtrain.reader.*: DESCRIBE
+>>> for acl in command_acls("models", topic=""):
+...     print(acl)
+topic streamtrain.checkpoints: READ
+topic streamtrain.checkpoints.history: READ
+topic streamtrain.events: WRITE, CREATE
+group streamtrain.reader.*: DESCRIBE
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from streamtrain.kafka.reader import READER_GROUP_PREFIX
 if TYPE_CHECKING:
     from confluent_kafka.admin import AclBinding
 
-COMMANDS = ("train", "produce", "serve")
+COMMANDS = ("train", "produce", "serve", "models")
 # Readers of the checkpoint and metrics topics (kafka/reader.py) take a fresh group id under
 # READER_GROUP_PREFIX; they only assign partitions and never join nor commit, but librdkafka
 # still looks the group's coordinator up, which needs DESCRIBE on it.
@@ -109,13 +115,23 @@ def command_acls(
     """The ACLs ``command`` needs with these options (their defaults as the command has them).
 
     ``topic`` is train's input or produce's output; serve reads the checkpoint and metrics
-    topics and writes its ``log_topic`` and ``labels_topic`` when it has them.
+    topics and writes its ``log_topic`` and ``labels_topic`` when it has them; ``models``
+    (listing, ``history``, ``predict`` too, and the requests ``promote``, ``add-challenger``,
+    ``remove-challenger``) reads the checkpoint topics and writes requests to the events
+    topic. ``models rollback`` writes as the model's trainer: ``train``'s rights.
     """
     if command not in COMMANDS:
         raise ConfigError(f"ACLs are known for {', '.join(COMMANDS)}, not {command!r}")
     writes = ("WRITE", "CREATE")  # CREATE: each command creates its missing output topics
     if command == "produce":
         return [Acl("topic", t, writes) for t in _present(topic, labels_topic)]
+    if command == "models":
+        return [
+            Acl("topic", checkpoint_topic, ("READ",)),
+            Acl("topic", f"{checkpoint_topic}.history", ("READ",)),  # models history, --pin
+            Acl("topic", DEFAULT_EVENTS_TOPIC, writes),  # requests to the trainers
+            Acl("group", READER_GROUP_PREFIX, ("DESCRIBE",), prefixed=True),
+        ]
     if command == "serve":
         if not name:
             raise ConfigError("serve serves a named model: give --name")
@@ -139,7 +155,7 @@ def command_acls(
         acls += [
             Acl("topic", checkpoint_topic, ("READ", "WRITE", "CREATE")),
             Acl("topic", f"{checkpoint_topic}.history", ("READ", "WRITE", "CREATE")),
-            Acl("topic", DEFAULT_EVENTS_TOPIC, ("READ",)),  # promotion requests (models promote)
+            Acl("topic", DEFAULT_EVENTS_TOPIC, ("READ",)),  # requests (`models promote`, ...)
             Acl("group", group or f"streamtrain.{name}", ("READ",)),
             # One id per model, or per process of a partitioned one (a random suffix).
             Acl(

@@ -54,7 +54,11 @@ def register(
     parser.add_argument("--labels-topic", help="the labels topic (train, produce, serve)")
     parser.add_argument("--group", help="train --group, when given")
     parser.add_argument("--log-topic", help="serve --log-topic")
-    parser.add_argument("--checkpoint-topic", default=DEFAULT_CHECKPOINT_TOPIC)
+    parser.add_argument(
+        "--checkpoint-topic",
+        default=DEFAULT_CHECKPOINT_TOPIC,
+        help="train's, serve's and models' checkpoint topic (its .history too)",
+    )
     parser.add_argument("--metrics-topic", default=DEFAULT_METRICS_TOPIC)
     parser.add_argument(
         "--dry-run", action="store_true", help="only list the ACLs; no broker needed"

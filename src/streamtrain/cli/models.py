@@ -1,5 +1,8 @@
 """``streamtrain predict`` and ``streamtrain models``: use and list named models' state, and
-ask a named model's trainer to promote a challenger (``models promote NAME LABEL``)."""
+ask a named model's trainer to promote, add or remove a challenger (``models promote NAME
+LABEL``, ``models add-challenger NAME SPEC``, ``models remove-challenger NAME LABEL``): each
+request is checked against the model's newest checkpoint here, written only if it fits, and
+applied once by the trainer at its next checkpoint (:mod:`streamtrain.train.requests`)."""
 
 from __future__ import annotations
 
@@ -23,15 +26,18 @@ from streamtrain.errors import ConfigError, StreamtrainError
 from streamtrain.formats import (
     DEFAULT_CHECKPOINT_TOPIC,
     DEFAULT_EVENTS_TOPIC,
-    promotion_request,
     replica_partition,
 )
 from streamtrain.kafka.clients import client_config, ensure_topic
+from streamtrain.models.problem import problem_of
+from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.serving.snapshot import ModelNotFound, ModelSnapshot, ReplicaSet, load_model
 from streamtrain.state.envelope import CheckpointRejected, load_state, open_envelope
 from streamtrain.state.history import history_topic
 from streamtrain.state.keys import load_signing_key
 from streamtrain.state.store import CheckpointStore
+from streamtrain.train.challengers import CHAMPION, FOUNDER, LABEL
+from streamtrain.train.requests import ADD_CHALLENGER, PROMOTE, REMOVE_CHALLENGER, request
 
 
 def _state_options(parser: argparse.ArgumentParser) -> None:
@@ -86,14 +92,40 @@ def register(subparsers: Any) -> None:
     )
     promote.add_argument("name", metavar="NAME", help="model name")
     promote.add_argument("label", metavar="LABEL", help="the challenger's label (see `models`)")
-    promote.add_argument(
+    _request_options(promote)
+    promote.set_defaults(handler=run_promote)
+    add = actions.add_parser(
+        "add-challenger",
+        help="ask the trainer of model NAME to start a challenger of SPEC",
+        description="Writes a request to the events topic; the model's trainer applies it "
+        "once, at its next checkpoint: the challenger starts fresh there (its start is "
+        "recorded in its state and on the events topic), the other models go on unchanged.",
+    )
+    add.add_argument("name", metavar="NAME", help="model name")
+    add.add_argument("spec", metavar="SPEC", help="the challenger's model spec (as --model)")
+    add.add_argument("--label", help="its label [default: the first free c1, c2, ...]")
+    _request_options(add)
+    add.set_defaults(handler=run_add_challenger)
+    remove = actions.add_parser(
+        "remove-challenger",
+        help="ask the trainer of model NAME to drop challenger LABEL",
+        description="Writes a request to the events topic; the model's trainer applies it "
+        "once, at its next checkpoint. The champion cannot be removed (promote another first).",
+    )
+    remove.add_argument("name", metavar="NAME", help="model name")
+    remove.add_argument("label", metavar="LABEL", help="the challenger's label (see `models`)")
+    _request_options(remove)
+    remove.set_defaults(handler=run_remove_challenger)
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--events-topic",
         default=DEFAULT_EVENTS_TOPIC,
         metavar="TOPIC",
         help=f"where the trainer reads requests [default: {DEFAULT_EVENTS_TOPIC}]",
     )
-    _state_options(promote)
-    promote.set_defaults(handler=run_promote)
+    _state_options(parser)
 
 
 def _store(args: argparse.Namespace) -> CheckpointStore:
@@ -155,6 +187,10 @@ def run_models(args: argparse.Namespace) -> int:
             rows.append({"name": name, "error": str(err)})
             continue
         h = opened.header
+        challengers = {
+            label: _challenger_row(plain)
+            for label, plain in load_state(opened).get("challengers", {}).items()
+        }
         rows.append(
             {
                 "name": name,
@@ -165,6 +201,7 @@ def run_models(args: argparse.Namespace) -> int:
                 "events_learned": h.events_learned,
                 "dead_lettered": h.dead_lettered,
                 "metrics": dict(h.metrics),
+                "challengers": challengers,
                 "checkpoint_age_seconds": round(max(time.time() - h.created_at, 0.0), 3),
             }
         )
@@ -195,9 +232,38 @@ def run_models(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     for row in rows:
+        for label, c in row.get("challengers", {}).items():
+            since = f"event {c['started_at']:,}"
+            if c.get("started_offsets"):
+                offsets = ", ".join(f"p{p}@{o}" for p, o in c["started_offsets"].items())
+                since += f" ({offsets}, added {_when(c['started_time'])})"
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in c["metrics"].items())
+            console.print(
+                f"{row['name']}: challenger {label} = {c['spec']} since {since}; "
+                f"{c['events_learned']:,} events; {metrics}",
+                highlight=False,
+            )
         if row.get("promotion_rule"):
             console.print(f"{row['name']}: {row['promotion_rule']}", highlight=False)
     return 0
+
+
+def _challenger_row(plain: dict[str, Any]) -> dict[str, Any]:
+    """What ``models`` shows of a challenger in a checkpoint payload."""
+    row = {
+        "spec": plain["spec"],
+        "events_learned": int(plain.get("events_learned", 0)),
+        "started_at": int(plain.get("started_at", 0)),
+        "metrics": {name: float(m.get()) for name, m in plain.get("metrics", {}).items()},
+    }
+    if plain.get("started_time") is not None:
+        row["started_offsets"] = dict(plain.get("started_offsets") or {})
+        row["started_time"] = float(plain["started_time"])
+    return row
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def run_promote(args: argparse.Namespace) -> int:
@@ -211,14 +277,68 @@ def run_promote(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"model {args.name!r} has no challenger {args.label!r} (its challengers: {known})"
         )
-    kafka, _file = kafka_settings_from_args(args)
-    request = promotion_request(args.name, args.label, time.time())
-    _send_request(kafka, args.events_topic, args.name, request)
+    _send(args, PROMOTE, args.label)
     print(
         f"asked the trainer of {args.name!r} to promote {args.label!r}: it applies the request "
         f"at its next checkpoint (see {args.events_topic})"
     )
     return 0
+
+
+def run_add_challenger(args: argparse.Namespace) -> int:
+    """Check the spec, the label and NAME's model kind, then write the request."""
+    try:
+        model = parse_spec(args.spec, estimator_registry())
+    except ConfigError as err:
+        raise ConfigError(f"challenger spec {args.spec!r}: {err}") from err
+    store = _store(args)
+    champion, labels, payload = _roster(store, args.name)
+    taken = {CHAMPION, champion or FOUNDER, *labels}
+    label = args.label
+    if label is None:
+        label = next(f"c{i}" for i in range(1, len(taken) + 2) if f"c{i}" not in taken)
+    elif not LABEL.fullmatch(label):
+        raise ConfigError(f"label {label!r}: use 1 to 64 letters, digits, '.', '_' or '-'")
+    elif label in taken:
+        raise ConfigError(f"model {args.name!r} has a model labelled {label!r} already")
+    kind, theirs = problem_of(model), problem_of(payload["model"])
+    if kind is not theirs:
+        raise ConfigError(
+            f"{args.spec!r} is a {kind.value} model; model {args.name!r} is a {theirs.value} one"
+        )
+    _send(args, ADD_CHALLENGER, label, args.spec)
+    print(
+        f"asked the trainer of {args.name!r} to add challenger {label!r} ({args.spec}): it "
+        f"starts at the trainer's next checkpoint (see {args.events_topic})"
+    )
+    return 0
+
+
+def run_remove_challenger(args: argparse.Namespace) -> int:
+    """Check that NAME has a challenger LABEL (not its champion), then write the request."""
+    store = _store(args)
+    champion, labels, _payload = _roster(store, args.name)
+    if args.label == (champion or FOUNDER):
+        raise ConfigError(
+            f"{args.label!r} is the champion of model {args.name!r}: promote another first"
+        )
+    if args.label not in labels:
+        known = ", ".join(labels) or "none"
+        raise ConfigError(
+            f"model {args.name!r} has no challenger {args.label!r} (its challengers: {known})"
+        )
+    _send(args, REMOVE_CHALLENGER, args.label)
+    print(
+        f"asked the trainer of {args.name!r} to remove challenger {args.label!r}: it applies "
+        f"the request at its next checkpoint (see {args.events_topic})"
+    )
+    return 0
+
+
+def _send(args: argparse.Namespace, kind: str, label: str, spec: str | None = None) -> None:
+    kafka, _file = kafka_settings_from_args(args)
+    value = request(kind, args.name, label, time.time(), spec)
+    _send_request(kafka, args.events_topic, args.name, value)
 
 
 def _send_request(kafka: KafkaSettings, topic: str, key: str, value: bytes) -> None:
@@ -238,8 +358,13 @@ def _send_request(kafka: KafkaSettings, topic: str, key: str, value: bytes) -> N
 
 
 def _roster_of(store: CheckpointStore, name: str) -> tuple[str | None, list[str]]:
-    """The champion's label and the challengers' labels of a named model's latest checkpoint
-    (a partitioned model's first replica: every replica has the same challengers)."""
+    champion, labels, _payload = _roster(store, name)
+    return champion, labels
+
+
+def _roster(store: CheckpointStore, name: str) -> tuple[str | None, list[str], dict[str, Any]]:
+    """The champion's label, the challengers' labels and the payload of a named model's latest
+    checkpoint (a partitioned model's first replica: every replica has the same challengers)."""
     opened = store.latest(name)
     if opened is None:
         for key, raw in sorted(store.all_latest().items()):
@@ -250,7 +375,7 @@ def _roster_of(store: CheckpointStore, name: str) -> tuple[str | None, list[str]
         raise ModelNotFound(f"no checkpoint of model {name!r} in {store.topic!r}")
     payload = load_state(opened)
     champion = (payload.get("promotion") or {}).get("champion")
-    return champion, list(payload.get("challengers", {}))
+    return champion, list(payload.get("challengers", {})), payload
 
 
 def _age(seconds: float) -> str:

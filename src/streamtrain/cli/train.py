@@ -100,8 +100,9 @@ def register(subparsers: Any) -> None:
         "--on-drift",
         choices=ACTIONS,
         help="what a detection does besides its record on streamtrain.events, a counter and "
-        "a log line: alert, or reset-challengers (a champion's drift restarts every "
-        "challenger from its spec) [default: alert]",
+        "a log line: alert, reset-challengers (a champion's drift restarts every "
+        "challenger from its spec), or promote-best (--promote-window events after a "
+        "champion's drift, the model best on those events becomes champion) [default: alert]",
     )
     parser.add_argument(
         "--metric",
@@ -219,6 +220,14 @@ def register(subparsers: Any) -> None:
         help="keep every checkpoint version this long in <checkpoint-topic>.history, for "
         "`streamtrain models history/rollback` and `serve --pin`; set when that topic is "
         "created [default: 168h]",
+    )
+    durable.add_argument(
+        "--keep-versions",
+        type=int,
+        metavar="N",
+        help="also keep only each model's newest N versions for history, rollback and --pin "
+        "(older records stay on the topic until --keep-versions-for drops them) "
+        "[default: no count]",
     )
     durable.add_argument(
         "--session-timeout",
@@ -345,6 +354,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "checkpoint_every": args.checkpoint_every,
         "checkpoint_topic": args.checkpoint_topic,
         "keep_versions_for": args.keep_versions_for,
+        "keep_versions": args.keep_versions,
         "transaction_timeout": args.transaction_timeout,
         "secret_file": args.secret_file,
         "labels_topic": args.labels_topic,

@@ -9,6 +9,13 @@ long, and none is half-written (same transaction, so exactly-once like the check
 A version is the header's ``sequence``: 1 for a model's first checkpoint, one more for each
 next (a rollback writes a new version too, with ``restored_from`` naming the one it restored).
 
+``train --keep-versions N`` also bounds them by count: only a model's newest N versions in the
+history topic are *kept* — listed by ``models history``, accepted by ``rollback``, ``serve
+--pin`` and ``predict --pin``. Kafka has no retention by count, so the older records stay on
+the topic until ``--keep-versions-for`` drops them; the count is the trainer's setting, saved in
+each checkpoint's payload (``keep_versions``), and the newest checkpoint's applies
+(:func:`keep_count`).
+
 >>> history_topic("streamtrain.checkpoints")
 'streamtrain.checkpoints.history'
 """
@@ -18,7 +25,7 @@ from __future__ import annotations
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
 from streamtrain.kafka.clients import ensure_topic, partition_count, wait_for_cluster
-from streamtrain.state.envelope import OpenedCheckpoint
+from streamtrain.state.envelope import OpenedCheckpoint, load_state
 from streamtrain.state.store import MAX_CHECKPOINT_BYTES, CheckpointStore
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "VersionNotKept",
     "ensure_history_topic",
     "history_topic",
+    "keep_count",
     "kept_version",
     "kept_versions",
 ]
@@ -66,12 +74,26 @@ def kept_versions(history: CheckpointStore, name: str) -> list[OpenedCheckpoint]
     Raises :class:`VersionNotKept` when there is none.
     """
     versions = list(history.history([name]))
+    keep = keep_count(history, name) if versions else None
+    if keep is not None:
+        versions = versions[-keep:]
     if not versions:
         raise VersionNotKept(
             f"no kept versions of model {name!r} in {history.topic!r} (a named model's "
             "checkpoints are kept there since this release, for train --keep-versions-for)"
         )
     return versions
+
+
+def keep_count(history: CheckpointStore, name: str) -> int | None:
+    """The ``--keep-versions`` count in ``name``'s newest checkpoint (None: no count)."""
+    suffix = history_topic("")
+    if not history.topic.endswith(suffix):
+        return None
+    store = CheckpointStore(history.kafka, history.key, history.topic[: -len(suffix)])
+    opened = store.latest(name)
+    keep = None if opened is None else load_state(opened).get("keep_versions")
+    return keep if isinstance(keep, int) and keep > 0 else None
 
 
 def kept_version(history: CheckpointStore, name: str, version: int) -> OpenedCheckpoint:

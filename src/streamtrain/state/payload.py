@@ -9,11 +9,14 @@ dict, so the format does not depend on streamtrain's class layout. Format (every
      "events_predicted": int, "join": <streamtrain.join.state.JoinState.to_plain()>,
      "challengers": {label: <streamtrain.train.challengers.Challenger.to_plain()>},
      "drift": <streamtrain.train.drift.TaskDrift.to_plain()>,
-     "promotion": <streamtrain.train.promotion.GateState.to_plain()>}
+     "promotion": <streamtrain.train.promotion.GateState.to_plain()>,
+     "requests": {"next": int, "removed": [label]}, "keep_versions": int}
 
 ``challengers`` is written only when the task has some, so a checkpoint without them reads
 as before, and one written before challengers existed reads as having none. ``promotion``
-(the promotion gate's state: the champion's label and spec, win counts) likewise.
+(the promotion gate's state: the champion's label and spec, win counts) likewise, and
+``requests`` (the next events-topic offset to look for requests at, the challengers removed
+on request: :mod:`streamtrain.train.requests`).
 
 The counters that the header already carries (``events_learned``, the input offsets, those of a
 separate labels topic included) are taken from the header, which was verified with the payload.
@@ -50,6 +53,8 @@ class TrainState:
     challengers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     drift: dict[str, Any] | None = None  # the drift detectors, in their plain form
     promotion: dict[str, Any] | None = None  # the promotion gate's state, in its plain form
+    requests: dict[str, Any] | None = None  # requests applied (streamtrain.train.requests)
+    keep_versions: int | None = None  # train --keep-versions (streamtrain.state.history)
 
 
 def freeze(state: TrainState) -> bytes:
@@ -69,6 +74,10 @@ def freeze(state: TrainState) -> bytes:
         payload["drift"] = state.drift
     if state.promotion is not None:
         payload["promotion"] = state.promotion
+    if state.requests is not None:
+        payload["requests"] = state.requests
+    if state.keep_versions is not None:
+        payload["keep_versions"] = state.keep_versions
     return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
@@ -115,4 +124,6 @@ def _from_dict(
         challengers=dict(payload.get("challengers", {})),
         drift=payload.get("drift"),
         promotion=payload.get("promotion"),
+        requests=payload.get("requests"),
+        keep_versions=payload.get("keep_versions"),
     )

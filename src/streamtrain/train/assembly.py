@@ -16,6 +16,7 @@ from streamtrain.records import EventShape
 from streamtrain.state.payload import TrainState
 from streamtrain.train.challengers import Roster
 from streamtrain.train.checkpointing import Checkpointing
+from streamtrain.train.drift import PROMOTE_BEST
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.promotion import PromotionRule
 from streamtrain.train.registry import TaskRegistry
@@ -59,6 +60,7 @@ def new_registry(
             drift=drift,
             promotion=promotion,
             spec=champion_spec(),
+            keep_versions=settings.keep_versions,
         ),
         start=settings.start,
         fresh=functools.partial(_fresh_state, template, settings.partitioned),
@@ -85,7 +87,7 @@ def promotion_rule(settings: TrainSettings, metrics: Mapping[str, Any]) -> Promo
     if metric is None:
         raise ConfigError(f"promote-on {on}: not a metric of this run (add it with --metric)")
     if not hasattr(metric, "revert"):
-        if settings.promote_on or settings.challengers:
+        if settings.promote_on or settings.challengers or settings.on_drift == PROMOTE_BEST:
             raise ConfigError(f"promote-on {on}: River cannot window this metric; pick another")
         return None
     return settings.promotion_rule(on, bool(metric.bigger_is_better))

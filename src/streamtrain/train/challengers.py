@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from river import metrics as river_metrics
@@ -55,11 +55,16 @@ class EventWatcher(Protocol):
 
     def restarted(self, labels: Sequence[str]) -> None: ...
 
+    def drifted(self) -> None: ...
+
 
 __all__ = [
+    "ADDED",
     "CHAMPION",
     "FOUNDER",
+    "REMOVED",
     "Challenger",
+    "ChallengerChange",
     "ChallengerSpec",
     "Challengers",
     "Roster",
@@ -72,6 +77,7 @@ CHAMPION = "champion"  # the label reports give the champion; no challenger may 
 FOUNDER = "c0"  # the label of the model a task was created with (--model), once promoted over
 # A label is a word before "=": a spec's own "=" (keyword arguments) always follows "(".
 _LABELLED = re.compile(r"\s*([A-Za-z0-9._-]{1,64})\s*=(?!=)(.*)", re.DOTALL)
+LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")  # what a label may be
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +109,46 @@ def parse_challengers(texts: Sequence[str]) -> tuple[ChallengerSpec, ...]:
     return tuple(out)
 
 
+ADDED = "challenger-added"
+REMOVED = "challenger-removed"
+
+
+@dataclasses.dataclass
+class ChallengerChange:
+    """A challenger added to or removed from a running task on request, as the events topic
+    records it (:meth:`to_plain`), in the transaction of the checkpoint that made it."""
+
+    kind: str  # ADDED or REMOVED
+    label: str
+    spec: str
+    events: int  # the task's events learned at the change: the added one learns those after
+    positions: dict[int, int]  # next input offset per partition at the change
+    at: float  # seconds since the epoch
+    request: int  # the request's offset on the events topic
+    learned: int = 0  # a removed challenger's events learned
+    model: str = ""  # the task's key (set by the task)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "label": self.label,
+            "spec": self.spec,
+            "events": self.events,
+            "offsets": {str(p): o for p, o in sorted(self.positions.items())},
+            "at": self.at,
+            "request": self.request,
+            **({"events_learned": self.learned} if self.kind == REMOVED else {}),
+        }
+
+
 class Challenger:
     """One challenger: its spec, its evaluator (model and metrics), and its counters.
 
     ``started_at`` is the champion's ``events_learned`` when the challenger began: its
-    metrics cover the events after that (0: the whole stream)."""
+    metrics cover the events after that (0: the whole stream). One added to a running model
+    (``models add-challenger``) also keeps where: ``started_offsets`` (the next input offset
+    per partition then) and ``started_time`` (seconds since the epoch)."""
 
     def __init__(
         self,
@@ -118,6 +159,8 @@ class Challenger:
         events_learned: int = 0,
         model_errors: int = 0,
         started_at: int = 0,
+        started_offsets: Mapping[int, int] | None = None,
+        started_time: float | None = None,
     ) -> None:
         self.label = label
         self.spec = spec
@@ -125,6 +168,8 @@ class Challenger:
         self.events_learned = events_learned
         self.model_errors = model_errors
         self.started_at = started_at
+        self.started_offsets = dict(started_offsets or {})
+        self.started_time = started_time
 
     def learn(self, x: dict[str, Any], y: Any) -> tuple[Any, Any] | None:
         """Learn one event; its prediction (see ``ProgressiveEvaluator.learn``), or None
@@ -163,10 +208,19 @@ class Challenger:
             "events_learned": self.events_learned,
             "model_errors": self.model_errors,
             "started_at": self.started_at,
+            **self._start(),
         }
+
+    def _start(self) -> dict[str, Any]:
+        if self.started_time is None:
+            return {}
+        offsets = {str(p): o for p, o in sorted(self.started_offsets.items())}
+        return {"started_offsets": offsets, "started_time": self.started_time}
 
     @classmethod
     def from_plain(cls, label: str, plain: Mapping[str, Any]) -> Challenger:
+        offsets = plain.get("started_offsets") or {}
+        started_time = plain.get("started_time")
         return cls(
             label,
             str(plain["spec"]),
@@ -174,6 +228,48 @@ class Challenger:
             events_learned=int(plain.get("events_learned", 0)),
             model_errors=int(plain.get("model_errors", 0)),
             started_at=int(plain.get("started_at", 0)),
+            started_offsets={int(p): int(o) for p, o in offsets.items()},
+            started_time=None if started_time is None else float(started_time),
+        )
+
+    @classmethod
+    def added(
+        cls,
+        label: str,
+        spec: str,
+        champion: ProgressiveEvaluator,
+        *,
+        started_at: int,
+        offsets: Mapping[int, int],
+        at: float,
+    ) -> Challenger:
+        """A fresh challenger added to a running task whose champion is ``champion``: the
+        champion's metrics and windows, empty; refused (``ConfigError``) when ``spec`` does
+        not parse or is not a model of the champion's kind."""
+        from streamtrain.models.spec import estimator_registry, parse_spec
+
+        try:
+            model = parse_spec(spec, estimator_registry())
+        except ConfigError as err:
+            raise ConfigError(f"challenger {label}: {err}") from err
+        if problem_of(model) is not champion.problem:
+            raise ConfigError(
+                f"challenger {label} ({spec}) is a {problem_of(model).value} model; the "
+                f"champion is a {champion.problem.value} one"
+            )
+        metrics = {name: m.clone() for name, m in champion.metrics.items()}
+        rolling = {
+            name: utils.Rolling(r.obj.clone(), window_size=r.window_size)
+            for name, r in champion.rolling.items()
+        }
+        evaluator = ProgressiveEvaluator(model, metrics, rolling)
+        return cls(
+            label,
+            spec,
+            evaluator,
+            started_at=started_at,
+            started_offsets=offsets,
+            started_time=at,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -187,6 +283,7 @@ class Challenger:
             "events_learned": self.events_learned,
             "model_errors": self.model_errors,
             "started_at": self.started_at,
+            **self._start(),
         }
 
 
@@ -231,6 +328,12 @@ class Challengers:
         """Every challenger learned one more event (here, or each on its own: drift detection
         feeds them one by one): the gate (if any) sees it, and may promote one."""
         return None if self.gate is None else self.gate.after_event()
+
+    def drifted(self) -> None:
+        """The champion's drift detector fired on the event being learned (``--on-drift
+        promote-best``): the gate, if any, is told."""
+        if self.gate is not None:
+            self.gate.drifted()
 
     def relabel(self, label: str, new: str) -> None:
         """Challenger ``label`` is now called ``new``, in the same place (a promotion)."""
@@ -298,11 +401,16 @@ class Roster:
         return Challenger(spec.label, spec.spec, evaluator, started_at=started_at)
 
     def resume(
-        self, saved: Mapping[str, Mapping[str, Any]], started_at: int, champion: str | None = None
+        self,
+        saved: Mapping[str, Mapping[str, Any]],
+        started_at: int,
+        champion: str | None = None,
+        removed: Collection[str] = (),
     ) -> Challengers:
         """A task's challengers: those in its checkpoint (``saved``) as they were, in their
         order, then those asked for that it has not, fresh from ``started_at`` on (but not
-        the one labelled ``champion``: promoted, it is the task's champion now).
+        the one labelled ``champion``: promoted, it is the task's champion now; nor those
+        ``removed`` on request, ``models remove-challenger``).
 
         A saved challenger is kept even when not asked for again, and its saved spec wins
         over a different one given for its label, as a named model's own spec does: a
@@ -311,7 +419,7 @@ class Roster:
         out = list(Challengers.from_plain(saved))
         for spec in self.specs:
             plain = saved.get(spec.label)
-            if spec.label == champion:
+            if spec.label == champion or (plain is None and spec.label in removed):
                 continue
             if plain is None:
                 out.append(self._fresh(spec, started_at))

@@ -20,9 +20,11 @@ When a detector fires, the step gets a :class:`Detection` (the task writes it to
 topic with its other outputs: in the checkpoint transaction for a named model), the log says
 so, and with ``--on-drift reset-challengers`` a detection of the *champion* restarts every
 challenger from its spec right after the event that fired it (its metrics and detector too;
-its ``started_at`` says where). A task's detectors and its recent detections are part of its
-checkpoint (:meth:`TaskDrift.to_plain`), so a restart detects exactly what an uninterrupted
-run would.
+its ``started_at`` says where); with ``--on-drift promote-best`` a detection of the champion
+has the promotion gate pick the best model over the ``--promote-window`` events that follow it
+(:meth:`~streamtrain.train.promotion.Gate.drifted`). A task's detectors and its recent
+detections are part of its checkpoint (:meth:`TaskDrift.to_plain`), so a restart detects
+exactly what an uninterrupted run would.
 
 Detectors are keyed by label: ``champion`` is the served model's. A promotion
 (:mod:`streamtrain.train.promotion`, by the gate or on request) makes a challenger the
@@ -61,6 +63,7 @@ __all__ = [
     "ALERT",
     "DEFAULT_DETECTOR",
     "OFF",
+    "PROMOTE_BEST",
     "RESET_CHALLENGERS",
     "Detection",
     "DriftPolicy",
@@ -75,7 +78,8 @@ DEFAULT_DETECTOR = "ADWIN"
 OFF = "none"
 ALERT = "alert"
 RESET_CHALLENGERS = "reset-challengers"
-ACTIONS = (ALERT, RESET_CHALLENGERS)
+PROMOTE_BEST = "promote-best"
+ACTIONS = (ALERT, RESET_CHALLENGERS, PROMOTE_BEST)
 RECENT = 100  # detections a task keeps for its reports (the dashboard's markers)
 
 Prediction = tuple[Any, Any]  # (probabilities or None, label or None): ProgressiveEvaluator's
@@ -301,6 +305,8 @@ class TaskDrift:
             challengers.restart(events)  # the promotion gate's counts restart with them
             for c in challengers:
                 self.detectors[c.label] = self.policy.new_detector()
+        elif fired and self.policy.on_drift == PROMOTE_BEST:
+            challengers.drifted()  # the gate picks the best model a window from here
 
     def promoted(self, from_label: str, to_label: str) -> None:
         """Challenger ``to_label`` is the champion now, and the champion a challenger called

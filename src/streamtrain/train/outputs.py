@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import Message, Producer
 
 from streamtrain.formats import DEFAULT_EVENTS_TOPIC
+from streamtrain.train.challengers import ChallengerChange
 from streamtrain.train.deadletter import ORIGINAL_BYTES, TOO_LARGE, Headers, dead_letter_headers
 from streamtrain.train.drift import Detection
 from streamtrain.train.predictions import prediction_record
@@ -63,12 +64,12 @@ class Outputs:
         self.labels_topic = labels_topic
 
     def records(
-        self, items: Iterable[DeadLetter | Prediction | Detection | Promotion]
+        self, items: Iterable[DeadLetter | Prediction | Detection | Promotion | ChallengerChange]
     ) -> Iterator[OutputRecord]:
         for item in items:
             if isinstance(item, Detection):
                 yield self._detection(item)
-            elif isinstance(item, Promotion):
+            elif isinstance(item, Promotion | ChallengerChange):
                 value = orjson.dumps(item.to_plain())
                 yield OutputRecord(self.events_topic, value, self.model_name or item.model, [])
             elif isinstance(item, DeadLetter):

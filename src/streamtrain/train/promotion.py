@@ -16,6 +16,15 @@ restarts or kill -9:
   several do, the one ahead by most, then the first in roster order); all counts restart.
   ``manual`` never promotes on its own (``streamtrain models promote``).
 
+With ``train --on-drift promote-best`` there is one more way (:meth:`Gate.drifted`), whatever
+``mode`` says: when the champion's drift detector fires on the d-th labelled event, the gate
+evaluates once more right after event d + ``window``, when every model's window holds exactly
+the events since the detection. The *best* model then is the challenger whose windowed metric
+beats the champion's by at least ``margin`` (strictly, as above) and by most (the first in
+roster order on a tie), among those that learned at least ``window`` events; none: the
+champion stays. It is promoted at once (``by`` ``drift``). Detections while one is pending
+change nothing (the window runs from the first).
+
 A promotion exchanges the two evaluators' contents, so the champion's evaluator object (the one
 the step holds) goes on with the promoted model from the next event, and the old champion goes
 on learning as a challenger under its own label: nothing is lost. The first champion's label is
@@ -56,11 +65,12 @@ from streamtrain.errors import ConfigError
 from streamtrain.train.challengers import FOUNDER, Challengers
 from streamtrain.train.progressive import ProgressiveEvaluator
 
-__all__ = ["FOUNDER", "MODES", "Gate", "GateState", "Promotion", "PromotionRule"]
+__all__ = ["DRIFT", "FOUNDER", "MODES", "Gate", "GateState", "Promotion", "PromotionRule"]
 
 MODES = ("auto", "manual")
 GATE = "gate"
 MANUAL = "manual"
+DRIFT = "drift"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +85,7 @@ class PromotionRule:
     every: int | None = None  # None: max(1, window // 10)
     mode: str = "manual"
     bigger_is_better: bool = True
+    on_drift: bool = False  # --on-drift promote-best (see the module doc)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -120,12 +131,19 @@ class PromotionRule:
         """The rule in one line, as ``streamtrain models`` prints it."""
         better = "higher" if self.bigger_is_better else "lower"
         when = "automatically" if self.mode == "auto" else "only when asked (manual)"
-        return (
+        text = (
             f"promote {when}: a challenger with >= {self.least_events} events whose {self.on} "
             f"over the last {self.window} events is {better} than the champion's by >= "
             f"{self.margin:g} (strictly) at {self.after} evaluations in a row, one every "
             f"{self.interval} events"
         )
+        if self.on_drift:
+            text += (
+                f"; and {self.window} events after a drift of the champion, the challenger "
+                f"{better} by most on those events (by >= {self.margin:g}, strictly; a tie "
+                "keeps the champion)"
+            )
+        return text
 
 
 @dataclasses.dataclass
@@ -143,6 +161,8 @@ class GateState:
     since: int = 0
     started_at: int = 0  # the champion's started_at (as a challenger's)
     rule: str = ""  # the rule in force, described (for `models`)
+    # --on-drift promote-best: the gate's event count at which to pick the best model (0: none)
+    best_at: int = 0
 
     def to_plain(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -254,13 +274,39 @@ class Gate:
     def value(self, evaluator: ProgressiveEvaluator) -> float:
         return float(evaluator.rolling[self.rule.key].get())
 
+    def drifted(self) -> None:
+        """The champion's detector fired on the event being learned (not yet counted): pick
+        the best model ``window`` events after it, unless a pick is pending already."""
+        if not self.state.best_at:
+            self.state.best_at = self.state.events + 1 + self.rule.window
+
     def after_event(self) -> Promotion | None:
         """One more labelled event was learned by every model: evaluate if it is due."""
         state = self.state
         state.events += 1
+        if state.best_at and state.events >= state.best_at:
+            state.best_at = 0
+            best = self.best()
+            if best is not None:
+                return self.promote(best, DRIFT)
         if state.events % self.rule.interval:
             return None
         return self.evaluate()
+
+    def best(self) -> str | None:
+        """The challenger ahead of the champion by most on the window, by at least the
+        margin, having learned a whole window; None: the champion is best."""
+        rule = self.rule
+        champion = self.value(self.champion)
+        best: tuple[float, str] | None = None
+        for c in self.challengers:
+            value = self.value(c.evaluator)
+            if c.events_learned < rule.window or not rule.wins(champion, value):
+                continue
+            lead = rule.advantage(champion, value)
+            if best is None or lead > best[0]:
+                best = (lead, c.label)
+        return None if best is None else best[1]
 
     def evaluate(self) -> Promotion | None:
         rule, state = self.rule, self.state

@@ -192,6 +192,15 @@ class TaskRegistry:
             self.tasks[key] = self.build(key, state)
         self._index()
 
+    def replace(self, key: str, state: TrainState) -> Task:
+        """Task ``key`` made again from ``state`` (its models changed on request), owing the
+        outputs the old one owed."""
+        old = self.tasks[key]
+        task = self.tasks[key] = self.build(key, state)
+        task.pending = old.take_outputs()
+        self._index()
+        return task
+
     def leave(self) -> None:
         """The consumer is gone: every task back to its committed state, nothing assigned (a
         new consumer's assignment restores and positions the tasks again)."""

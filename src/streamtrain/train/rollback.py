@@ -29,7 +29,8 @@ import time
 from confluent_kafka import KafkaException, Producer
 
 from streamtrain.config import KafkaSettings
-from streamtrain.errors import StreamtrainError
+from streamtrain.errors import ConfigError, StreamtrainError
+from streamtrain.formats import replica_partition
 from streamtrain.kafka.clients import client_config
 from streamtrain.state.envelope import CheckpointHeader, seal
 from streamtrain.state.history import VersionNotKept, history_topic, kept_version
@@ -63,7 +64,15 @@ def rollback(
     """
     store = CheckpointStore(kafka, key, checkpoint_topic)
     history = CheckpointStore(kafka, key, history_topic(checkpoint_topic))
+    partitioned = ConfigError(
+        f"{name!r} is partitioned (or one of its replicas): rollback takes a single model's "
+        "name (its replicas' versions are not one model-wide version; see the README)"
+    )
+    if "/" in name:  # a replica's key: fencing streamtrain.NAME/pN would fence nobody
+        raise partitioned
     if store.latest(name) is None:
+        if any(replica_partition(k, name) is not None for k in store.all_latest()):
+            raise partitioned
         raise VersionNotKept(f"no checkpoint of model {name!r} in {checkpoint_topic!r}")
     old = kept_version(history, name, version)
     producer = _fence(kafka, name)

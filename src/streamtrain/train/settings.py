@@ -19,7 +19,7 @@ from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 from streamtrain.state.history import DEFAULT_KEEP_VERSIONS_FOR
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
-from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, DriftPolicy, drift_policy
+from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, PROMOTE_BEST, DriftPolicy, drift_policy
 from streamtrain.train.promotion import PromotionRule
 
 DEFAULT_TOPIC = "ml_training_data"
@@ -112,6 +112,8 @@ class TrainSettings:
     checkpoint_topic: str = "streamtrain.checkpoints"
     # How long every checkpoint version stays in <checkpoint_topic>.history (a duration).
     keep_versions_for: str = DEFAULT_KEEP_VERSIONS_FOR
+    # At most this many newest versions per model are kept (None: no count; see state.history).
+    keep_versions: int | None = None
     secret_file: Path | None = None
     # Short enough that a crashed trainer's open transaction stops holding back readers of
     # the checkpoint topic soon; far longer than a checkpoint interval.
@@ -161,6 +163,8 @@ class TrainSettings:
             raise ConfigError("checkpoint interval and checkpoint-every must be positive")
         if _duration("keep-versions-for", self.keep_versions_for) <= 0:
             raise ConfigError("keep-versions-for must be more than 0")
+        if self.keep_versions is not None and self.keep_versions < 1:
+            raise ConfigError("keep-versions must be at least 1")
         if self.transaction_timeout < 1:
             raise ConfigError("transaction-timeout must be at least 1 second")
         if self.dead_letter_topic is not None and self.dead_letter_topic == self.topic:
@@ -255,6 +259,7 @@ class TrainSettings:
             every=self.promote_every,
             mode=self.promote,
             bigger_is_better=bigger_is_better,
+            on_drift=self.on_drift == PROMOTE_BEST and self.drift.strip().lower() != "none",
         )
 
     @property

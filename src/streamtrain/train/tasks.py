@@ -21,7 +21,7 @@ from streamtrain.join.state import JoinPolicy, JoinState
 from streamtrain.join.step import JoinStep
 from streamtrain.records.seed import SEED, EventShape
 from streamtrain.state.payload import TrainState
-from streamtrain.train.challengers import CHAMPION, Challengers, Roster
+from streamtrain.train.challengers import CHAMPION, ChallengerChange, Challengers, Roster
 from streamtrain.train.drift import Detection, DriftPolicy, TaskDrift
 from streamtrain.train.progressive import ProgressiveEvaluator
 from streamtrain.train.promotion import Gate, Promotion, PromotionRule
@@ -30,7 +30,7 @@ from streamtrain.train.step import DeadLetter, FastStep, Outcome, Prediction, Re
 
 __all__ = ["JoinSpec", "Output", "Task", "join_spec"]
 
-Output = DeadLetter | Prediction | Detection | Promotion
+Output = DeadLetter | Prediction | Detection | Promotion | ChallengerChange
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,10 @@ class Task:
     challengers: Challengers = dataclasses.field(default_factory=Challengers)
     # Each model's drift detector (train --drift), fed by the step; None: off.
     drift: TaskDrift | None = None
-    gate: Gate | None = None  # the promotion gate, when the task has challengers
+    gate: Gate | None = None  # the promotion gate, when the task has (or had) challengers
+    # Requests applied (streamtrain.train.requests): {"next": offset, "removed": [label]}.
+    requests: dict[str, Any] = dataclasses.field(default_factory=dict)
+    keep_versions: int | None = None  # train --keep-versions, saved with the state
     events_learned: int = 0
     events_predicted: int = 0  # unlabelled events answered (not learned)
     dead_letter_reasons: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -94,6 +97,7 @@ class Task:
         drift: DriftPolicy | None = None,
         promotion: PromotionRule | None = None,
         spec: str = "",
+        keep_versions: int | None = None,
     ) -> Task:
         """``roster``: the challengers asked for (see :meth:`Roster.resume`); without one,
         those in ``state`` go on as they are. ``drift``: each model's detector (joined
@@ -101,13 +105,16 @@ class Task:
         (``spec`` is its champion's spec, until its state says another)."""
         evaluator = ProgressiveEvaluator(state.model, state.metrics, state.rolling)
         saved_gate = state.promotion or {}
+        requests = dict(state.requests or {})
         if roster is not None:
             champion = saved_gate.get("champion")
-            challengers = roster.resume(state.challengers, state.events_learned, champion)
+            removed = requests.get("removed", ())
+            challengers = roster.resume(state.challengers, state.events_learned, champion, removed)
         else:
             challengers = Challengers.from_plain(state.challengers)
         gate = None
-        if promotion is not None and challengers and join is None:
+        # A gate once made stays (its champion's label and spec), its challengers all removed.
+        if promotion is not None and (challengers or state.promotion) and join is None:
             gate = Gate.attach(
                 promotion,
                 evaluator,
@@ -145,6 +152,8 @@ class Task:
             challengers=challengers,
             drift=detectors,
             gate=gate,
+            requests=requests,
+            keep_versions=keep_versions,
             events_learned=state.events_learned,
             events_predicted=state.events_predicted,
             dead_letter_reasons=Counter(state.dead_letter_reasons),
@@ -198,8 +207,9 @@ class Task:
         for promoted in outcome.promotions:
             self.add_promotion(promoted)
 
-    def add_promotion(self, promoted: Promotion) -> None:
-        """A change of champion, owed to the events topic with the next checkpoint."""
+    def add_promotion(self, promoted: Promotion | ChallengerChange) -> None:
+        """A change of champion (or of challengers), owed to the events topic with the next
+        checkpoint."""
         promoted.model = self.key
         self.pending.append(promoted)
 
@@ -281,6 +291,8 @@ class Task:
             self.challengers.to_plain(),
             None if self.drift is None else self.drift.to_plain(),
             None if self.gate is None else self.gate.state.to_plain(),
+            dict(self.requests) or None,
+            self.keep_versions,
         )
 
     @property

@@ -393,8 +393,8 @@ class Trainer:
         checkpointing, registry = self._checkpointing, self.registry
         assert checkpointing is not None and registry is not None
         registry.record_positions(consumer)
-        if self._requests is not None:  # manual promotions, in this transaction
-            self._requests.apply(registry.tasks)
+        if self._requests is not None:  # promote, add/remove challengers: this transaction
+            self._requests.apply(registry.tasks, registry.replace)
         states = {key: task.state() for key, task in registry.tasks.items()}
         values = {key: task.sync().values() for key, task in registry.tasks.items()}
         outputs = self._outputs.records(registry.take_outputs())
