@@ -31,7 +31,8 @@ from confluent_kafka import KafkaError
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import NotAuthorized
 from streamtrain.formats import DEFAULT_METRICS_TOPIC, decode_metrics_record, replica_partition
-from streamtrain.kafka.reader import Fetch, TopicReader
+from streamtrain.kafka.reader import Fetch, Record, TopicReader
+from streamtrain.serving.backfill import StartBound, sample_older
 from streamtrain.serving.hub import DEFAULT_HISTORY, MetricsHub, Subscription
 from streamtrain.serving.merge import ProcessMerger
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
@@ -330,7 +331,11 @@ class CheckpointFollower(_TopicFollower):
 
 
 class MetricsFollower(_TopicFollower, MetricsHub):
-    """A :class:`MetricsHub` fed from the metrics topic, from its start, on a thread."""
+    """A :class:`MetricsHub` fed from the metrics topic on a thread: at start, samples of the
+    older records and the tail whole (:mod:`~streamtrain.serving.backfill`: a bounded read),
+    then every new record; after a reconnect, from where it was."""
+
+    what = "metrics"
 
     def __init__(
         self,
@@ -346,6 +351,10 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         self.topic = topic
         self.reader = TopicReader(kafka, topic, what="metrics topic")
         self.undecodable = 0
+        self.bound = StartBound.of_history(history)
+        self.read_at_start = 0  # records fetched until first caught up (samples included)
+        self.caught_up = threading.Event()
+        self._next: dict[int, int] = {}  # partition -> next offset to read
         # Several processes of a partitioned model report separately: one series for them.
         self._merger = ProcessMerger()
 
@@ -364,21 +373,46 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         }
 
     def _follow(self) -> None:
+        def start_at(partitions: list[int]) -> dict[int, int]:
+            if not self._next:
+                sampled, self._next = sample_older(
+                    self.kafka, self.topic, partitions, self.bound, self.keys.owns_metrics,
+                    on_read=self._read,
+                )  # fmt: skip
+                for record in sampled:
+                    self._take(record)
+            return dict(self._next)
+
         def apply(fetch: Fetch) -> None:
             self._fetched(fetch)
+            if not self.caught_up.is_set():
+                self._read(len(fetch.records))
             for record in fetch.records:
-                if record.key is None or not self.keys.owns_metrics(record.key):
-                    continue
-                decoded = decode_metrics_record(record.value)
-                if decoded is None:
-                    self.undecodable += 1
-                    continue
-                self.publish(self._merger.merge(decoded))
+                self._next[record.partition] = record.offset + 1
+                self._take(record)
+            if fetch.caught_up:
+                self.caught_up.set()
 
         # Records are keyed by model but spread by the producer's partitioner: read all.
         self.reader.follow(
-            self._stop, apply, on_waiting=self._waiting, on_client_error=self._on_client_error
+            self._stop,
+            apply,
+            on_waiting=self._waiting,
+            on_client_error=self._on_client_error,
+            start_at=start_at,
         )
+
+    def _read(self, records: int) -> None:
+        self.read_at_start += records
+
+    def _take(self, record: Record) -> None:
+        if record.key is None or not self.keys.owns_metrics(record.key):
+            return
+        decoded = decode_metrics_record(record.value)
+        if decoded is None:
+            self.undecodable += 1
+            return
+        self.publish(self._merger.merge(decoded))
 
 
 def _log_failure(previous: str | None, err: Exception, what: str, keys: ModelKeys) -> str:
