@@ -16,6 +16,7 @@
   const FONT = "11.5px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
   const LABEL_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
   const intFmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const MARKER_ROWS = 3; // lines of marker labels at the top of a plot
 
   function trimZeros(s) {
     return s.includes(".") && !s.includes("e") ? s.replace(/\.?0+$/, "") : s;
@@ -111,7 +112,9 @@
   }
 
   // Vertical lines across the plot, each labelled at its top; a label that would run into
-  // one drawn before goes a line lower. {solid: true} draws a full line (promotions).
+  // one drawn before goes a line lower, and one with no room in the top three lines is left
+  // out (the line stays; the report lists them all). {solid: true} draws a
+  // full line (promotions), whose labels are placed first.
   function drawMarkers(u, markers) {
     if (!markers || !markers.length) return;
     const g = u.ctx, r = uPlot.pxRatio, { left, top, width, height } = u.bbox;
@@ -120,7 +123,8 @@
     g.font = FONT.replace("11.5px", `${11 * r}px`);
     g.textBaseline = "top";
     const rows = []; // per label row: [start, end] of the labels drawn in it
-    for (const m of [...markers].sort((a, b) => a.x - b.x)) {
+    const order = [...markers].sort((a, b) => (b.solid ? 1 : 0) - (a.solid ? 1 : 0) || a.x - b.x);
+    for (const m of order) {
       const x = Math.round(u.valToPos(m.x, "x", true)) + 0.5;
       if (!(x >= left && x <= left + width)) continue;
       g.strokeStyle = m.color || "#94a3b8";
@@ -132,6 +136,7 @@
       const right = x > left + width - w - 10 * r;
       const [a, b] = right ? [x - 5 * r - w, x - 5 * r] : [x + 5 * r, x + 5 * r + w];
       let row = rows.findIndex((spans) => spans.every(([s, e]) => b + 4 * r < s || a > e + 4 * r));
+      if (row < 0 && rows.length >= MARKER_ROWS) continue;
       if (row < 0) { row = rows.length; rows.push([]); }
       rows[row].push([a, b]);
       g.textAlign = "left";
