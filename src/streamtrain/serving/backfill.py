@@ -37,7 +37,7 @@ from streamtrain.kafka.reader import READER_GROUP_PREFIX, Record
 
 __all__ = ["StartBound", "sample_older"]
 
-_POLL_SECONDS = 0.2
+_POLL_SECONDS = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +94,12 @@ def sample_older(
                 "group.id": f"{READER_GROUP_PREFIX}{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-                # A sample needs a record or a few, not the megabyte a fetch brings by default.
+                # A sample needs a record or a few, not the megabyte a fetch brings by default,
+                # and each is a new fetch: asked for at once, not after a backoff (a small
+                # queued.max.messages.kbytes made every sample wait out fetch.queue.backoff.ms).
                 "max.partition.fetch.bytes": 65_536,
-                "queued.max.messages.kbytes": 256,
+                "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": 0,
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
             },
