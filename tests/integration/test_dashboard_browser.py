@@ -7,6 +7,7 @@ package; Playwright's own browser download is never used. Saves ``artifacts/dash
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from trainers import train_command, trainer_env
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.serving.app import BackgroundServer, create_app, create_kafka_app
+from streamtrain.serving.curves import PALETTE
 from streamtrain.serving.follower import MetricsHub, StaticSnapshotSource
 from streamtrain.serving.report import render_report
 from streamtrain.serving.tokens import parse_tokens
@@ -171,6 +173,18 @@ def test_dashboard_shows_the_model_learning(
             "1",
             "--batch-size",
             "200",
+            # A challenger that beats the champion by far on Agrawal: the gate promotes it
+            # within the first thousand events or so.
+            "--challenger",
+            "tree=HoeffdingTreeClassifier",
+            "--promote",
+            "auto",
+            "--promote-on",
+            "ROCAUC",
+            "--promote-window",
+            "300",
+            "--promote-after",
+            "2",
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -218,7 +232,25 @@ def test_dashboard_shows_the_model_learning(
                 after = _chart(page, curve, "#2563eb")
                 assert len(after["ys"]) >= grown  # uPlot got the new points
                 assert after["inked"] > 100  # and drew them: the curve's blue is on the canvas
-                assert after["label"] == "cumulative (whole run)"
+                assert after["label"] == "c0 · StandardScaler | LogisticRegression"
+                # Both models on the chart (whole run and rolling window each), and the
+                # gate's promotion of the challenger marked where it happened.
+                page.wait_for_function(
+                    f"() => JSON.parse(document.querySelector('{curve}').dataset.markers)"
+                    ".includes('tree replaces c0')",
+                    timeout=30_000,
+                )
+                assert json.loads(page.get_attribute(curve, "data-series") or "[]") == [
+                    "c0 · StandardScaler | LogisticRegression",
+                    "c0 rolling",
+                    "tree · HoeffdingTreeClassifier",
+                    "tree rolling",
+                ]
+                tree = _chart(page, curve, PALETTE[1])
+                assert tree["inked"] > 100  # the challenger's green is drawn too
+                page.wait_for_selector("#models-table tr[data-model='tree']", timeout=10_000)
+                roles = page.locator("#models-table tr[data-model] td:nth-child(3)")
+                assert roles.all_text_contents() == ["challenger", "champion"]
                 # The curve starts where ROCAUC is defined, not at River's 0 before both
                 # classes were seen.
                 assert after["ys"][0] != 0
@@ -235,6 +267,17 @@ def test_dashboard_shows_the_model_learning(
                 )
                 assert page.text_content("#model-name") == name
                 assert topic in (page.text_content("#served-version") or "")
+                # /model lists the champion and its challenger from the served checkpoint.
+                page.wait_for_function(
+                    "() => window.streamtrain.model()?.models?.[0]?.label === 'tree'",
+                    timeout=30_000,
+                )
+                served = page.evaluate("window.streamtrain.model().models")
+                assert [(m["label"], m["role"]) for m in served] == [
+                    ("tree", "champion"),
+                    ("c0", "challenger"),
+                ]
+                assert served[0]["champion_since"] > 0 and served[1]["events_learned"] > 0
                 assert page.get_attribute("#status", "data-state") == "live"
                 page.wait_for_selector("#dlq-bars .bar-row", timeout=30_000)
                 reasons = page.locator("#dlq-bars .bar-row .name").all_text_contents()

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import streamtrain.serving
-from streamtrain.serving.charts import defined_points, inline_script, script_hash, segments
+from streamtrain.serving.charts import inline_script, script_hash, segments
+from streamtrain.serving.curves import ModelViews
 from streamtrain.serving.report import render_report, split_runs
 
 EVIL = "<script>alert(1)</script>"
@@ -149,6 +150,81 @@ def test_a_metric_at_negative_zero_prints_without_its_sign() -> None:
     assert "0.0000" in page and "-0.0000" not in page
 
 
+def _challenged_run() -> list[dict[str, Any]]:
+    """c0 (LogisticRegression) with challengers tree and arf; tree is promoted after report 4;
+    the champion's detector fires at 4,500 events, arf's at 2,500."""
+    records = []
+    for i in range(8):
+        promoted = i >= 4
+        auc = [-0.0, 0.6, 0.62, 0.63, 0.8, 0.81, 0.82, 0.83][i]
+        c0 = {
+            "spec": "LogisticRegression",
+            "metrics": {"ROCAUC": 0.64, "LogLoss": -0.0},
+            "rolling": {},
+            "events_learned": 1000 * (i + 1),
+            "started_at": 0,
+        }
+        tree = {
+            "spec": "HoeffdingTreeClassifier",
+            "metrics": {"ROCAUC": 0.0 if i < 2 else 0.7},
+            "rolling": {},
+            "events_learned": 1000 * (i + 1),
+            "started_at": 0,
+        }
+        arf = {
+            "spec": "ARFClassifier",
+            "metrics": {"ROCAUC": 0.75},
+            "rolling": {},
+            "events_learned": 1000 * (i + 1) - 500,
+            "started_at": 500,
+        }
+        recent = [{"label": "arf", "events": 2500, "action": "alert"}]
+        if i >= 5:
+            recent.append({"label": "champion", "events": 4500, "action": "alert"})
+        records.append(
+            _record(i, i * 0.5, metrics={"ROCAUC": auc, "LogLoss": 0.3}, rolling={},
+                    challengers={"c0": c0, "arf": arf} if promoted else {"tree": tree, "arf": arf},
+                    drift={"detector": "ADWIN", "recent": recent})
+        )  # fmt: skip
+    return records
+
+
+def test_report_draws_every_model_with_its_promotions_and_drifts() -> None:
+    page = render_report("m", _challenged_run())
+    roc = _charts(page)[0]
+    assert [s["label"] for s in roc["series"]] == [
+        "c0 · LogisticRegression",
+        "tree · HoeffdingTreeClassifier",
+        "arf · ARFClassifier",
+    ]
+    c0, tree, arf = (dict((int(x), y) for x, y in s["points"]) for s in roc["series"])
+    # c0: champion until report 4 (from where ROCAUC is defined), then a challenger; tree:
+    # a challenger from where defined, then the champion.
+    assert c0 == {2000: 0.6, 3000: 0.62, 4000: 0.63, 5000: 0.64, 6000: 0.64, 7000: 0.64, 8000: 0.64}
+    assert tree == {3000: 0.7, 4000: 0.7, 5000: 0.8, 6000: 0.81, 7000: 0.82, 8000: 0.83}
+    assert len(arf) == 8 and len({s["color"] for s in roc["series"]}) == 3
+    assert [m["label"] for m in roc["markers"]] == ["tree replaces c0", "drift · arf", "drift · c0"]
+    assert [m["x"] for m in roc["markers"]] == [5000, 2500, 4500]
+    models = re.search(r"<h2>Models.*?</table>", page)
+    assert models is not None
+    rows = re.findall(r"<tr><td class='strong'[^>]*>(\w+)</td>(.*?)</tr>", models.group(0))
+    assert [(label, "champion" in rest) for label, rest in rows] == [
+        ("c0", False),
+        ("tree", True),
+        ("arf", False),
+    ]
+    assert ">5,000<" in rows[1][1]  # tree: champion since the report that showed it
+    assert ">500<" in rows[2][1]  # arf began at event 500
+    changes = re.search(r"<h2>Promotions and drift detections.*?</table>", page)
+    assert changes is not None
+    assert re.findall(r"<td class='num'>([\d,]+)</td><td>(\w+)</td>", changes.group(0)) == [
+        ("2,500", "drift"),
+        ("4,500", "drift"),
+        ("5,000", "promotion"),
+    ]
+    assert "-0.0000" not in page  # c0's LogLoss at -0.0 among them
+
+
 def test_report_of_no_records() -> None:
     page = render_report("nobody", [])
     assert "No metrics records" in page and "<script" not in page
@@ -168,10 +244,16 @@ def test_curves_start_where_the_metric_is_defined() -> None:
     assert re.findall(r">([-\d.]+)<", row.group(1)) == ["0.6600", "0.0000", "0.7100"]
 
 
-def test_a_metric_that_never_leaves_zero_is_drawn_whole() -> None:
-    records = [_record(i, i * 0.5, metrics={"R2": 0.0}, rolling={}) for i in range(3)]
-    points = _charts(render_report("m", records))[0]["series"][0]["points"]
-    assert [y for _, y in points] == [0.0, 0.0, 0.0]
+def test_a_metric_that_never_leaves_its_placeholder_has_no_curve() -> None:
+    # R2 (bigger is better) at 0 all run long is River's placeholder: no curve, no lowest; a
+    # metric where smaller is better is a value at 0 (a perfect MAE), drawn from the start.
+    records = [_record(i, i * 0.5, metrics={"R2": 0.0, "MAE": 0.0}, rolling={}) for i in range(3)]
+    page = render_report("m", records)
+    (mae,) = _charts(page)[:1]
+    assert mae["yLabel"] == "MAE" and [y for _, y in mae["series"][0]["points"]] == [0.0] * 3
+    row = re.search(r"<tr><td>R2</td>(.*?)</tr>", page)
+    assert row is not None
+    assert re.findall(r">([^<>]+)<", row.group(1)) == ["0.0000", "—", "—", "—"]
 
 
 def test_runs_split_at_final_records_and_restarts() -> None:
@@ -194,19 +276,22 @@ def test_learning_curve_breaks_where_events_learned_went_back() -> None:
     assert [len(s) for s in segments(points)] == [6, 4]
 
 
-_POINT = st.tuples(st.integers(0, 50), st.sampled_from([-0.0, 0.0, 0.25, 0.5]))
+_POINT = st.tuples(st.integers(1, 50), st.sampled_from([-0.0, 0.0, 0.25, 0.5]))
 
 
 @given(st.lists(_POINT, max_size=30))
-def test_defined_points_drop_only_leading_zeros_of_each_segment(
-    points: list[tuple[int, float]],
-) -> None:
-    kept = defined_points(points)
-    segs = segments(points)
-    assert len(segments(kept)) <= len(segs)
-    for seg in segs:
-        tail = seg[next((i for i, (_, y) in enumerate(seg) if y != 0), 0) :]
+def test_a_curve_drops_only_leading_zeros_of_each_segment(points: list[tuple[int, float]]) -> None:
+    views = ModelViews()
+    kept = [
+        (x, m["metrics"]["ROCAUC"])
+        for x, y in points
+        for m in views.annotate({"events_learned": x, "metrics": {"ROCAUC": y}})["models"]
+        if m["metrics"]["ROCAUC"] is not None
+    ]
+    for seg in segments(points):
+        tail = seg[next((i for i, (_, y) in enumerate(seg) if y != 0), len(seg)) :]
         assert tail == kept[: len(tail)]  # each segment's points from its first non-zero on
+        assert all(str(y) != "-0.0" for _, y in kept[: len(tail)])
         kept = kept[len(tail) :]
     assert kept == []
 

@@ -206,9 +206,12 @@ class TopicReader:
         on_client_error: Callable[[KafkaError], None] | None = None,
         batch: int = _BATCH,
         poll_seconds: float = 0.25,
+        start_at: Callable[[list[int]], Mapping[int, int]] | None = None,
     ) -> None:
         """Call ``on_fetch`` with every fetch from the beginning of the partitions ``select``
         picks, until ``stop`` is set; an empty fetch comes every ``poll_seconds`` at most.
+        ``start_at``, given the chosen partitions once the topic exists, may name an offset
+        to start at instead, per partition.
 
         While the topic does not exist, ``on_waiting(True)`` is called and its creation
         awaited; ``on_waiting(False)`` once it does. Fetch errors are handed over, not raised
@@ -231,7 +234,10 @@ class TopicReader:
             if count is None:
                 return
             chosen = sorted(set(select(count)))
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in chosen])
+            starts = start_at(chosen) if start_at is not None else {}
+            consumer.assign(
+                [TopicPartition(self.topic, p, starts.get(p, OFFSET_BEGINNING)) for p in chosen]
+            )
             catch_up = CatchUp(chosen, batch)
             while not stop.is_set():
                 messages = consumer.consume(batch, timeout=poll_seconds)

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ __all__ = [
     "Series",
     "chart_data_json",
     "chart_spec",
-    "defined_points",
     "inline_css",
     "inline_script",
     "script_hash",
@@ -55,8 +54,10 @@ def chart_spec(
     value_format: str = "metric",
     y_zero: bool = False,
     gap: float | None = None,
+    markers: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The spec of one chart, as ``charts.js`` reads it; long series are thinned.
+    ``markers``: vertical lines, each ``{"x", "label", "color"}``.
 
     >>> spec = chart_spec([Series("a", "#000", [(1, 0.5), (2, 0.6)])], x_label="x", y_label="y")
     >>> spec["series"][0]["points"], spec["yZero"]
@@ -80,6 +81,7 @@ def chart_spec(
             for s in series
             if s.points
         ],
+        "markers": [dict(m) for m in markers],
     }
 
 
@@ -94,26 +96,6 @@ def segments(points: Sequence[Point]) -> list[list[Point]]:
         if not out or point[0] < out[-1][-1][0]:
             out.append([])
         out[-1].append(point)
-    return out
-
-
-def defined_points(points: Sequence[Point]) -> list[Point]:
-    """The points of a metric's curve from where the metric is defined.
-
-    River reports 0 for a metric it cannot compute yet: ``ROCAUC().get()`` is 0 (-0.0) until
-    both classes were seen, Accuracy and R2 are 0 before anything was learned. So in each
-    segment the leading points at exactly 0 are left out, up to the first other value; a
-    segment that never leaves 0 is kept whole. ``static/charts.js`` applies the same rule.
-
-    >>> defined_points([(10, -0.0), (20, 0.0), (30, 0.61), (40, 0.0)])
-    [(30, 0.61), (40, 0.0)]
-    >>> defined_points([(10, 0.0), (20, 0.0)])
-    [(10, 0.0), (20, 0.0)]
-    """
-    out: list[Point] = []
-    for seg in segments(points):
-        first = next((i for i, (_, y) in enumerate(seg) if y != 0), 0)
-        out.extend(seg[first:])
     return out
 
 

@@ -9,7 +9,7 @@ checkpoint that fails verification is logged and recorded, and the previous one 
 :class:`MetricsFollower` tails the metrics topic (format: :mod:`streamtrain.formats`) for the
 model's records, keeps a bounded history of the whole run in memory (every recent record,
 evenly spaced older ones) and pushes new ones to asyncio subscribers (the dashboard's
-server-sent events).
+server-sent events) through the :class:`~streamtrain.serving.hub.MetricsHub` it is.
 
 Which record keys belong to a model, and how their snapshots make one servable model, is
 decided by :class:`ModelKeys` alone: the model's name, or a partitioned model's replicas (keys
@@ -19,7 +19,6 @@ decided by :class:`ModelKeys` alone: the model's name, or a partitioned model's 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -32,8 +31,9 @@ from confluent_kafka import KafkaError
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import NotAuthorized
 from streamtrain.formats import DEFAULT_METRICS_TOPIC, decode_metrics_record, replica_partition
-from streamtrain.kafka.reader import Fetch, TopicReader
-from streamtrain.serving.history import ThinnedHistory
+from streamtrain.kafka.reader import Fetch, Record, TopicReader
+from streamtrain.serving.backfill import StartBound, sample_older
+from streamtrain.serving.hub import DEFAULT_HISTORY, MetricsHub, Subscription
 from streamtrain.serving.merge import ProcessMerger
 from streamtrain.serving.snapshot import ModelSnapshot, ReplicaSet
 from streamtrain.state.store import CheckpointStore
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 # What a request predicts with: one model, or a partitioned model's replicas together.
 Servable = ModelSnapshot | ReplicaSet
 
-DEFAULT_HISTORY = 5_000
 _RETRY_SECONDS = 1.0
 
 
@@ -331,100 +330,10 @@ class CheckpointFollower(_TopicFollower):
         log.info("serving %r version %s", self.keys.name, assembled.version)
 
 
-@dataclasses.dataclass(eq=False)
-class Subscription:
-    """One live listener of a :class:`MetricsHub`; ``queue`` yields records, ``None`` at end."""
-
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[dict[str, Any] | None]
-    overflowed: bool = False
-
-
-class MetricsHub:
-    """A bounded history of metrics records, and live delivery to asyncio subscribers.
-
-    The history spans the whole run in at most ``history`` records (a
-    :class:`~streamtrain.serving.history.ThinnedHistory`: the newest half whole, older records
-    evenly spaced), so a learning curve keeps its start however long the trainer runs.
-
-    :meth:`publish` may be called from any thread. A subscriber that falls ``queue_size``
-    records behind is ended (its stream closes; a dashboard reconnects and gets the history)
-    rather than let a stalled client grow memory without bound.
-    """
-
-    def __init__(self, history: int = DEFAULT_HISTORY, queue_size: int = 1_000) -> None:
-        self._records: ThinnedHistory[dict[str, Any]] = ThinnedHistory(history)
-        self._subscribers: set[Subscription] = set()
-        self._lock = threading.Lock()
-        self._queue_size = queue_size
-        self.received = 0
-
-    @property
-    def capacity(self) -> int:
-        """The most records the history holds."""
-        return self._records.capacity
-
-    def publish(self, record: dict[str, Any]) -> None:
-        with self._lock:
-            self._records.append(record)
-            self.received += 1
-            for sub in self._subscribers:
-                _offer(sub, record)
-
-    def history(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._records)
-
-    def latest(self) -> dict[str, Any] | None:
-        with self._lock:
-            return self._records.last()
-
-    def subscribe(self) -> tuple[list[dict[str, Any]], Subscription]:
-        """The history so far and a subscription to every record after it (no gap, no repeat).
-
-        Call from the event loop that will read the subscription's queue.
-        """
-        sub = Subscription(asyncio.get_running_loop(), asyncio.Queue(self._queue_size))
-        with self._lock:
-            self._subscribers.add(sub)
-            return list(self._records), sub
-
-    def unsubscribe(self, sub: Subscription) -> None:
-        with self._lock:
-            self._subscribers.discard(sub)
-
-    def close_subscribers(self) -> None:
-        """End every subscription (their streams finish), e.g. at shutdown."""
-        with self._lock:
-            subs, self._subscribers = self._subscribers, set()
-        for sub in subs:
-            _offer(sub, None)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        self.close_subscribers()
-
-    def status(self) -> dict[str, Any]:
-        return {"records": self.received}
-
-
-def _offer(sub: Subscription, record: dict[str, Any] | None) -> None:
-    def put() -> None:
-        try:
-            sub.queue.put_nowait(record)
-        except asyncio.QueueFull:
-            sub.overflowed = True
-
-    try:
-        sub.loop.call_soon_threadsafe(put)
-    except RuntimeError:  # its loop is closed: nobody is listening any more
-        sub.overflowed = True
-
-
 class MetricsFollower(_TopicFollower, MetricsHub):
-    """A :class:`MetricsHub` fed from the metrics topic, from its start, on a thread."""
+    """A :class:`MetricsHub` fed from the metrics topic on a thread: at start, samples of the
+    older records and the tail whole (:mod:`~streamtrain.serving.backfill`: a bounded read),
+    then every new record; after a reconnect, from where it was."""
 
     what = "metrics"
 
@@ -442,6 +351,10 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         self.topic = topic
         self.reader = TopicReader(kafka, topic, what="metrics topic")
         self.undecodable = 0
+        self.bound = StartBound.of_history(history)
+        self.read_at_start = 0  # records fetched until first caught up (samples included)
+        self.caught_up = threading.Event()
+        self._next: dict[int, int] = {}  # partition -> next offset to read
         # Several processes of a partitioned model report separately: one series for them.
         self._merger = ProcessMerger()
 
@@ -460,21 +373,46 @@ class MetricsFollower(_TopicFollower, MetricsHub):
         }
 
     def _follow(self) -> None:
+        def start_at(partitions: list[int]) -> dict[int, int]:
+            if not self._next:
+                sampled, self._next = sample_older(
+                    self.kafka, self.topic, partitions, self.bound, self.keys.owns_metrics,
+                    on_read=self._read,
+                )  # fmt: skip
+                for record in sampled:
+                    self._take(record)
+            return dict(self._next)
+
         def apply(fetch: Fetch) -> None:
             self._fetched(fetch)
+            if not self.caught_up.is_set():
+                self._read(len(fetch.records))
             for record in fetch.records:
-                if record.key is None or not self.keys.owns_metrics(record.key):
-                    continue
-                decoded = decode_metrics_record(record.value)
-                if decoded is None:
-                    self.undecodable += 1
-                    continue
-                self.publish(self._merger.merge(decoded))
+                self._next[record.partition] = record.offset + 1
+                self._take(record)
+            if fetch.caught_up:
+                self.caught_up.set()
 
         # Records are keyed by model but spread by the producer's partitioner: read all.
         self.reader.follow(
-            self._stop, apply, on_waiting=self._waiting, on_client_error=self._on_client_error
+            self._stop,
+            apply,
+            on_waiting=self._waiting,
+            on_client_error=self._on_client_error,
+            start_at=start_at,
         )
+
+    def _read(self, records: int) -> None:
+        self.read_at_start += records
+
+    def _take(self, record: Record) -> None:
+        if record.key is None or not self.keys.owns_metrics(record.key):
+            return
+        decoded = decode_metrics_record(record.value)
+        if decoded is None:
+            self.undecodable += 1
+            return
+        self.publish(self._merger.merge(decoded))
 
 
 def _log_failure(previous: str | None, err: Exception, what: str, keys: ModelKeys) -> str:

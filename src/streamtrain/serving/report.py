@@ -11,10 +11,7 @@ be mailed or archived as it is.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import functools
-import html
-import math
 import string
 import time
 from collections.abc import Iterable, Sequence
@@ -28,12 +25,22 @@ from streamtrain.serving.charts import (
     Series,
     chart_data_json,
     chart_spec,
-    defined_points,
     inline_css,
     inline_script,
     script_hash,
 )
+from streamtrain.serving.curves import ModelViews
+from streamtrain.serving.figures import (
+    compact_text,
+    duration_text,
+    escape,
+    int_text,
+    metric_text,
+    number,
+    utc_text,
+)
 from streamtrain.serving.follower import ModelKeys
+from streamtrain.serving.report_models import changes_table, color_of, models_of_run, models_table
 
 __all__ = [
     "Run",
@@ -45,6 +52,7 @@ __all__ = [
 STATIC_DIR = Path(__file__).parent / "static"
 CUMULATIVE = "#2563eb"
 ROLLING = "#f97316"
+DRIFT = "#dc2626"
 _GAP_SECONDS = 5.0
 
 
@@ -62,7 +70,7 @@ def read_metrics_records(
             decoded = decode_metrics_record(record.value)
             if decoded is not None:
                 records.append(decoded)
-    records.sort(key=lambda r: _num(r.get("ts")) or 0.0)
+    records.sort(key=lambda r: number(r.get("ts")) or 0.0)
     return records
 
 
@@ -96,8 +104,8 @@ def split_runs(records: Sequence[dict[str, Any]]) -> list[Run]:
     for record in records:
         if current:
             prev = current[-1]
-            restarted = (_num(record.get("elapsed_seconds")) or 0.0) < (
-                _num(prev.get("elapsed_seconds")) or 0.0
+            restarted = (number(record.get("elapsed_seconds")) or 0.0) < (
+                number(prev.get("elapsed_seconds")) or 0.0
             )
             if prev.get("kind") == FINAL or restarted:
                 runs.append(Run(current))
@@ -115,10 +123,12 @@ def render_report(
     name: str, records: Sequence[dict[str, Any]], *, generated_at: float | None = None
 ) -> str:
     """The report of model ``name`` as one HTML document."""
-    generated = _utc(generated_at if generated_at is not None else time.time())
+    generated = utc_text(generated_at if generated_at is not None else time.time())
     if not records:
-        body = f"<p class='empty'>No metrics records of model <b>{_e(name)}</b>.</p>"
+        body = f"<p class='empty'>No metrics records of model <b>{escape(name)}</b>.</p>"
         return _page(name, generated, body, [])
+    views = ModelViews()  # every model's figures, as the dashboard has them
+    records = [views.annotate(r) for r in records]
     runs = split_runs(records)
     last = records[-1]
     first = records[0]
@@ -126,11 +136,15 @@ def render_report(
     parts = [
         _summary(records, runs),
         _final_metrics(records),
+        models_table(last),
+        changes_table(last),
         "<h2>Learning curves</h2>",
         "<p class='hint'>Progressive validation: each event is predicted before the model "
         "learns it. x: events learned. Solid: the metric over the whole run; dashed: over the "
-        "rolling window (when the trainer tracked one). Drag on a chart to zoom, double-click "
-        "to zoom out; the legend shows the values under the cursor.</p>",
+        "rolling window (when the trainer tracked one); with challengers, one colour per "
+        "model, promotions and drift detections marked. A curve starts where its metric is "
+        "defined. Drag on a chart to zoom, double-click to zoom out; the legend shows the "
+        "values under the cursor.</p>",
         "<div class='grid'>",
         *_learning_curves(records, charts),
         "</div>",
@@ -169,30 +183,33 @@ class _Charts:
 
 def _summary(records: Sequence[dict[str, Any]], runs: list[Run]) -> str:
     last, first = records[-1], records[0]
-    span = (_num(last.get("ts")) or 0.0) - (_num(first.get("ts")) or 0.0)
-    learned = _num(last.get("events_learned"))
-    dead = _num(last.get("dead_lettered"))
+    span = (number(last.get("ts")) or 0.0) - (number(first.get("ts")) or 0.0)
+    learned = number(last.get("events_learned"))
+    dead = number(last.get("dead_lettered"))
     state = (
         "finished (final report written)"
         if last.get("kind") == FINAL
-        else f"last report at {_utc(_num(last.get('ts')) or 0.0)} — still running, or stopped "
-        "without a final report"
+        else f"last report at {utc_text(number(last.get('ts')) or 0.0)} — still running, or "
+        "stopped without a final report"
     )
-    rates = [r for r in (_num(r.get("events_per_second")) for r in records) if r is not None]
+    rates = [r for r in (number(r.get("events_per_second")) for r in records) if r is not None]
     facts = [
-        ("Model spec", f"<code>{_e(str(last.get('spec', '—')))}</code>"),
-        ("Input topic", f"<code>{_e(str(last.get('topic', '—')))}</code>"),
-        ("Model version (last report)", f"<code>{_e(str(last.get('model_version', '—')))}</code>"),
-        ("Events learned", _int(learned)),
-        ("Dead letters", _int(dead)),
-        ("Unlabelled events predicted", _int(_num(last.get("events_predicted")) or 0)),
-        ("Reports", f"{len(records):,} over {_duration(span)} in {len(runs)} run(s)"),
+        ("Model spec", f"<code>{escape(str(last.get('spec', '—')))}</code>"),
+        ("Input topic", f"<code>{escape(str(last.get('topic', '—')))}</code>"),
+        (
+            "Model version (last report)",
+            f"<code>{escape(str(last.get('model_version', '—')))}</code>",
+        ),
+        ("Events learned", int_text(learned)),
+        ("Dead letters", int_text(dead)),
+        ("Unlabelled events predicted", int_text(number(last.get("events_predicted")) or 0)),
+        ("Reports", f"{len(records):,} over {duration_text(span)} in {len(runs)} run(s)"),
         (
             "Throughput",
-            f"mean {_compact(_mean(rates))}/s, peak {_compact(max(rates, default=0))}/s",
+            f"mean {compact_text(_mean(rates))}/s, peak {compact_text(max(rates, default=0))}/s",
         ),
-        ("From", _utc(_num(first.get("ts")) or 0.0)),
-        ("State", _e(state)),
+        ("From", utc_text(number(first.get("ts")) or 0.0)),
+        ("State", escape(state)),
     ]
     rows = "".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts)
     return f"<dl class='facts'>{rows}</dl>"
@@ -209,11 +226,11 @@ def _final_metrics(records: Sequence[dict[str, Any]]) -> str:
         values = [y for _, y in _points(records, "metrics", metric)]
         rows.append(
             "<tr>"
-            f"<td>{_e(metric)}</td>"
-            f"<td class='num strong'>{_metric(_num(metrics.get(metric)))}</td>"
-            f"<td class='num'>{_metric(_num(rolling.get(metric)))}</td>"
-            f"<td class='num'>{_metric(min(values, default=None))}</td>"
-            f"<td class='num'>{_metric(max(values, default=None))}</td>"
+            f"<td>{escape(metric)}</td>"
+            f"<td class='num strong'>{metric_text(number(metrics.get(metric)))}</td>"
+            f"<td class='num'>{metric_text(number(rolling.get(metric)))}</td>"
+            f"<td class='num'>{metric_text(min(values, default=None))}</td>"
+            f"<td class='num'>{metric_text(max(values, default=None))}</td>"
             "</tr>"
         )
     return (
@@ -226,28 +243,59 @@ def _final_metrics(records: Sequence[dict[str, Any]]) -> str:
 
 
 def _learning_curves(records: Sequence[dict[str, Any]], charts: _Charts) -> Iterable[str]:
+    last = records[-1]
+    models = models_of_run(records)
+    markers = [
+        {
+            "x": p["events"],
+            "label": f"{p['to']} replaces {p['from']}",
+            "color": color_of(models, p["to"]),
+            "solid": True,
+        }
+        for p in last.get("promotions") or []
+    ]
+    markers += [
+        {"x": d["events"], "label": f"drift · {d['model']}" if len(models) > 1 else "drift",
+         "color": DRIFT}
+        for d in last.get("drifts") or []
+    ]  # fmt: skip
     for metric in _metric_names(records):
-        cumulative = _points(records, "metrics", metric)
-        rolling = _points(records, "rolling", metric)
-        series = [Series("whole run", CUMULATIVE, cumulative, width=2.2)]
-        if rolling:
-            series.append(Series("rolling window", ROLLING, rolling, dashed=True, width=1.4))
-        chart = chart_spec(series, x_label="events learned", y_label=metric)
+        series = []
+        if len(models) > 1:
+            for m in models:
+                label = m["label"]
+                series.append(
+                    Series(f"{label} · {m['spec']}", m["color"],
+                           _points(records, "metrics", metric, label), width=2.2)
+                )  # fmt: skip
+                rolling = _points(records, "rolling", metric, label)
+                if rolling:
+                    series.append(Series(f"{label} rolling", m["color"], rolling, True, 1.0))
+        else:
+            series.append(
+                Series("whole run", CUMULATIVE, _points(records, "metrics", metric), width=2.2)
+            )
+            rolling = _points(records, "rolling", metric)
+            if rolling:
+                series.append(Series("rolling window", ROLLING, rolling, dashed=True, width=1.4))
+        chart = chart_spec(series, x_label="events learned", y_label=metric, markers=markers)
         yield _card(metric, "learning curve", charts.add(chart))
 
 
 def _points(
-    records: Sequence[dict[str, Any]], field: str, metric: str
+    records: Sequence[dict[str, Any]], field: str, metric: str, label: str | None = None
 ) -> list[tuple[float, float]]:
+    """Model ``label``'s defined values of ``metric`` (:mod:`.curves`), or the champion's of
+    each record when ``label`` is None; none before the first event learned."""
     out = []
     for r in records:
-        values = r.get(field)
-        x = _num(r.get("events_learned"))
-        y = _num(values.get(metric)) if isinstance(values, dict) else None
-        # Before the first event a metric is a placeholder (0), not a point of the curve.
-        if x is not None and x > 0 and y is not None:
-            out.append((x, y))
-    return defined_points(out)
+        x = number(r.get("events_learned"))
+        for m in r.get("models") or []:
+            if (m["champion"] if label is None else m["label"] == label) and x and x > 0:
+                y = number(m[field].get(metric))
+                if y is not None:
+                    out.append((x, y))
+    return out
 
 
 def _time_chart(
@@ -258,10 +306,10 @@ def _time_chart(
     first: dict[str, Any],
     value_format: str = "compact",
 ) -> dict[str, Any]:
-    t0 = _num(first.get("ts")) or 0.0
+    t0 = number(first.get("ts")) or 0.0
     points = []
     for r in records:
-        t, y = _num(r.get("ts")), _num(r.get(field))
+        t, y = number(r.get("ts")), number(r.get(field))
         if t is not None and y is not None:
             points.append((t - t0, y))
     return chart_spec(
@@ -284,7 +332,7 @@ def _dead_letters(last: dict[str, Any]) -> str:
         return "<p class='empty'>No dead letters: every record was learned.</p>"
     top = counted[0][1]
     rows = "".join(
-        f"<tr><td><code>{_e(reason)}</code></td>"
+        f"<tr><td><code>{escape(reason)}</code></td>"
         f"<td class='barcell'><div class='bar' style='width:{100 * n / top:.1f}%'></div></td>"
         f"<td class='num strong'>{n:,}</td></tr>"
         for reason, n in counted
@@ -296,14 +344,16 @@ def _dead_letters(last: dict[str, Any]) -> str:
 def _runs_table(runs: list[Run]) -> str:
     rows = []
     for i, run in enumerate(runs, 1):
-        start = (_num(run.first.get("ts")) or 0.0) - (_num(run.first.get("elapsed_seconds")) or 0)
-        learned_from = _num(run.first.get("events_learned"))
-        learned_to = _num(run.last.get("events_learned"))
+        start = (number(run.first.get("ts")) or 0.0) - (
+            number(run.first.get("elapsed_seconds")) or 0
+        )
+        learned_from = number(run.first.get("events_learned"))
+        learned_to = number(run.last.get("events_learned"))
         ended = "final report" if run.finished else "no final report"
         rows.append(
-            f"<tr><td class='num'>{i}</td><td>{_utc(start)}</td>"
-            f"<td class='num'>{_duration(_num(run.last.get('elapsed_seconds')) or 0.0)}</td>"
-            f"<td class='num'>{_int(learned_from)} → {_int(learned_to)}</td>"
+            f"<tr><td class='num'>{i}</td><td>{utc_text(start)}</td>"
+            f"<td class='num'>{duration_text(number(run.last.get('elapsed_seconds')) or 0.0)}</td>"
+            f"<td class='num'>{int_text(learned_from)} → {int_text(learned_to)}</td>"
             f"<td>{ended}</td></tr>"
         )
     return (
@@ -315,7 +365,7 @@ def _runs_table(runs: list[Run]) -> str:
 
 def _card(title: str, hint: str, content: str) -> str:
     return (
-        f"<section class='card'><h3>{_e(title)} <span class='hint'>{_e(hint)}</span></h3>"
+        f"<section class='card'><h3>{escape(title)} <span class='hint'>{escape(hint)}</span></h3>"
         f"{content}</section>"
     )
 
@@ -333,8 +383,8 @@ def _page(name: str, generated: str, body: str, specs: Sequence[dict[str, Any]])
         )
         script_src = script_hash(script)
     return _template().substitute(
-        name=_e(name),
-        generated=_e(generated),
+        name=escape(name),
+        generated=escape(generated),
         body=body,
         uplot_css=inline_css(),
         scripts=scripts,
@@ -347,9 +397,6 @@ def _template() -> string.Template:
     return string.Template((STATIC_DIR / "report.html").read_text(encoding="utf-8"))
 
 
-# -- small formatting helpers ------------------------------------------------------------
-
-
 def _metric_names(records: Sequence[dict[str, Any]]) -> list[str]:
     names: dict[str, None] = {}
     for r in records:
@@ -359,51 +406,5 @@ def _metric_names(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(names)
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-def _int(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _metric(value: float | None) -> str:
-    if value is None:
-        return "—"
-    value += 0.0  # -0.0 (a metric such as R2 or a difference at zero) prints as 0.0000
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-        return f"{value:.3e}"
-    return f"{value:.4f}"
-
-
-def _compact(value: float) -> str:
-    a = abs(value)
-    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if a >= size:
-            text = f"{value / size:.1f}".removesuffix(".0")
-            return text + suffix
-    if a >= 100 or float(value).is_integer():
-        return f"{value:,.0f}"
-    return f"{value:.3g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -2,12 +2,14 @@
 
 The model a checkpoint serves is its champion: with challengers, the one the promotion gate
 (or ``models promote``) chose last; answers then carry its label (``model_label``) beside the
-version."""
+version. :meth:`ModelSnapshot.describe` (``GET /model``) lists the champion and the
+challengers the checkpoint holds (:func:`models_of`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from streamtrain.errors import StreamtrainError
@@ -15,9 +17,9 @@ from streamtrain.formats import replica_partition
 from streamtrain.models.prediction import answer_from_proba, predict_answer
 from streamtrain.models.problem import Problem, problem_of
 from streamtrain.records.models import served_features
-from streamtrain.state.envelope import CheckpointHeader, open_envelope
+from streamtrain.serving.curves import FOUNDER, plain_number
+from streamtrain.state.envelope import CheckpointHeader, OpenedCheckpoint, load_state, open_envelope
 from streamtrain.state.history import kept_version
-from streamtrain.state.payload import model_of
 from streamtrain.state.store import CheckpointStore
 
 
@@ -29,6 +31,15 @@ class ModelNotFound(StreamtrainError):
 class ModelSnapshot:
     header: CheckpointHeader
     model: Any
+    # The champion and the challengers, as :func:`models_of` describes them (empty: the
+    # champion alone, from the header).
+    models: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def opened(cls, opened: OpenedCheckpoint) -> ModelSnapshot:
+        """The snapshot of a verified checkpoint."""
+        payload = load_state(opened)
+        return cls(opened.header, payload["model"], models_of(opened.header, payload))
 
     @classmethod
     def latest(cls, store: CheckpointStore, name: str) -> ModelSnapshot:
@@ -38,19 +49,17 @@ class ModelSnapshot:
                 f"no checkpoint of model {name!r} in {store.topic!r} "
                 f"(train one with `streamtrain train --name {name}`)"
             )
-        return cls(opened.header, model_of(opened))
+        return cls.opened(opened)
 
     @classmethod
     def pinned(cls, history: CheckpointStore, name: str, version: int) -> ModelSnapshot:
         """Kept version ``version`` of ``name`` from its history topic
         (:class:`~streamtrain.state.history.VersionNotKept` if it is not kept)."""
-        opened = kept_version(history, name, version)
-        return cls(opened.header, model_of(opened))
+        return cls.opened(kept_version(history, name, version))
 
     @classmethod
     def from_bytes(cls, data: bytes, store: CheckpointStore, name: str) -> ModelSnapshot:
-        opened = open_envelope(data, store.key, what=f"checkpoint of model {name!r}")
-        return cls(opened.header, model_of(opened))
+        return cls.opened(open_envelope(data, store.key, what=f"checkpoint of model {name!r}"))
 
     @property
     def problem(self) -> Problem:
@@ -84,6 +93,7 @@ class ModelSnapshot:
             "metrics": dict(h.metrics),
             **({} if h.champion is None else {"champion": h.champion}),
             **({} if h.promotion_rule is None else {"promotion_rule": h.promotion_rule}),
+            "models": list(self.models or models_of(h, {})),
             "checkpointed_at": h.created_at,
             "checkpoint_age_seconds": round(self.age_seconds(), 3),
         }
@@ -154,7 +164,7 @@ def load_model(store: CheckpointStore, name: str) -> ModelSnapshot | ReplicaSet:
     """A named model's latest committed state: one model, or a partitioned model's replicas."""
     opened = store.latest(name)
     if opened is not None:
-        return ModelSnapshot(opened.header, model_of(opened))
+        return ModelSnapshot.opened(opened)
     replicas = []
     for key, raw in store.all_latest().items():
         partition = replica_partition(key, name)
@@ -166,3 +176,37 @@ def load_model(store: CheckpointStore, name: str) -> ModelSnapshot | ReplicaSet:
             f"(train one with `streamtrain train --name {name}`)"
         )
     return ReplicaSet(name, tuple(r for _, r in sorted(replicas, key=lambda pr: pr[0])))
+
+
+def models_of(header: CheckpointHeader, payload: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The champion, then each challenger, of a checkpoint's state: ``label``, ``role``,
+    ``spec``, ``events_learned`` (by that model), ``metrics`` (its own, progressive),
+    ``started_at`` (the run's events learned when it began) and, for the champion,
+    ``champion_since`` (the events learned when it was promoted; 0: the model the run began
+    with, never promoted over)."""
+    gate = payload.get("promotion") or {}
+    learned = header.events_learned
+    if gate.get("promotions"):
+        learned = int(gate["learned_before"]) + int(gate["events"]) - int(gate["since"])
+    champion = {
+        "label": header.champion or FOUNDER,
+        "role": "champion",
+        "spec": header.model_spec,
+        "events_learned": learned,
+        "metrics": {name: plain_number(v) for name, v in header.metrics.items()},
+        "started_at": int(gate.get("started_at", 0)),
+        "champion_since": int(gate.get("since", 0)) if gate.get("promotions") else 0,
+    }
+    challengers = [
+        {
+            "label": label,
+            "role": "challenger",
+            "spec": str(plain.get("spec", "")),
+            "events_learned": int(plain.get("events_learned", 0)),
+            "metrics": {n: plain_number(m.get()) for n, m in plain.get("metrics", {}).items()},
+            "started_at": int(plain.get("started_at", 0)),
+            "model_errors": int(plain.get("model_errors", 0)),
+        }
+        for label, plain in (payload.get("challengers") or {}).items()
+    ]
+    return (champion, *challengers)

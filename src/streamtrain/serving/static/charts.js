@@ -1,21 +1,31 @@
 // streamtrain charts: line charts drawn by uPlot (static/uplot/, vendored) from a small spec,
 // shared by the dashboard (live) and the HTML report (inlined, static). A spec:
 //   {xLabel, yLabel, xTime, yZero, gap, format, height,
-//    series: [{label, color, width, dash, fill, points: [[x, y], …]}], markers: [{x, label, color}]}
+//    series: [{label, color, width, dash, fill, points: [[x, y], …]}],
+//    markers: [{x, label, color, solid}]}
 // xTime: x is Unix seconds. gap: a step in x wider than this breaks the line. Where x goes back
 // (a restarted trainer reports from its checkpoint) the series goes on as a new line of the same
 // colour, labelled "after restart N". Drag on a chart to zoom, double-click to zoom out; the
 // legend under it shows the values under the cursor. Each host carries data-points (points
-// given to uPlot), for tests.
+// given to uPlot), data-series (the lines' labels, JSON) and data-markers (the markers'
+// labels, JSON), for tests. Which points a metric's curve has (from where the metric is
+// defined) is decided on the Python side (serving/curves.py), for the dashboard and the report.
 "use strict";
 
 (() => {
   const FONT = "11.5px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
   const LABEL_FONT = "12px system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif";
   const intFmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const MARKER_ROWS = 3; // lines of marker labels at the top of a plot
 
   function trimZeros(s) {
     return s.includes(".") && !s.includes("e") ? s.replace(/\.?0+$/, "") : s;
+  }
+  // A figure that shows as zero shows without a sign: minus zero, or a tiny negative at four
+  // decimals, prints as zero with no minus before it (serving/curves.py, plain_number, does
+  // so on its side).
+  function unsigned(s) {
+    return s.replace(/^-(?=0(?:[.,]0*)?[^0-9]*$)/, "");
   }
   const FORMATS = {
     int: (v) => intFmt.format(v),
@@ -35,7 +45,7 @@
   };
   function shown(format) {
     const f = FORMATS[format] || FORMATS.metric;
-    return (v) => (v == null || !Number.isFinite(v) ? "—" : f(v));
+    return (v) => (v == null || !Number.isFinite(v) ? "—" : unsigned(f(v)));
   }
   function fmtClock(seconds) {
     const d = new Date(seconds * 1000);
@@ -52,7 +62,7 @@
     let dec = 0; // as many decimals as the step needs: 2.5k steps print 2.5k, 5k, 7.5k
     while (dec < 6 && Math.abs(Math.round(scaled * 10 ** dec) - scaled * 10 ** dec) > 1e-6 * 10 ** dec) dec++;
     const nf = new Intl.NumberFormat("en-US", { minimumFractionDigits: dec, maximumFractionDigits: dec });
-    return splits.map((v) => (v === 0 ? "0" : nf.format(v / div + 0) + suffix));
+    return splits.map((v) => (v === 0 ? "0" : unsigned(nf.format(v / div + 0) + suffix)));
   }
 
   function yRange(min, max, yZero) {
@@ -61,15 +71,6 @@
     if (hi === lo) { const d = Math.abs(lo) * 0.05 || 1; lo -= d; hi += d; }
     const pad = (hi - lo) * 0.06;
     return [yZero && lo === 0 ? 0 : lo - pad, hi + pad];
-  }
-
-  // River reports 0 for a metric it cannot compute yet (ROCAUC before both classes were seen,
-  // Accuracy or R2 before anything was learned): the leading points at exactly 0 of a curve are
-  // left out, up to the first other value. A curve that never leaves 0 is kept whole. The
-  // report's tables use the same rule (serving/charts.py, defined_points).
-  function definedPoints(points) {
-    const first = points.findIndex(([, y]) => y !== 0);
-    return first <= 0 ? points : points.slice(first);
   }
 
   // Where x goes back, a new line starts.
@@ -110,24 +111,36 @@
     return { lines, data, points: lines.reduce((n, l) => n + l.n, 0) };
   }
 
+  // Vertical lines across the plot, each labelled at its top; a label that would run into
+  // one drawn before goes a line lower, and one with no room in the top three lines is left
+  // out (the line stays; the report lists them all). {solid: true} draws a
+  // full line (promotions), whose labels are placed first.
   function drawMarkers(u, markers) {
     if (!markers || !markers.length) return;
     const g = u.ctx, r = uPlot.pxRatio, { left, top, width, height } = u.bbox;
     g.save();
-    g.strokeStyle = "#94a3b8";
-    g.fillStyle = "#64748b";
     g.lineWidth = r;
-    g.setLineDash([3 * r, 3 * r]);
     g.font = FONT.replace("11.5px", `${11 * r}px`);
     g.textBaseline = "top";
-    for (const m of markers) {
+    const rows = []; // per label row: [start, end] of the labels drawn in it
+    const order = [...markers].sort((a, b) => (b.solid ? 1 : 0) - (a.solid ? 1 : 0) || a.x - b.x);
+    for (const m of order) {
       const x = Math.round(u.valToPos(m.x, "x", true)) + 0.5;
       if (!(x >= left && x <= left + width)) continue;
       g.strokeStyle = m.color || "#94a3b8";
       g.fillStyle = m.color || "#64748b";
+      g.lineWidth = (m.solid ? 1.5 : 1) * r;
+      g.setLineDash(m.solid ? [] : [3 * r, 3 * r]);
       g.beginPath(); g.moveTo(x, top); g.lineTo(x, top + height); g.stroke();
-      g.textAlign = x > left + width - 90 * r ? "right" : "left";
-      g.fillText(m.label, x + (g.textAlign === "right" ? -5 : 5) * r, top + 2 * r);
+      const w = g.measureText(m.label).width;
+      const right = x > left + width - w - 10 * r;
+      const [a, b] = right ? [x - 5 * r - w, x - 5 * r] : [x + 5 * r, x + 5 * r + w];
+      let row = rows.findIndex((spans) => spans.every(([s, e]) => b + 4 * r < s || a > e + 4 * r));
+      if (row < 0 && rows.length >= MARKER_ROWS) continue;
+      if (row < 0) { row = rows.length; rows.push([]); }
+      rows[row].push([a, b]);
+      g.textAlign = "left";
+      g.fillText(m.label, a, top + (2 + 13 * row) * r);
     }
     g.restore();
   }
@@ -170,6 +183,8 @@
   function render(host, spec) {
     const { lines, data, points } = table(spec);
     host.dataset.points = String(points);
+    host.dataset.series = JSON.stringify(lines.filter((l) => l.n > 0).map((l) => l.label));
+    host.dataset.markers = JSON.stringify((spec.markers || []).map((m) => m.label));
     let chart = charts.get(host);
     if (!points) {
       if (chart) { chart.u.destroy(); charts.delete(host); }
@@ -216,8 +231,8 @@
   window.StreamtrainCharts = {
     render,
     renderPage,
-    definedPoints,
     segments,
+    unsigned,
     uplot: (host) => charts.get(host)?.u ?? null,
   };
 })();

@@ -8,6 +8,7 @@
   const CUMULATIVE = "#2563eb";
   const ROLLING = "#f97316";
   const DRIFT = "#dc2626"; // drift markers
+  const PROMOTION = "#0f172a"; // a promotion to a model of no known colour
   const GAP_SECONDS = 5; // a pause longer than this in a time series is drawn as a gap
   const Charts = window.StreamtrainCharts; // static/charts.js
   const state = {
@@ -31,6 +32,7 @@
   }
   function fmtCompact(v) {
     if (v == null || !Number.isFinite(v)) return "—";
+    v += 0; // -0 shows as 0
     const a = Math.abs(v);
     if (a >= 1e9) return trimZeros((v / 1e9).toFixed(a >= 1e10 ? 0 : 1)) + "G";
     if (a >= 1e6) return trimZeros((v / 1e6).toFixed(a >= 1e7 ? 0 : 1)) + "M";
@@ -42,7 +44,7 @@
     if (v == null || !Number.isFinite(v)) return "—";
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(2);
-    return a >= 100 ? v.toFixed(1) : v.toFixed(4);
+    return Charts.unsigned(a >= 100 ? v.toFixed(1) : v.toFixed(4)); // a zero without a minus
   }
   function trimZeros(s) {
     return s.includes(".") && !s.includes("e") ? s.replace(/\.?0+$/, "") : s;
@@ -96,16 +98,28 @@
     return card;
   }
 
-  // The points of one metric's curve from where it is defined (charts.js, definedPoints).
-  function curvePoints(recs, field, name) {
+  // One model's points of one metric: null where the metric is not defined yet (the server
+  // decides, serving/curves.py), and nothing before the first event learned.
+  function curvePoints(recs, label, field, name) {
     const points = [];
     for (const r of recs) {
       const x = r.events_learned;
-      if (!(x > 0)) continue; // a metric of nothing learned yet is a placeholder, not a point
-      const v = r[field]?.[name];
-      if (Number.isFinite(v)) points.push([x, v]);
+      if (!(x > 0)) continue;
+      const model = (r.models || []).find((m) => m.label === label);
+      const v = model?.[field]?.[name];
+      if (v != null && Number.isFinite(v)) points.push([x, v]);
     }
-    return Charts.segments(points).flatMap(Charts.definedPoints);
+    return points;
+  }
+
+  // Every model the run has had, in the order the server lists them (which gives the colours),
+  // as the newest record that has each one says.
+  function models(recs) {
+    const byLabel = new Map();
+    for (const r of recs) for (const m of r.models || []) byLabel.set(m.label, m);
+    const order = new Map();
+    for (const r of recs) for (const m of r.models || []) if (!order.has(m.label)) order.set(m.label, order.size);
+    return [...byLabel.values()].sort((a, b) => order.get(a.label) - order.get(b.label));
   }
 
   function render() {
@@ -114,27 +128,57 @@
     document.body.dataset.records = String(recs.length);
     $("run-records").textContent = fmtInt(recs.length);
     const served = state.model && state.model.loaded ? state.model : null;
+    const all = models(recs);
+    const colorOf = new Map(all.map((m) => [m.label, m.color]));
+    const many = all.length > 1;
     const markers = served ? [{ x: served.events_learned, label: "served checkpoint" }] : [];
-    // The champion's drift detections (train --drift), where its detector fired.
-    for (const d of last?.drift?.recent || []) {
-      if (d.label === "champion" && d.events > 0) markers.push({ x: d.events, label: "drift", color: DRIFT });
+    // Promotions (who replaced whom) in the new champion's colour; drift detections in red,
+    // named by the model whose detector fired (train --drift).
+    for (const p of last?.promotions || []) {
+      markers.push({ x: p.events, label: `${p.to} replaces ${p.from}`, color: colorOf.get(p.to) || PROMOTION, solid: true });
+    }
+    for (const d of last?.drifts || []) {
+      if (d.events > 0) markers.push({ x: d.events, label: many ? `drift · ${d.model}` : "drift", color: DRIFT });
     }
 
-    // learning curves, one card per metric; same two colours on every card
+    // learning curves, one card per metric: with challengers, one colour per model (solid:
+    // whole run, dashed: rolling window); else the one model's two curves.
     metricNames().forEach((name) => {
       const card = curveCard(name);
-      const cumulative = curvePoints(recs, "metrics", name);
-      const rolling = curvePoints(recs, "rolling", name);
-      const series = [{ label: "cumulative (whole run)", color: CUMULATIVE, points: cumulative, width: 2.4 }];
-      if (rolling.length) series.push({ label: "rolling window", color: ROLLING, dash: true, points: rolling, width: 1.3 });
+      const series = [];
+      if (many) {
+        for (const m of all) {
+          const title = `${m.label} · ${m.spec}`;
+          series.push({ label: title, color: m.color, points: curvePoints(recs, m.label, "metrics", name), width: 2.2 });
+          const rolling = curvePoints(recs, m.label, "rolling", name);
+          if (rolling.length) series.push({ label: `${m.label} rolling`, color: m.color, dash: true, points: rolling, width: 1 });
+        }
+      } else {
+        const label = all[0]?.label;
+        series.push({ label: "cumulative (whole run)", color: CUMULATIVE, points: curvePoints(recs, label, "metrics", name), width: 2.4 });
+        const rolling = curvePoints(recs, label, "rolling", name);
+        if (rolling.length) series.push({ label: "rolling window", color: ROLLING, dash: true, points: rolling, width: 1.3 });
+      }
       Charts.render(card.host, { xLabel: "events learned", yLabel: name, format: "metric", series, markers });
-      const nowV = last?.metrics?.[name], nowR = last?.rolling?.[name];
       card.now.replaceChildren();
+      if (many) {
+        for (const m of (last?.models || [])) {
+          const span = document.createElement("span");
+          span.className = m.champion ? "model-now champion" : "model-now";
+          span.style.color = m.color;
+          span.textContent = `${m.label} ${fmtMetric(m.metrics?.[name])}`;
+          span.title = m.champion ? "champion (served)" : "challenger";
+          card.now.append(span);
+        }
+        return;
+      }
+      const nowV = last?.metrics?.[name], nowR = last?.rolling?.[name];
       const b = document.createElement("b");
       b.textContent = fmtMetric(nowV);
       card.now.append(b);
       if (nowR != null) card.now.append(`  ·  rolling ${fmtMetric(nowR)}`);
     });
+    renderModels(last);
 
     // throughput and lag over time
     const rate = [], lag = [];
@@ -149,6 +193,38 @@
     renderTiles(last);
     renderDeadLetters(last);
     if (window.streamtrainJoin) window.streamtrainJoin.render(last); // static/join.js
+  }
+
+  // The models table: champion and challengers as the newest record has them; hidden for a
+  // run with one model.
+  function renderModels(last) {
+    const list = last?.models || [];
+    const card = $("models");
+    card.hidden = list.length < 2;
+    if (card.hidden) return;
+    const names = Object.keys(last.metrics || {});
+    const head = document.createElement("tr");
+    for (const h of ["model", "spec", "role", "events learned", "since event", ...names]) {
+      const th = document.createElement("th");
+      th.textContent = h;
+      head.append(th);
+    }
+    const promoted = new Map((last.promotions || []).map((p) => [p.to, p.events]));
+    const rows = list.map((m) => {
+      const tr = document.createElement("tr");
+      tr.dataset.model = m.label;
+      const since = m.champion && promoted.has(m.label) ? promoted.get(m.label) : m.started_at;
+      const cells = [m.label, m.spec, m.champion ? "champion" : "challenger", fmtInt(m.events_learned), fmtInt(since), ...names.map((n) => fmtMetric(m.metrics?.[n]))];
+      cells.forEach((text, i) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (i === 0) { td.style.color = m.color; td.className = "strong"; }
+        if (i >= 3) td.className = (td.className + " num").trim();
+        tr.append(td);
+      });
+      return tr;
+    });
+    $("models-table").replaceChildren(head, ...rows);
   }
 
   function renderTiles(last) {
