@@ -132,3 +132,16 @@ def test_no_figure_keeps_the_sign_of_a_negative_zero() -> None:
     )
     (model,) = annotated["models"]
     assert str(model["metrics"]["MAE"]) == "0.0" and str(model["rolling"]["MAE"]) == "0.0"
+
+
+def test_a_record_naming_its_champion_marks_the_promotion_at_that_record() -> None:
+    # Trainers with a promotion gate name the champion in each report (train/reporting.py):
+    # the promotion is marked at the first report that names the new one.
+    views = ModelViews()
+    roster = {"tree": _challenger("HT", 0.8, 1000)}
+    views.annotate(_record(1000, 0.6, roster, champion="c0"))
+    after = views.annotate(
+        _record(1500, 0.8, {"c0": _challenger("LR", 0.6, 1500)}, champion="tree")
+    )
+    assert _by_label(after)["tree"]["champion"] and not _by_label(after)["c0"]["champion"]
+    assert views.promotions == [{"from": "c0", "to": "tree", "events": 1500}]

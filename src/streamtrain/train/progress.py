@@ -36,6 +36,8 @@ class Progress:
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # detector, on_drift, detections by label, recent ones (streamtrain.train.drift); None: off
     drift: Mapping[str, Any] | None = None
+    # The champion's label when a promotion gate decides it (one task); None otherwise
+    champion: str | None = None
 
     @property
     def total_lag(self) -> int:

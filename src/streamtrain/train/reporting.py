@@ -185,7 +185,17 @@ def progress(
         join=join_summary(registry),
         challengers=challenger_summary(registry),
         drift=drift_summary(registry),
+        champion=champion_label(registry),
     )
+
+
+def champion_label(registry: TaskRegistry) -> str | None:
+    """The label of the model a single task's promotion gate made champion; None without a
+    gate, or for a partitioned model (each replica's gate decides alone)."""
+    if registry.partitioned or len(registry.tasks) != 1:
+        return None
+    gate = next(iter(registry.tasks.values())).gate
+    return None if gate is None else gate.state.champion
 
 
 def promotion_summary(registry: TaskRegistry) -> dict[str, Any] | None:

@@ -82,6 +82,8 @@ def progress_record(
         record["challengers"] = challengers_record(progress.challengers)
     if progress.drift is not None:
         record["drift"] = dict(progress.drift)
+    if progress.champion is not None:  # the dashboard marks a promotion where it happened
+        record["champion"] = progress.champion
     return record
 
 
