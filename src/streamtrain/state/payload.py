@@ -23,14 +23,21 @@ Only :func:`thaw` unpickles, and only bytes that came out of a verified envelope
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import pickle
+import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
+from river.utils import VectorDict
 
 from streamtrain.state.envelope import OpenedCheckpoint, load_state
 
-__all__ = ["TrainState", "freeze", "model_of", "state_of", "thaw"]
+__all__ = ["TrainState", "freeze", "inline", "model_of", "share_keys", "state_of", "thaw"]
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -79,7 +86,7 @@ def thaw(
     label_offsets: Mapping[int, int] | None = None,
 ) -> TrainState:
     """A state from payload bytes this process made with :func:`freeze` (never foreign bytes)."""
-    return _from_dict(pickle.loads(payload), events_learned, offsets, label_offsets or {})
+    return _from_dict(_fast(pickle.loads(payload)), events_learned, offsets, label_offsets or {})
 
 
 def state_of(opened: OpenedCheckpoint, topic: str, labels_topic: str | None = None) -> TrainState:
@@ -87,13 +94,82 @@ def state_of(opened: OpenedCheckpoint, topic: str, labels_topic: str | None = No
     header = opened.header
     labels = header.offsets.get(labels_topic, {}) if labels_topic else {}
     return _from_dict(
-        load_state(opened), header.events_learned, header.offsets.get(topic, {}), labels
+        _fast(load_state(opened)), header.events_learned, header.offsets.get(topic, {}), labels
     )
 
 
 def model_of(opened: OpenedCheckpoint) -> Any:
     """Just the model of a verified checkpoint (what serving needs)."""
-    return load_state(opened)["model"]
+    return _fast(load_state(opened)["model"])
+
+
+# Containers whose entries share_keys walks; plain dict storage, so re-keying in place is safe.
+_PLAIN_DICTS = (dict, collections.defaultdict, collections.Counter)
+_ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), range)
+_OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, memoryview)
+_CACHED_KEY_BYTES = 64  # orjson caches object keys up to this length
+
+
+def share_keys(root: T) -> T:
+    """``root`` (unpickled state) with the ``str`` keys of its dicts replaced, in place and in
+    order, by the very objects orjson hands out for those keys.
+
+    Why: a dict lookup whose key *is* the stored key costs a pointer compare; an equal but
+    distinct string costs a full compare. A model that learned from decoded events holds
+    orjson's cached key objects, which every later event repeats; unpickling gives it new
+    ones, and every ``learn_one`` then pays the compare on every feature (10-17% slower,
+    bench/PROFILE.md). Asking orjson to decode the keys once returns its cached objects.
+    """
+    dicts: list[dict[Any, Any]] = []
+    vectors: list[Any] = []  # River's VectorDict (linear models' weights): no __dict__
+    seen: set[int] = set()
+    stack: list[Any] = [root]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, (*_ATOMS, *_OPAQUE)) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            if type(obj) in _PLAIN_DICTS:
+                dicts.append(obj)
+            stack.extend(obj.values())
+        elif isinstance(obj, VectorDict):
+            if obj.__reduce__()[1][1] is None:  # no mask: clear + set keeps it as it was
+                vectors.append(obj)
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        else:
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                stack.append(attrs)
+            for slot in getattr(type(obj), "__slots__", ()):
+                if isinstance(slot, str) and hasattr(obj, slot):
+                    stack.append(getattr(obj, slot))
+    names = {
+        k
+        for d in [*dicts, *vectors]
+        for k in d
+        if type(k) is str and len(k.encode("utf-8", "surrogatepass")) <= _CACHED_KEY_BYTES
+    }
+    if not names:
+        return root
+    try:
+        canonical = {k: k for k in orjson.loads(orjson.dumps(dict.fromkeys(names)))}
+    except orjson.JSONEncodeError:  # a key orjson cannot write (lone surrogate): keep them
+        return root
+    for d in dicts:
+        if any(type(k) is str and canonical.get(k, k) is not k for k in d):
+            items = list(d.items())
+            dict.clear(d)
+            for k, v in items:
+                dict.__setitem__(d, canonical.get(k, k) if type(k) is str else k, v)
+    for vector in vectors:
+        if any(type(k) is str and canonical.get(k, k) is not k for k in vector):
+            items = list(vector.items())
+            vector.clear()
+            for k, v in items:
+                vector[canonical.get(k, k) if type(k) is str else k] = v
+    return root
 
 
 def _from_dict(
@@ -115,4 +191,70 @@ def _from_dict(
         challengers=dict(payload.get("challengers", {})),
         drift=payload.get("drift"),
         promotion=payload.get("promotion"),
+    )
+
+
+def _fast(root: T) -> T:
+    return share_keys(inline(root))
+
+
+_MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+): attributes stored inline
+
+
+def inline(root: T) -> T:
+    """``root`` (unpickled state) with every plain Python object in it rebuilt attribute by
+    attribute, so that its attributes live inline again; containers are updated in place.
+
+    Why: CPython 3.11+ keeps a fresh object's attributes inline, where ``self.x`` is a fast
+    indexed load. Pickling reads ``obj.__dict__``, which turns them into a dict for good, and
+    unpickling fills that dict: River models came back 20-35% slower per event
+    (bench/PROFILE.md). Only objects pickled by the default protocol (state = ``__dict__``,
+    no ``__slots__``, no ``__reduce__`` of their own) are rebuilt, with the same attribute
+    values in the same order, and shared references stay shared.
+    """
+    memo: dict[int, Any] = {}
+    return _rebuilt(root, memo)
+
+
+def _rebuilt(obj: Any, memo: dict[int, Any]) -> Any:
+    if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+        return obj
+    done = memo.get(id(obj))
+    if done is not None:
+        return done
+    cls = type(obj)
+    if cls is tuple:
+        memo[id(obj)] = obj  # a cycle through a tuple keeps the old tuple
+        items = tuple(_rebuilt(v, memo) for v in obj)
+        new = obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
+        memo[id(obj)] = new
+        return new
+    memo[id(obj)] = obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            new_v = _rebuilt(v, memo)
+            if new_v is not v:
+                obj[k] = new_v
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            obj[i] = _rebuilt(v, memo)
+    elif _plain(cls):
+        attrs = obj.__dict__
+        new = object.__new__(cls)  # what _plain requires cls.__new__ to be
+        memo[id(obj)] = new
+        for k, v in attrs.items():
+            object.__setattr__(new, k, _rebuilt(v, memo))
+        return new
+    return obj
+
+
+def _plain(cls: type) -> bool:
+    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way)."""
+    return (
+        bool(cls.__flags__ & _MANAGED_DICT)
+        and cls.__reduce_ex__ is object.__reduce_ex__
+        and cls.__reduce__ is object.__reduce__
+        and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
+        and cls.__new__ is object.__new__
+        and not any("__slots__" in vars(c) for c in cls.__mro__)
     )
