@@ -109,3 +109,27 @@ def test_share_keys_keeps_types_order_values_and_leaves_other_mappings_alone() -
     assert [str(v) for v in root["m"].values()] == ["-0.0"] * 5  # values are the same objects
     assert list(root["o"].items()) == list(ordered.items())  # an OrderedDict is not re-keyed
     assert list(root["x"][0].items()) == list(mixed.items())
+
+
+class _Box:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def test_inline_never_splits_an_object_held_where_it_cannot_be_replaced() -> None:
+    shared, keyed, in_deque = _Box(1), _Box(2), _Box(3)
+    root = {
+        "a": [shared, keyed, in_deque, _Box(shared)],
+        "b": shared,
+        "as_key": {keyed: "k", (keyed, 1): "t"},
+        "q": collections.deque([in_deque]),
+    }
+    out = inline(pickle.loads(pickle.dumps(root)))
+    a = out["a"]
+    assert a[0] is out["b"] is a[3].value  # rebuilt once, every reference to it updated
+    assert type(a[0]) is _Box and a[0].value == 1
+    assert a[1] in out["as_key"] and (a[1], 1) in out["as_key"]  # the key kept its identity
+    assert out["q"][0] is a[2]  # held by a deque: kept, not split

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import pickle
 import types
 from collections.abc import Mapping
@@ -212,38 +213,75 @@ def inline(root: T) -> T:
     no ``__slots__``, no ``__reduce__`` of their own) are rebuilt, with the same attribute
     values in the same order, and shared references stay shared.
     """
-    memo: dict[int, Any] = {}
-    return _rebuilt(root, memo)
+    # Keyed by id: the memo holds each old object beside its replacement, so none is freed
+    # (and its id reused) while the walk runs.
+    memo: dict[int, tuple[Any, Any]] = {}
+    return _rebuilt(root, memo, _pinned(root))
 
 
-def _rebuilt(obj: Any, memo: dict[int, Any]) -> Any:
+def _pinned(root: Any) -> set[int]:
+    """The ids of the objects :func:`_rebuilt` must keep as they are: those held where it cannot
+    put a rebuilt one (a dict key, a set, a tuple that is a key, a deque, a C object). Rebuilding
+    them would split one object into two."""
+    pinned: set[int] = set()
+    seen: set[tuple[int, bool]] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, held = stack.pop()
+        if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+            continue
+        if held:
+            pinned.add(id(obj))
+        if (id(obj), held) in seen or (id(obj), True) in seen:
+            continue
+        seen.add((id(obj), held))
+        cls = type(obj)
+        if isinstance(obj, dict):
+            stack.extend((k, True) for k in obj)
+            stack.extend((v, False) for v in obj.values())
+        elif isinstance(obj, list):
+            stack.extend((v, False) for v in obj)
+        elif cls is tuple:
+            stack.extend((v, held) for v in obj)
+        elif _plain(cls):
+            stack.extend((v, False) for v in obj.__dict__.values())
+        else:
+            stack.extend((v, True) for v in gc.get_referents(obj))
+    return pinned
+
+
+def _rebuilt(obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int]) -> Any:
     if isinstance(obj, (*_ATOMS, *_OPAQUE)):
         return obj
     done = memo.get(id(obj))
     if done is not None:
-        return done
+        return done[1]
     cls = type(obj)
+    memo[id(obj)] = (obj, obj)
     if cls is tuple:
-        memo[id(obj)] = obj  # a cycle through a tuple keeps the old tuple
-        items = tuple(_rebuilt(v, memo) for v in obj)
-        new = obj if all(a is b for a, b in zip(items, obj, strict=True)) else items
-        memo[id(obj)] = new
-        return new
-    memo[id(obj)] = obj
+        items = tuple(_rebuilt(v, memo, pinned) for v in obj)
+        if id(obj) in pinned or all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        memo[id(obj)] = (obj, items)  # (a cycle through it keeps the old)
+        return items
     if isinstance(obj, dict):
         for k, v in obj.items():
-            new_v = _rebuilt(v, memo)
+            new_v = _rebuilt(v, memo, pinned)
             if new_v is not v:
                 obj[k] = new_v
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            obj[i] = _rebuilt(v, memo)
+            obj[i] = _rebuilt(v, memo, pinned)
     elif _plain(cls):
         attrs = obj.__dict__
+        if id(obj) in pinned:  # kept, its attributes brought up to date in place
+            for k, v in attrs.items():
+                attrs[k] = _rebuilt(v, memo, pinned)
+            return obj
         new = object.__new__(cls)  # what _plain requires cls.__new__ to be
-        memo[id(obj)] = new
+        memo[id(obj)] = (obj, new)
         for k, v in attrs.items():
-            object.__setattr__(new, k, _rebuilt(v, memo))
+            object.__setattr__(new, k, _rebuilt(v, memo, pinned))
         return new
     return obj
 
