@@ -569,11 +569,18 @@ CONTENDERS = {
 
 
 def _joined_contenders() -> None:
+    from costs import challengers, coldstart
     from formats import format_contender
     from joined import joined, pending_memory
 
     CONTENDERS.update(
-        {"joined": joined, "pending_memory": pending_memory, "format": format_contender}
+        {
+            "joined": joined,
+            "pending_memory": pending_memory,
+            "format": format_contender,
+            "coldstart": coldstart,
+            "challengers": challengers,
+        }
     )
 
 

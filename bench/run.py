@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -36,18 +35,10 @@ if (ROOT / "src").is_dir():
     sys.path.insert(0, str(ROOT / "src"))
 
 from contenders import RESULT_PREFIX, phishing_events, seed_bytes  # noqa: E402
+from report import markdown, verdicts  # noqa: E402
 
 from streamtrain.broker.process import free_ports  # noqa: E402
 from streamtrain.train.clients import CONSUMER_DEFAULTS  # noqa: E402
-
-TARGETS = {
-    "per_event_vs_limit": 0.85,
-    "per_event_vs_seed": 2.0,
-    "fast_vs_limit": 5.0,
-    "latency_p99_ms": 25.0,
-    "rss_growth": 0.10,
-    "metric_tolerance": 1e-9,
-}
 
 
 def log(message: str) -> None:
@@ -146,7 +137,10 @@ def main() -> int:
     parser.add_argument("--render", type=Path, help="only re-render the report of a results.json")
     opts = parser.parse_args()
     if opts.render is not None:
-        print(markdown(json.loads(opts.render.read_text())))
+        rendered = json.loads(opts.render.read_text())
+        if "versions" in rendered:  # a run of this version: its table from its own figures
+            rendered["verdicts"] = verdicts(rendered)
+        print(markdown(rendered))
         return 0
     if opts.quick:
         opts.events = min(opts.events, 20_000)
@@ -173,7 +167,9 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
         },
+        "versions": versions(),
     }
     with tempfile.TemporaryDirectory(prefix="streamtrain-bench-") as tmp, ExitStack() as stack:
         bootstrap = bench_broker(opts.bootstrap, Path(tmp), stack)
@@ -238,6 +234,14 @@ def main() -> int:
             "fast path named": child("latency", {**lat, "fast": True, "named": True}, env),
         }
 
+        log("cold start: process start -> first event learned (numba cache warm, then empty)")
+        results["coldstart"] = run_coldstart(bootstrap, topic, Path(tmp), env)
+
+        log("cost per challenger: named per-event with 0, 1 and 3 challengers")
+        results["challengers"] = run_challengers(
+            base, min(n, 10_000 if opts.quick else 40_000), opts.reps, env
+        )
+
         if opts.with_scaling:
             from scaling import run_scaling
 
@@ -271,9 +275,11 @@ def main() -> int:
         ),
     }
     results["bench_seconds"] = time.perf_counter() - began
-    results["verdicts"] = verdicts(results)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     out: Path = opts.out
     out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    results["verdicts"] = verdicts(results)  # after the raw figures are safe on disk
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     report = markdown(results)
     (out / "results.md").write_text(report)
@@ -299,186 +305,57 @@ def run_formats(tmp: Path, n: int, reps: int, env: dict[str, str]) -> dict[str, 
     return {fmt: summarize(done) for fmt, done in runs.items()}
 
 
-def verdicts(r: dict[str, Any]) -> dict[str, Any]:
-    t = r["throughput"]
-    rate: Callable[[str], float] = lambda label: t[label]["events_per_second"]  # noqa: E731
-    limit_metric = t["limit"]["metric"]
-    learners = [k for k in t if t[k]["metric"] is not None]
-    max_diff = max(abs(t[k]["metric"] - limit_metric) for k in learners)
-    rss_fast = r["rss"]["fast path"]["rss_mb"]
-    keys = sorted(rss_fast, key=int)
-    growth = rss_fast[keys[-1]] / rss_fast[keys[0]] - 1
-    rss_pe = r["rss"]["per-event"]["rss_mb"]
-    keys_pe = sorted(rss_pe, key=int)
-    growth_pe = rss_pe[keys_pe[-1]] / rss_pe[keys_pe[0]] - 1
-    p99 = r["latency"]["fast path"]["p99_ms"]
-    p99_stock = r["latency"]["streamtrain per-event"]["p99_ms"]
-    v = {
-        "streamtrain named (checkpoints on) / limit >= 0.85": rate("streamtrain named")
-        / rate("limit"),
-        "streamtrain / seed >= 2": rate("streamtrain") / rate("seed"),
-        "fast path / limit >= 5 (end to end over Kafka)": rate("fast path") / rate("limit"),
-        "fast path named / limit >= 5": rate("fast path named") / rate("limit"),
-        "final metrics equal to River's loop (max |diff| <= 1e-9)": max_diff,
-        "latency p99 at 1,000 ev/s <= 25 ms (fast path)": p99,
-        "latency p99 at 1,000 ev/s <= 25 ms (per-event)": p99_stock,
-        "RSS growth 100k -> 1M <= 10% (fast path)": growth,
-        "RSS growth 100k -> 200k <= 10% (per-event)": growth_pe,
+def versions() -> dict[str, str]:
+    """The versions the figures depend on (librdkafka above all: its fetcher sets the pace)."""
+    import confluent_kafka
+    import numba
+    import river
+
+    return {
+        "python": platform.python_version(),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "confluent-kafka": str(confluent_kafka.__version__),
+        "river": river.__version__,
+        "numba": numba.__version__,
     }
-    met = {
-        "streamtrain named (checkpoints on) / limit >= 0.85": v[
-            "streamtrain named (checkpoints on) / limit >= 0.85"
-        ]
-        >= 0.85,
-        "streamtrain / seed >= 2": v["streamtrain / seed >= 2"] >= 2,
-        "fast path / limit >= 5 (end to end over Kafka)": v[
-            "fast path / limit >= 5 (end to end over Kafka)"
-        ]
-        >= 5,
-        "fast path named / limit >= 5": v["fast path named / limit >= 5"] >= 5,
-        "final metrics equal to River's loop (max |diff| <= 1e-9)": max_diff <= 1e-9,
-        "latency p99 at 1,000 ev/s <= 25 ms (fast path)": p99 <= 25,
-        "latency p99 at 1,000 ev/s <= 25 ms (per-event)": p99_stock <= 25,
-        "RSS growth 100k -> 1M <= 10% (fast path)": growth <= 0.10,
-        "RSS growth 100k -> 200k <= 10% (per-event)": growth_pe <= 0.10,
+
+
+def run_coldstart(bootstrap: str, topic: str, tmp: Path, env: dict[str, str]) -> dict[str, Any]:
+    """Process start -> first event learned, per-event and fast path, with numba's cache
+    empty (a fresh NUMBA_CACHE_DIR: the fast path compiles its kernel) and then warm (the
+    same directory again: it loads the kernel from there)."""
+    out: dict[str, Any] = {}
+    for label, fast in (("per-event", False), ("fast path", True)):
+        cache = tmp / f"numba-cold-{'fast' if fast else 'per-event'}"
+        cache_env = {**env, "NUMBA_CACHE_DIR": str(cache)}
+        for state in ("cold", "warm"):
+            args = {"bootstrap": bootstrap, "topic": topic, "fast": fast}
+            out[f"{label}, cache {state}"] = child(
+                "coldstart", {**args, "spawned_at": time.time()}, cache_env
+            )
+    return out
+
+
+def run_challengers(base: dict[str, Any], n: int, reps: int, env: dict[str, str]) -> dict[str, Any]:
+    """A named per-event trainer with 0, 1 and 3 challengers (repetitions interleaved)."""
+    from costs import CHALLENGER_SPECS
+
+    runs: dict[str, list[dict[str, Any]]] = {"0": [], "1": [], "3": []}
+    for _ in range(reps):
+        for count, done in runs.items():
+            specs = list(CHALLENGER_SPECS[: int(count)])
+            done.append(child("challengers", {**base, "events": n, "challengers": specs}, env))
+    return {
+        count: {
+            **summarize(done),
+            "river_events_per_second": statistics.median(
+                r["events"] / r["river_seconds"] for r in done
+            ),
+            "specs": list(CHALLENGER_SPECS[: int(count)]),
+            "payload_bytes": done[0]["payload_bytes"],
+        }
+        for count, done in runs.items()
     }
-    return {k: {"value": v[k], "met": met[k]} for k in v}
-
-
-def markdown(r: dict[str, Any]) -> str:
-    w = r["workload"]
-    t = r["throughput"]
-    limit = t["limit"]["events_per_second"]
-    seed = t["seed"]["events_per_second"]
-    lines = [
-        "# streamtrain benchmark",
-        "",
-        f"{w['events']:,} events of {w['shape']}; `{w['pipeline']}`, {w['metric']}; "
-        f"batch {w['batch_size']}; median of {w['repetitions']} runs (min–max), each run its "
-        f"own process. Machine: {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. "
-        "Throughput is timed from the first record received to the last event learned.",
-        "",
-        "| contender | events/s | min–max | × limit | × seed | peak RSS MB | final ROCAUC |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, s in t.items():
-        rate = s["events_per_second"]
-        metric = "—" if s["metric"] is None else f"{s['metric']:.12f}"
-        lines.append(
-            f"| {label} | {rate:,.0f} | {s['min']:,.0f}–{s['max']:,.0f} | {rate / limit:.2f} | "
-            f"{rate / seed:.2f} | {s['peak_rss_mb']:.0f} | {metric} |"
-        )
-    lines += ["", "## Targets", "", "| target | value | met |", "|---|---:|:---:|"]
-    for k, v in r["verdicts"].items():
-        value = v["value"]
-        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-        lines.append(f"| {k} | {shown} | {'yes' if v['met'] else 'NO'} |")
-    if "join" in r:
-        lines += _join_lines(r["join"])
-    if "formats" in r:
-        lines += _format_lines(r["formats"])
-    lines += [
-        "",
-        "## End-to-end latency at a steady 1,000 events/s (record timestamp → learned)",
-        "",
-        "| trainer | p50 ms | p99 ms | max ms | events |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for k, v in r["latency"].items():
-        lines.append(
-            f"| {k} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} | {v['max_ms']:.1f} | {v['events']:,} |"
-        )
-    lines += [
-        "",
-        "## Per-event cost vs number of features (in process, µs per event)",
-        "",
-        "| features | River loop | fast path (learn_many) | decode_event | decode_batch "
-        "(bulk, into the matrix) | River / fast |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for d, v in r["features"].items():
-        if not d.isdigit():
-            continue
-        bulk = v.get("decode_batch_us")  # older results.json files lack it
-        lines.append(
-            f"| {int(d):,} | {v['river_us']:.1f} | {v['fast_us']:.2f} | {v['decode_us']:.2f} | "
-            f"{'—' if bulk is None else f'{bulk:.2f}'} | {v['river_us'] / v['fast_us']:.0f} |"
-        )
-    lines += [
-        "",
-        "## Checkpoint transaction time vs model size (named models)",
-        "",
-        "| features | payload bytes | pickle ms | commit ms median (min–max) |",
-        "|---:|---:|---:|---:|",
-    ]
-    for d, v in r["checkpoint"].items():
-        if not d.isdigit():
-            continue
-        lines.append(
-            f"| {int(d):,} | {v['payload_bytes']:,} | {v['pickle_ms_median']:.2f} | "
-            f"{v['commit_ms_median']:.1f} ({v['commit_ms_min']:.1f}–{v['commit_ms_max']:.1f}) |"
-        )
-    lines += ["", "## Memory (RSS in process, decode + learn)", ""]
-    for k, v in r["rss"].items():
-        points = ", ".join(f"{int(at):,} events: {mb:.1f} MB" for at, mb in v["rss_mb"].items())
-        lines.append(f"- {k}: {points}")
-    if "scaling" in r:
-        lines += ["", "## Scale-out (bench/scaling.py)", ""]
-        lines += [f"- {k}: {v}" for k, v in r["scaling"].items()]
-    j = r["jit"]
-    lines += [
-        "",
-        "## Fast path JIT",
-        "",
-        f"- first call, empty numba cache (import numba + compile): "
-        f"{j['first_call_compile_seconds']:.2f} s",
-        f"- later processes (import numba + load from cache): {j['cached_load_seconds']:.2f} s",
-        "",
-        f"Benchmark wall time: {r['bench_seconds']:.0f} s.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _format_lines(f: dict[str, Any]) -> list[str]:
-    json_rate = f["json"]["events_per_second"]
-    lines = [
-        "",
-        "## Record formats: the same flat Phishing events (decode + learn per event, no Kafka)",
-        "",
-        "| format | events/s | vs flat JSON | bytes/event | ROCAUC |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for fmt, v in f.items():
-        rate = v["events_per_second"]
-        size = v["raw"][0]["bytes_per_event"]
-        lines.append(
-            f"| {fmt} | {rate:,.0f} | {rate / json_rate:.2f}x | {size:.0f} | {v['metric']:.6f} |"
-        )
-    return lines
-
-
-def _join_lines(j: dict[str, Any]) -> list[str]:
-    inline = j["inline"]["events"] / j["inline"]["seconds"]
-    delayed = j["delayed"]["events_per_second"]
-    p = j["pending"]
-    equal = "equal" if j["delayed"]["metric"] == j["delayed"]["river_metric"] else "DIFFERENT"
-    return [
-        "",
-        "## Labels 1,000 events later, on their own topic (train --labels-topic)",
-        "",
-        "| stream | events/s | × inline | final ROCAUC |",
-        "|---|---:|---:|---:|",
-        f"| labels inline (per-event) | {inline:,.0f} | 1.00 | {j['inline']['metric']:.12f} |",
-        f"| labels 1,000 events later | {delayed:,.0f} | {delayed / inline:.2f} | "
-        f"{j['delayed']['metric']:.12f} |",
-        "",
-        f"River's progressive_val_score(delay=1000) on the same events: "
-        f"{j['delayed']['river_metric']:.12f} ({equal}). Pending state: "
-        f"{p['heap_bytes_per_pending']:,.0f} bytes of heap and "
-        f"{p['checkpoint_bytes_per_pending']:,.0f} bytes of checkpoint per waiting prediction "
-        f"({p['pending']:,} waiting).",
-    ]
 
 
 if __name__ == "__main__":

@@ -26,14 +26,22 @@ Only :func:`thaw` unpickles, and only bytes that came out of a verified envelope
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import gc
 import pickle
+import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
+from river.utils import VectorDict
 
 from streamtrain.state.envelope import OpenedCheckpoint, load_state
 
-__all__ = ["TrainState", "freeze", "model_of", "state_of", "thaw"]
+__all__ = ["TrainState", "freeze", "inline", "model_of", "share_keys", "state_of", "thaw"]
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -88,7 +96,7 @@ def thaw(
     label_offsets: Mapping[int, int] | None = None,
 ) -> TrainState:
     """A state from payload bytes this process made with :func:`freeze` (never foreign bytes)."""
-    return _from_dict(pickle.loads(payload), events_learned, offsets, label_offsets or {})
+    return _from_dict(_fast(pickle.loads(payload)), events_learned, offsets, label_offsets or {})
 
 
 def state_of(opened: OpenedCheckpoint, topic: str, labels_topic: str | None = None) -> TrainState:
@@ -96,13 +104,82 @@ def state_of(opened: OpenedCheckpoint, topic: str, labels_topic: str | None = No
     header = opened.header
     labels = header.offsets.get(labels_topic, {}) if labels_topic else {}
     return _from_dict(
-        load_state(opened), header.events_learned, header.offsets.get(topic, {}), labels
+        _fast(load_state(opened)), header.events_learned, header.offsets.get(topic, {}), labels
     )
 
 
 def model_of(opened: OpenedCheckpoint) -> Any:
     """Just the model of a verified checkpoint (what serving needs)."""
-    return load_state(opened)["model"]
+    return _fast(load_state(opened)["model"])
+
+
+# Containers whose entries share_keys walks; plain dict storage, so re-keying in place is safe.
+_PLAIN_DICTS = (dict, collections.defaultdict, collections.Counter)
+_ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), range)
+_OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, memoryview)
+_CACHED_KEY_BYTES = 64  # orjson caches object keys up to this length
+
+
+def share_keys(root: T) -> T:
+    """``root`` (unpickled state) with the ``str`` keys of its dicts replaced, in place and in
+    order, by the very objects orjson hands out for those keys.
+
+    Why: a dict lookup whose key *is* the stored key costs a pointer compare; an equal but
+    distinct string costs a full compare. A model that learned from decoded events holds
+    orjson's cached key objects, which every later event repeats; unpickling gives it new
+    ones, and every ``learn_one`` then pays the compare on every feature (10-17% slower,
+    bench/PROFILE.md). Asking orjson to decode the keys once returns its cached objects.
+    """
+    dicts: list[dict[Any, Any]] = []
+    vectors: list[Any] = []  # River's VectorDict (linear models' weights): no __dict__
+    seen: set[int] = set()
+    stack: list[Any] = [root]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, (*_ATOMS, *_OPAQUE)) or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            if type(obj) in _PLAIN_DICTS:
+                dicts.append(obj)
+            stack.extend(obj.values())
+        elif isinstance(obj, VectorDict):
+            if obj.__reduce__()[1][1] is None:  # no mask: clear + set keeps it as it was
+                vectors.append(obj)
+        elif isinstance(obj, list | tuple | set | frozenset):
+            stack.extend(obj)
+        else:
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                stack.append(attrs)
+            for slot in getattr(type(obj), "__slots__", ()):
+                if isinstance(slot, str) and hasattr(obj, slot):
+                    stack.append(getattr(obj, slot))
+    names = {
+        k
+        for d in [*dicts, *vectors]
+        for k in d
+        if type(k) is str and len(k.encode("utf-8", "surrogatepass")) <= _CACHED_KEY_BYTES
+    }
+    if not names:
+        return root
+    try:
+        canonical = {k: k for k in orjson.loads(orjson.dumps(dict.fromkeys(names)))}
+    except orjson.JSONEncodeError:  # a key orjson cannot write (lone surrogate): keep them
+        return root
+    for d in dicts:
+        if any(type(k) is str and canonical.get(k, k) is not k for k in d):
+            items = list(d.items())
+            dict.clear(d)
+            for k, v in items:
+                dict.__setitem__(d, canonical.get(k, k) if type(k) is str else k, v)
+    for vector in vectors:
+        if any(type(k) is str and canonical.get(k, k) is not k for k in vector):
+            items = list(vector.items())
+            vector.clear()
+            for k, v in items:
+                vector[canonical.get(k, k) if type(k) is str else k] = v
+    return root
 
 
 def _from_dict(
@@ -126,4 +203,107 @@ def _from_dict(
         promotion=payload.get("promotion"),
         requests=payload.get("requests"),
         keep_versions=payload.get("keep_versions"),
+    )
+
+
+def _fast(root: T) -> T:
+    return share_keys(inline(root))
+
+
+_MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+): attributes stored inline
+
+
+def inline(root: T) -> T:
+    """``root`` (unpickled state) with every plain Python object in it rebuilt attribute by
+    attribute, so that its attributes live inline again; containers are updated in place.
+
+    Why: CPython 3.11+ keeps a fresh object's attributes inline, where ``self.x`` is a fast
+    indexed load. Pickling reads ``obj.__dict__``, which turns them into a dict for good, and
+    unpickling fills that dict: River models came back 20-35% slower per event
+    (bench/PROFILE.md). Only objects pickled by the default protocol (state = ``__dict__``,
+    no ``__slots__``, no ``__reduce__`` of their own) are rebuilt, with the same attribute
+    values in the same order, and shared references stay shared.
+    """
+    # Keyed by id: the memo holds each old object beside its replacement, so none is freed
+    # (and its id reused) while the walk runs.
+    memo: dict[int, tuple[Any, Any]] = {}
+    return _rebuilt(root, memo, _pinned(root))
+
+
+def _pinned(root: Any) -> set[int]:
+    """The ids of the objects :func:`_rebuilt` must keep as they are: those held where it cannot
+    put a rebuilt one (a dict key, a set, a tuple that is a key, a deque, a C object). Rebuilding
+    them would split one object into two."""
+    pinned: set[int] = set()
+    seen: set[tuple[int, bool]] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, held = stack.pop()
+        if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+            continue
+        if held:
+            pinned.add(id(obj))
+        if (id(obj), held) in seen or (id(obj), True) in seen:
+            continue
+        seen.add((id(obj), held))
+        cls = type(obj)
+        if isinstance(obj, dict):
+            stack.extend((k, True) for k in obj)
+            stack.extend((v, False) for v in obj.values())
+        elif isinstance(obj, list):
+            stack.extend((v, False) for v in obj)
+        elif cls is tuple:
+            stack.extend((v, held) for v in obj)
+        elif _plain(cls):
+            stack.extend((v, False) for v in obj.__dict__.values())
+        else:
+            stack.extend((v, True) for v in gc.get_referents(obj))
+    return pinned
+
+
+def _rebuilt(obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int]) -> Any:
+    if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+        return obj
+    done = memo.get(id(obj))
+    if done is not None:
+        return done[1]
+    cls = type(obj)
+    memo[id(obj)] = (obj, obj)
+    if cls is tuple:
+        items = tuple(_rebuilt(v, memo, pinned) for v in obj)
+        if id(obj) in pinned or all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        memo[id(obj)] = (obj, items)  # (a cycle through it keeps the old)
+        return items
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            new_v = _rebuilt(v, memo, pinned)
+            if new_v is not v:
+                obj[k] = new_v
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            obj[i] = _rebuilt(v, memo, pinned)
+    elif _plain(cls):
+        attrs = obj.__dict__
+        if id(obj) in pinned:  # kept, its attributes brought up to date in place
+            for k, v in attrs.items():
+                attrs[k] = _rebuilt(v, memo, pinned)
+            return obj
+        new = object.__new__(cls)  # what _plain requires cls.__new__ to be
+        memo[id(obj)] = (obj, new)
+        for k, v in attrs.items():
+            object.__setattr__(new, k, _rebuilt(v, memo, pinned))
+        return new
+    return obj
+
+
+def _plain(cls: type) -> bool:
+    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way)."""
+    return (
+        bool(cls.__flags__ & _MANAGED_DICT)
+        and cls.__reduce_ex__ is object.__reduce_ex__
+        and cls.__reduce__ is object.__reduce__
+        and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
+        and cls.__new__ is object.__new__
+        and not any("__slots__" in vars(c) for c in cls.__mro__)
     )
