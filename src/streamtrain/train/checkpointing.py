@@ -12,6 +12,12 @@ itself (retries, deadlines, aborts, replacing a producer that failed or got stuc
 caller gets :class:`~streamtrain.kafka.transactions.TransactionAborted` and rolls its tasks back
 to :attr:`Checkpointing.committed` — read back from the checkpoint topic first when the producer
 was replaced, since only the broker knows whether that last commit landed.
+
+A commit is three steps so that learning need not wait for it: :meth:`Checkpointing.prepare`
+(on the learning thread: a :class:`Snapshot` that shares nothing with live state),
+:meth:`Checkpointing.send` (on the committer thread, :mod:`streamtrain.train.committer`: the
+transaction), :meth:`Checkpointing.settle` (on the learning thread again: ``committed``). So the
+learning thread is the one writer of ``committed``.
 """
 
 from __future__ import annotations
