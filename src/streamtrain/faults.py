@@ -7,7 +7,10 @@ Crash points: ``after-learn`` (a batch learned, nothing committed),
 ``before-commit`` (offsets sent to the transaction, commit not yet requested),
 ``after-join-predict`` (a joined task predicted a feature event, inside its join step: the
 batch half done, its prediction and join state in memory only), ``after-request-applied`` (a
-task applied requests from ``streamtrain models``, its checkpoint not yet committed).
+task applied requests from ``streamtrain models``, its checkpoint not yet committed),
+``commit-behind-learning`` (a checkpoint transaction filled on the committer thread, not yet
+committed, while the learning thread has learned past its snapshot; the committer waits for
+that before crashing).
 
 Hang points block the calling thread for good instead, as librdkafka's transactional calls
 sometimes do after a broker restart: ``hang-commit`` (the ``n``-th ``commit_transaction``).
@@ -41,6 +44,11 @@ def crash_point(point: str) -> None:
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] >= _ARMED[1]:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def will_crash(point: str) -> bool:
+    """Whether the next :func:`crash_point` ``point`` kills (to set the scene for it first)."""
+    return _ARMED is not None and _ARMED[0] == point and _counts.get(point, 0) + 1 >= _ARMED[1]
 
 
 def hang_point(point: str) -> None:

@@ -204,6 +204,11 @@ def register(subparsers: Any) -> None:
         help="checkpoint after N learned events at the latest [default: 100000]",
     )
     durable.add_argument(
+        "--commit-in-background",
+        action=argparse.BooleanOptionalAction,
+        help="keep learning while a checkpoint commits (no: wait for each commit) [default: yes]",
+    )
+    durable.add_argument(
         "--transaction-timeout",
         type=float,
         metavar="SECONDS",
@@ -352,6 +357,7 @@ def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainS
         "fast_path": args.fast_path,
         "checkpoint_interval": args.checkpoint_interval,
         "checkpoint_every": args.checkpoint_every,
+        "commit_in_background": args.commit_in_background,
         "checkpoint_topic": args.checkpoint_topic,
         "keep_versions_for": args.keep_versions_for,
         "keep_versions": args.keep_versions,

@@ -12,6 +12,12 @@ itself (retries, deadlines, aborts, replacing a producer that failed or got stuc
 caller gets :class:`~streamtrain.kafka.transactions.TransactionAborted` and rolls its tasks back
 to :attr:`Checkpointing.committed` — read back from the checkpoint topic first when the producer
 was replaced, since only the broker knows whether that last commit landed.
+
+A commit is three steps so that learning need not wait for it: :meth:`Checkpointing.prepare`
+(on the learning thread: a :class:`Snapshot` that shares nothing with live state),
+:meth:`Checkpointing.send` (on the committer thread, :mod:`streamtrain.train.committer`: the
+transaction), :meth:`Checkpointing.settle` (on the learning thread again: ``committed``). So the
+learning thread is the one writer of ``committed``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from streamtrain.train.clients import producer_config
 from streamtrain.train.outputs import OutputRecord
 from streamtrain.train.settings import TrainSettings
 
-__all__ = ["Checkpointing", "CommittedState", "open_checkpointing"]
+__all__ = ["Checkpointing", "CommittedState", "Snapshot", "open_checkpointing"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,28 @@ class CommittedState:
 
     def thaw(self) -> TrainState:
         return thaw(self.payload, self.events_learned, self.offsets, self.label_offsets)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSnapshot:
+    """One task's checkpoint in a snapshot: its state as it will be committed, and where its
+    record goes (the checkpoint topic, and the history topic when kept)."""
+
+    key: str
+    header: CheckpointHeader
+    state: CommittedState
+    destinations: list[tuple[str, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """One checkpoint transaction's content, taken at a batch boundary: nothing in it is
+    shared with state the learning thread goes on changing."""
+
+    outputs: list[OutputRecord]
+    tasks: list[TaskSnapshot]
+    offsets: list[TopicPartition]
+    group_metadata: object
 
 
 class Checkpointing:
@@ -147,31 +175,63 @@ class Checkpointing:
 
         Raises :class:`TransactionAborted` once :attr:`committed` holds what the broker has.
         """
-        txn = self.txn
-        frozen: dict[str, CommittedState] = {}
+        snapshot = self.prepare(states, metric_values, outputs, group_metadata)
         try:
-            for out in outputs:
-                txn.produce(out.topic, out.value, out.key, headers=out.headers)
-            frozen = {
-                key: self._produce_checkpoint(key, state, metric_values.get(key, {}))
-                for key, state in states.items()
-            }
-            crash_point("after-checkpoint-produced")
-            offsets = [
-                TopicPartition(topic, p, o)
-                for state in states.values()
-                for topic, parts in self._offsets(state).items()
-                for p, o in parts.items()
-            ]
-            txn.commit(offsets, group_metadata)
+            self.send(snapshot)
         except TransactionAborted as aborted:
-            if aborted.replaced:
-                self._read_back()
-                if frozen and all(self.committed[k].header == c.header for k, c in frozen.items()):
-                    self._committed(frozen)  # it landed before the producer failed
+            self.settle(snapshot, aborted)
             raise
-        self.committed.update(frozen)
-        self._committed(frozen)
+        self.settle(snapshot, None)
+
+    # The three steps of a commit: prepare (the learning thread: a snapshot of mutable state),
+    # send (the producer's thread: the transaction), settle (the learning thread again).
+
+    def prepare(
+        self,
+        states: Mapping[str, TrainState],
+        metric_values: Mapping[str, dict[str, float]],
+        outputs: Iterable[OutputRecord],
+        group_metadata: object,
+    ) -> Snapshot:
+        """Everything the transaction needs, copied: learning may go on while it is sent."""
+        tasks = [
+            self._snapshot_task(key, state, metric_values.get(key, {}))
+            for key, state in states.items()
+        ]
+        offsets = [
+            TopicPartition(topic, p, o)
+            for state in states.values()
+            for topic, parts in self._offsets(state).items()
+            for p, o in parts.items()
+        ]
+        return Snapshot(list(outputs), tasks, offsets, group_metadata)
+
+    def send(self, snapshot: Snapshot, in_flight: Callable[[], None] = lambda: None) -> None:
+        """The transaction: outputs, signed checkpoint records, offsets, commit. Touches only
+        ``snapshot`` and the producer; raises what :meth:`TransactionalProducer.commit` does.
+        ``in_flight()`` is called just before the commit (a crash point)."""
+        txn = self.txn
+        for out in snapshot.outputs:
+            txn.produce(out.topic, out.value, out.key, headers=out.headers)
+        for task in snapshot.tasks:
+            envelope = seal(task.header, task.state.payload, self.key)
+            for topic, partition in task.destinations:
+                txn.produce(topic, envelope, task.key, partition=partition)
+        crash_point("after-checkpoint-produced")
+        in_flight()
+        txn.commit(snapshot.offsets, snapshot.group_metadata)
+
+    def settle(self, snapshot: Snapshot, error: TransactionAborted | None) -> None:
+        """Remember what :meth:`send` made durable: all of ``snapshot`` (``error`` None), or,
+        after an abort that replaced the producer, what the broker says landed."""
+        frozen = {task.key: task.state for task in snapshot.tasks}
+        if error is None:
+            self.committed.update(frozen)
+            self._committed(frozen)
+        elif error.replaced:
+            self._read_back()
+            if frozen and all(self.committed[k].header == c.header for k, c in frozen.items()):
+                self._committed(frozen)  # it landed before the producer failed
 
     def _committed(self, frozen: Mapping[str, CommittedState]) -> None:
         log.debug(
@@ -180,9 +240,9 @@ class Checkpointing:
         self.checkpoints += 1
         self._last_time = self.clock()
 
-    def _produce_checkpoint(
+    def _snapshot_task(
         self, task_key: str, state: TrainState, metrics: dict[str, float]
-    ) -> CommittedState:
+    ) -> TaskSnapshot:
         previous = self.committed.get(task_key)
         last = previous.header.sequence if previous is not None and previous.header else 0
         gate = state.promotion or {}
@@ -199,24 +259,19 @@ class Checkpointing:
             champion=gate.get("champion"),
             promotion_rule=gate.get("rule"),
         )
-        payload = freeze(state)
-        envelope = seal(header, payload, self.key)
-        self.txn.produce(
-            self.store.topic,
-            envelope,
-            task_key,
-            partition=checkpoint_partition(task_key, self._partitions),
-        )
+        destinations = [(self.store.topic, checkpoint_partition(task_key, self._partitions))]
         if self.history is not None:
-            self.txn.produce(
-                self.history.topic,
-                envelope,
-                task_key,
-                partition=checkpoint_partition(task_key, self._history_partitions),
+            destinations.append(
+                (self.history.topic, checkpoint_partition(task_key, self._history_partitions))
             )
-        return CommittedState(
-            header, payload, dict(state.offsets), state.events_learned, dict(state.label_offsets)
+        committed = CommittedState(
+            header,
+            freeze(state),
+            dict(state.offsets),
+            state.events_learned,
+            dict(state.label_offsets),
         )
+        return TaskSnapshot(task_key, header, committed, destinations)
 
     def _offsets(self, state: TrainState) -> dict[str, dict[int, int]]:
         """Input positions by topic, as the header and the group's offsets carry them."""

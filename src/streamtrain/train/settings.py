@@ -109,6 +109,9 @@ class TrainSettings:
     progress_interval: float = 0.5
     checkpoint_interval: float = 5.0
     checkpoint_every: int = 100_000
+    # Send checkpoint transactions on a committer thread while learning goes on (off: the
+    # learning thread waits for each commit, as before).
+    commit_in_background: bool = True
     checkpoint_topic: str = "streamtrain.checkpoints"
     # How long every checkpoint version stays in <checkpoint_topic>.history (a duration).
     keep_versions_for: str = DEFAULT_KEEP_VERSIONS_FOR

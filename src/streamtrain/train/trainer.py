@@ -14,7 +14,8 @@ A trainer holds *tasks* (:class:`~streamtrain.train.tasks.Task`), each one model
 * **Named** (``settings.name``): one durable task learning every partition. Its state is
   checkpointed in Kafka transactions (:mod:`streamtrain.train.checkpointing`) under a
   ``transactional.id`` fixed by the name, so a second trainer for the name fences the first,
-  and a restart resumes exactly at the last checkpoint.
+  and a restart resumes exactly at the last checkpoint. Checkpoints are snapshots, committed
+  while learning goes on (:mod:`streamtrain.train.committer`).
 * **Partitioned** (``settings.partitioned``): every process with the name joins one consumer
   group; each input partition is a task with its own replica and checkpoint key
   ``NAME/p<partition>``. Each process has its own ``transactional.id``; stale members are
@@ -48,13 +49,14 @@ from streamtrain.stopping import StopFlag
 from streamtrain.train import reporting
 from streamtrain.train.assembly import check_drift, new_registry, promotion_rule
 from streamtrain.train.challengers import Roster
-from streamtrain.train.checkpointing import Checkpointing, open_checkpointing
+from streamtrain.train.checkpointing import Checkpointing, Snapshot, open_checkpointing
 from streamtrain.train.clients import (
     KafkaClients,
     consumer_config,
     producer_config,
     transactional_id,
 )
+from streamtrain.train.committer import Committer, Outcome
 from streamtrain.train.outputs import Outputs, OutputWriter
 from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
@@ -153,6 +155,7 @@ class Trainer:
         self._txn: TransactionalProducer | None = None
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
         self._checkpointing: Checkpointing | None = None
+        self._committer: Committer[Snapshot] | None = None  # sends checkpoints (named models)
         self._first_event_after: float | None = None
         self._consumer: Any = None  # the current one: replaced when it fails for good
         self._rejoins = 0
@@ -215,8 +218,11 @@ class Trainer:
                 # Rolled back: learn those events again, then stop and commit as before.
                 self._stop.clear()
                 self._loop(started)
+            self._collect(self._consumer, block=True)  # a commit left in flight (no final one)
             clean = True
         finally:
+            if self._committer is not None:
+                self._committer.close()  # before the producer is aborted or the group left
             consumer = self._consumer
             failures = self._finish_outputs(clean)
             registry.record_positions(consumer)
@@ -270,13 +276,14 @@ class Trainer:
             if self._errors.consumer_failed is not None:
                 self._rejoin()
                 continue
+            self._collect(consumer, block=False, learned=bool(messages))  # a commit ended?
             self._write_outputs()
             learned = self.events_learned
             if checkpointing is not None and (
                 checkpointing.due(now, learned - learned_at_checkpoint)
                 or self._registry_pending() >= _MAX_PENDING_OUTPUTS
             ):
-                self._checkpoint(consumer)
+                self._checkpoint(consumer, wait=False)
                 learned_at_checkpoint = self.events_learned
             if settings.max_events is not None and learned >= settings.max_events:
                 self.stop("max-events")
@@ -350,9 +357,16 @@ class Trainer:
             topics,
             on_assign=registry.on_assign,
             on_revoke=registry.on_revoke,
-            on_lost=registry.on_lost,
+            on_lost=self._on_lost,
         )
         return consumer
+
+    def _on_lost(self, consumer: Consumer, partitions: list[Any]) -> None:
+        """Lost partitions roll back to what was committed: learn first what that is."""
+        assert self.registry is not None
+        if consumer is self.registry.consumer:
+            self._collect(consumer, block=True, roll_back=False)  # on_lost rolls back anyway
+        self.registry.on_lost(consumer, partitions)
 
     def _rejoin(self) -> None:
         """The consumer failed for good (a static member fenced after its session ran out while
@@ -367,6 +381,7 @@ class Trainer:
             "the consumer failed (%s); back to the last checkpoint, joining the group again",
             error.str(),
         )
+        self._collect(self._consumer, block=True, roll_back=False)  # leave() rolls back
         self.registry.leave()
         failed, self._consumer = self._consumer, self._join()
         _close_in_background(failed)  # after the join: the registry ignores it from now on
@@ -381,37 +396,66 @@ class Trainer:
             if self.registry.pending_outputs:
                 self._writer.write(self._outputs.records(self.registry.take_outputs()))
             self._writer.producer.poll(0)
-        elif self._txn is not None:
-            self._txn.poll(0)
+        elif self._committer is not None and not self._committer.background:
+            self._committer.idle()  # (a committer thread serves the producer itself)
 
     def _registry_pending(self) -> int:
         return self.registry.pending_outputs if self.registry is not None else 0
 
-    def _checkpoint(self, consumer: Consumer) -> bool:
-        """Commit every task's state, its outputs and the offsets; on abort, roll back (and
-        say so: False)."""
-        checkpointing, registry = self._checkpointing, self.registry
-        assert checkpointing is not None and registry is not None
+    def _checkpoint(self, consumer: Consumer, *, wait: bool = True) -> bool:
+        """Commit every task's state, its outputs and the offsets (``wait``: before returning;
+        else, with a committer in the background, while learning goes on). False: a commit was
+        rolled back, and so were the tasks."""
+        checkpointing, registry, committer = self._checkpointing, self.registry, self._committer
+        assert checkpointing is not None and registry is not None and committer is not None
+        if not self._collect(consumer, block=True):  # the previous commit's outcome first
+            return False
         registry.record_positions(consumer)
         if self._requests is not None:  # promote, add/remove challengers: this transaction
             self._requests.apply(registry.tasks, registry.replace)
         states = {key: task.state() for key, task in registry.tasks.items()}
         values = {key: task.sync().values() for key, task in registry.tasks.items()}
         outputs = self._outputs.records(registry.take_outputs())
+        committer.submit(
+            checkpointing.prepare(states, values, outputs, consumer.consumer_group_metadata())
+        )
+        return self._collect(consumer, block=wait)
+
+    def _collect(
+        self, consumer: Consumer, *, block: bool, learned: bool = False, roll_back: bool = True
+    ) -> bool:
+        """Settle the last commit if it ended (``block``: wait for it); False if it was rolled
+        back (the tasks too, when ``roll_back``)."""
+        committer = self._committer
+        outcome = None
+        if committer is not None:
+            outcome = committer.wait() if block else committer.poll(learned=learned)
+        if outcome is None:
+            return True
+        return self._settle(consumer, outcome, roll_back)
+
+    def _settle(self, consumer: Consumer, outcome: Outcome[Snapshot], roll_back: bool) -> bool:
+        """Apply a commit's outcome on this (the learning) thread: remember what is committed;
+        on abort roll the tasks back and say so (False); raise what cannot be rolled back."""
+        checkpointing, registry, error = self._checkpointing, self.registry, outcome.error
+        assert checkpointing is not None and registry is not None
+        if error is not None and not isinstance(error, TransactionAborted):
+            raise error  # fenced, denied, stuck for good: from the committer thread
         try:
-            checkpointing.commit(states, values, outputs, consumer.consumer_group_metadata())
-        except TransactionAborted as aborted:
-            registry.roll_back(consumer)
-            # A static member the group no longer knows gets the same answer forever.
-            stale = is_stale_member(aborted.error) and not self.settings.partitioned
-            self._refused_in_a_row = self._refused_in_a_row + 1 if stale else 0
-            if self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS:
-                self._errors.consumer_failed = aborted.error
-            return False
+            checkpointing.settle(outcome.job, error)
         finally:
             self.model_text = checkpointing.model_spec
-        self._refused_in_a_row = 0
-        return True
+        if error is None:
+            self._refused_in_a_row = 0
+            return True
+        if roll_back:
+            registry.roll_back(consumer)
+        # A static member the group no longer knows gets the same answer forever.
+        stale = is_stale_member(error.error) and not self.settings.partitioned
+        self._refused_in_a_row = self._refused_in_a_row + 1 if stale else 0
+        if self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS:
+            self._errors.consumer_failed = error.error
+        return False
 
     def _finish_outputs(self, clean: bool) -> dict[str, list[str]]:
         if self._txn is not None:
@@ -442,6 +486,10 @@ class Trainer:
             clock=self.clock,
         )
         self._txn, self._checkpointing = checkpointing.txn, checkpointing
+        background = self.settings.commit_in_background
+        self._committer = Committer(
+            checkpointing.send, checkpointing.txn.poll, background=background
+        )
         return checkpointing
 
     def _registry(self, checkpointing: Checkpointing | None) -> TaskRegistry:
