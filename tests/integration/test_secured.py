@@ -215,7 +215,9 @@ def test_train_without_one_right_fails_at_once_and_commits_nothing(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("streamtrain: error: not authorized: "), err
     assert says.format(name=name, topic=topic) in lines[0]
-    assert elapsed < 30  # the refusal ends the run; nothing waits for a right to appear
+    # The refusal ends the run; nothing waits for a right to appear (that would be minutes).
+    # 45 s, not less: the group case took 31 s once at load average 14 on two cores.
+    assert elapsed < 45
     assert secure_broker.security is not None
     as_admin = secure_broker.security.client_options(ADMIN_USER)
     store = CheckpointStore(
