@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from streamtrain.train.reporting import champion_label
+from streamtrain.train.reporting import champion_of
 
 
 def _registry(*gates: object, partitioned: bool = False) -> SimpleNamespace:
@@ -12,16 +12,19 @@ def _registry(*gates: object, partitioned: bool = False) -> SimpleNamespace:
     return SimpleNamespace(partitioned=partitioned, tasks=tasks)
 
 
-def _gate(champion: str) -> SimpleNamespace:
-    return SimpleNamespace(state=SimpleNamespace(champion=champion))
+def _gate(champion: str, since: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(state=SimpleNamespace(champion=champion, since=since))
 
 
 def test_a_single_gate_names_its_champion() -> None:
-    assert champion_label(_registry(_gate("tree"))) == "tree"
+    assert champion_of(_registry(_gate("tree", 1200))) == {
+        "champion": "tree",
+        "champion_since": 1200,
+    }
 
 
 def test_no_gate_or_several_replicas_name_none() -> None:
-    assert champion_label(_registry(None)) is None
-    assert champion_label(_registry(_gate("a"), partitioned=True)) is None
-    assert champion_label(_registry(_gate("a"), _gate("b"))) is None
-    assert champion_label(_registry()) is None
+    assert champion_of(_registry(None)) == {}
+    assert champion_of(_registry(_gate("a"), partitioned=True)) == {}
+    assert champion_of(_registry(_gate("a"), _gate("b"))) == {}
+    assert champion_of(_registry()) == {}

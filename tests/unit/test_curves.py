@@ -145,3 +145,16 @@ def test_a_record_naming_its_champion_marks_the_promotion_at_that_record() -> No
     )
     assert _by_label(after)["tree"]["champion"] and not _by_label(after)["c0"]["champion"]
     assert views.promotions == [{"from": "c0", "to": "tree", "events": 1500}]
+
+
+def test_a_first_record_after_the_promotion_still_marks_it_where_the_gate_made_it() -> None:
+    # serve started (or the trainer's first report came) after the gate promoted: the record's
+    # champion_since says where.
+    views = ModelViews()
+    first = _record(2000, 0.8, {"c0": _challenger("LR", 0.6, 2000)}, champion="tree")
+    views.annotate({**first, "champion_since": 1200})
+    assert views.promotions == [{"from": "c0", "to": "tree", "events": 1200}]
+    # The founder still champion: no marker.
+    again = ModelViews()
+    again.annotate(_record(500, 0.6, {"tree": _challenger("HT", 0.7, 500)}, champion="c0"))
+    assert again.promotions == []

@@ -22,7 +22,8 @@ agree:
     model whose detector fired: a detection the trainer labels ``champion`` belongs to the
     model that was champion at its event count.
 
-Which label is the champion: the record's ``champion`` when the trainer gives one; else the
+Which label is the champion: the record's ``champion`` when the trainer gives one (with
+``champion_since``, the event count of its promotion, where the marker goes); else the
 founder (``c0``) until a record's challengers include the label of the champion before it,
 which was then demoted, and the label that left the challengers is the one promoted. A serve
 that starts after a promotion, with the founder already among the challengers, calls the
@@ -149,8 +150,17 @@ class ModelViews:
         before, previous = self.champion, self._previous
         self._previous = labels
         if isinstance(given, str) and given:
+            # The trainer names the champion and the event count it was promoted at: the
+            # marker goes there, even when the first record seen comes after the promotion
+            # (then the model it replaced is taken to be the founder).
             self.champion = given
-        elif previous is None:
+            since = plain_number(record.get("champion_since")) or 0.0
+            if given != before and (previous is not None or since > 0):
+                where = since if since > 0 else events
+                self.promotions.append({"from": before, "to": given, "events": int(where)})
+                del self.promotions[:-KEPT]
+            return
+        if previous is None:
             if before in labels:  # started after a promotion: its name is not known here
                 self.champion = CHAMPION
         elif before in labels or before == CHAMPION:

@@ -36,8 +36,10 @@ class Progress:
     challengers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # detector, on_drift, detections by label, recent ones (streamtrain.train.drift); None: off
     drift: Mapping[str, Any] | None = None
-    # The champion's label when a promotion gate decides it (one task); None otherwise
+    # The champion's label when a promotion gate decides it (one task), and the gate's event
+    # count when it was promoted (0: the model the run began with); None otherwise
     champion: str | None = None
+    champion_since: int = 0
 
     @property
     def total_lag(self) -> int:

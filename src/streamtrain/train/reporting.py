@@ -185,17 +185,20 @@ def progress(
         join=join_summary(registry),
         challengers=challenger_summary(registry),
         drift=drift_summary(registry),
-        champion=champion_label(registry),
+        **champion_of(registry),
     )
 
 
-def champion_label(registry: TaskRegistry) -> str | None:
-    """The label of the model a single task's promotion gate made champion; None without a
-    gate, or for a partitioned model (each replica's gate decides alone)."""
+def champion_of(registry: TaskRegistry) -> dict[str, Any]:
+    """``champion`` (label) and ``champion_since`` (the gate's event count at its promotion)
+    of a single task's promotion gate; nothing without a gate, or for a partitioned model
+    (each replica's gate decides alone)."""
     if registry.partitioned or len(registry.tasks) != 1:
-        return None
+        return {}
     gate = next(iter(registry.tasks.values())).gate
-    return None if gate is None else gate.state.champion
+    if gate is None:
+        return {}
+    return {"champion": gate.state.champion, "champion_since": gate.state.since}
 
 
 def promotion_summary(registry: TaskRegistry) -> dict[str, Any] | None:

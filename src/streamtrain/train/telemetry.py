@@ -84,6 +84,7 @@ def progress_record(
         record["drift"] = dict(progress.drift)
     if progress.champion is not None:  # the dashboard marks a promotion where it happened
         record["champion"] = progress.champion
+        record["champion_since"] = progress.champion_since
     return record
 
 
