@@ -13,13 +13,14 @@ def _registry(*gates: object, partitioned: bool = False) -> SimpleNamespace:
 
 
 def _gate(champion: str, since: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(state=SimpleNamespace(champion=champion, since=since))
+    return SimpleNamespace(state=SimpleNamespace(champion=champion, since=since, spec="HT"))
 
 
 def test_a_single_gate_names_its_champion() -> None:
     assert champion_of(_registry(_gate("tree", 1200))) == {
         "champion": "tree",
         "champion_since": 1200,
+        "champion_spec": "HT",
     }
 
 

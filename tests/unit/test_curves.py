@@ -152,8 +152,14 @@ def test_a_first_record_after_the_promotion_still_marks_it_where_the_gate_made_i
     # champion_since says where.
     views = ModelViews()
     first = _record(2000, 0.8, {"c0": _challenger("LR", 0.6, 2000)}, champion="tree")
-    views.annotate({**first, "champion_since": 1200})
+    seen = views.annotate({**first, "champion_since": 1200, "champion_spec": "HT"})
     assert views.promotions == [{"from": "c0", "to": "tree", "events": 1200}]
+    # The founder keeps the first colour, and the champion its own spec (the record's
+    # top-level spec is the run's first model's).
+    assert [(m["label"], m["spec"], m["champion"]) for m in seen["models"]] == [
+        ("c0", "LR", False),
+        ("tree", "HT", True),
+    ]
     # The founder still champion: no marker.
     again = ModelViews()
     again.annotate(_record(500, 0.6, {"tree": _challenger("HT", 0.7, 500)}, champion="c0"))

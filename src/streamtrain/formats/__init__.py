@@ -53,9 +53,10 @@ model that ``predict`` and ``serve`` answer with). Another additive field::
 ``events_learned`` counts the events the challenger learned, ``model_errors`` those it raised
 on (not learned, not scored), and ``started_at`` is the champion's ``events_learned`` when the
 challenger began (0: it has seen the whole stream). With a promotion gate (a single task), a
-``champion`` string names the label of the model served now and ``champion_since`` the gate's
-event count when it was promoted (0 for the model the run began with), where the dashboard
-marks the promotion. For a partitioned model these are summed
+``champion`` string names the label of the model served now, ``champion_spec`` its spec (the
+top-level ``spec`` stays the run's first model's) and ``champion_since`` the gate's event count
+when it was promoted (0 for the model the run began with), where the dashboard marks the
+promotion. For a partitioned model these are summed
 over the replicas and the metrics weighted by events learned, as the champion's are; each
 task entry carries its own ``challengers``, and the serving side's merge of several processes
 (:mod:`streamtrain.serving.merge`) combines those the same way.

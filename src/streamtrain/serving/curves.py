@@ -155,6 +155,11 @@ class ModelViews:
             # (then the model it replaced is taken to be the founder).
             self.champion = given
             since = plain_number(record.get("champion_since")) or 0.0
+            spec = record.get("champion_spec")
+            if isinstance(spec, str) and spec:
+                self._specs[given] = spec  # the top-level spec stays the run's first model's
+            if previous is None and since > 0 and FOUNDER in labels:
+                self._seen(FOUNDER)  # it came first: its colour, as if seen from the start
             if given != before and (previous is not None or since > 0):
                 where = since if since > 0 else events
                 self.promotions.append({"from": before, "to": given, "events": int(where)})

@@ -40,6 +40,7 @@ class Progress:
     # count when it was promoted (0: the model the run began with); None otherwise
     champion: str | None = None
     champion_since: int = 0
+    champion_spec: str = ""
 
     @property
     def total_lag(self) -> int:

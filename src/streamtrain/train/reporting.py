@@ -190,15 +190,16 @@ def progress(
 
 
 def champion_of(registry: TaskRegistry) -> dict[str, Any]:
-    """``champion`` (label) and ``champion_since`` (the gate's event count at its promotion)
-    of a single task's promotion gate; nothing without a gate, or for a partitioned model
-    (each replica's gate decides alone)."""
+    """``champion`` (label), ``champion_since`` (the gate's event count at its promotion) and
+    ``champion_spec`` of a single task's promotion gate; nothing without a gate, or for a
+    partitioned model (each replica's gate decides alone)."""
     if registry.partitioned or len(registry.tasks) != 1:
         return {}
     gate = next(iter(registry.tasks.values())).gate
     if gate is None:
         return {}
-    return {"champion": gate.state.champion, "champion_since": gate.state.since}
+    state = gate.state
+    return {"champion": state.champion, "champion_since": state.since, "champion_spec": state.spec}
 
 
 def promotion_summary(registry: TaskRegistry) -> dict[str, Any] | None:

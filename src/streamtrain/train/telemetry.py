@@ -85,6 +85,7 @@ def progress_record(
     if progress.champion is not None:  # the dashboard marks a promotion where it happened
         record["champion"] = progress.champion
         record["champion_since"] = progress.champion_since
+        record["champion_spec"] = progress.champion_spec
     return record
 
 
