@@ -11,14 +11,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 from topics import fill
+from trainers import cli_in_process as _cli
 from trainers import run_to_end, train_command, trainer_env
 
-from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import encode_event
 from streamtrain.kafka.reader import TopicReader
@@ -43,19 +43,6 @@ def _pvs(model: Any, events: list[Any]) -> dict[str, float]:
         name: evaluate.progressive_val_score(events, model.clone(), metric()).get()
         for name, metric in METRICS.items()
     }
-
-
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _cli(capsys: pytest.CaptureFixture[str], bootstrap: str, ckpt: str, *args: str) -> Run:
-    capsys.readouterr()
-    code = main([*args, "--checkpoint-topic", ckpt, "--bootstrap-servers", bootstrap])
-    out = capsys.readouterr()
-    return Run(code, out.out, out.err)
 
 
 def _records(bootstrap: str, events: str) -> list[dict[str, Any]]:

@@ -10,15 +10,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from promotions import offline_promotions
 from river import datasets, evaluate, linear_model, metrics, naive_bayes, preprocessing, tree
 from topics import fill
+from trainers import cli_in_process as _cli
 from trainers import run_to_end, train_command, trainer_env
 
-from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
 from streamtrain.data.events import decode_event, encode_event
 from streamtrain.kafka.reader import TopicReader
@@ -139,20 +139,6 @@ def test_promotions_are_the_offline_rules_at_the_same_offsets_despite_kill_9(
         assert report["spec"] == MODELS[label][0]
         assert report["events_learned"] == len(PHISHING)
         assert report["metrics"] == pytest.approx(_pvs(label), abs=1e-12, rel=0)
-
-
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def _cli(capsys: pytest.CaptureFixture[str], bootstrap: str, ckpt: str, *args: str) -> Run:
-    """The CLI in this process (a process per command costs seconds on a loaded machine)."""
-    capsys.readouterr()
-    code = main([*args, "--checkpoint-topic", ckpt, "--bootstrap-servers", bootstrap])
-    out = capsys.readouterr()
-    return Run(code, out.out, out.err)
 
 
 def test_manual_promotion_is_applied_once_and_served(

@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import pytest
+
+from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import TopicMissing
 from streamtrain.serving.report import read_metrics_records
@@ -83,3 +86,20 @@ def wait_until_learning(bootstrap: str, name: str, proc: subprocess.Popen[str]) 
             return
         time.sleep(0.2)
     raise AssertionError("the trainer reported no learning within 120 s")
+
+
+class CliRun(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli_in_process(
+    capsys: pytest.CaptureFixture[str], bootstrap: str, ckpt: str, *args: str
+) -> CliRun:
+    """A ``streamtrain`` command run in this process against ``bootstrap`` and the checkpoint
+    topic ``ckpt`` (a process per command costs seconds on a loaded machine)."""
+    capsys.readouterr()
+    code = main([*args, "--checkpoint-topic", ckpt, "--bootstrap-servers", bootstrap])
+    out = capsys.readouterr()
+    return CliRun(code, out.out, out.err)
