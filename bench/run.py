@@ -232,6 +232,13 @@ def main() -> int:
             "streamtrain per-event": child("latency", lat, env),
             "fast path": child("latency", {**lat, "fast": True}, env),
             "fast path named": child("latency", {**lat, "fast": True, "named": True}, env),
+            "per-event, one core kept busy": child("latency", {**lat, "busy": True}, env),
+            "fast path, one core kept busy": child(
+                "latency", {**lat, "fast": True, "busy": True}, env
+            ),
+            "fast path named, one core kept busy": child(
+                "latency", {**lat, "fast": True, "named": True, "busy": True}, env
+            ),
         }
 
         log("cold start: process start -> first event learned (numba cache warm, then empty)")
