@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -65,6 +66,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A record's accessors as C callables, for map() over a batch (Kafka messages or SimpleRecord).
+_value = operator.methodcaller("value")
+_partition = operator.methodcaller("partition")
+_offset = operator.methodcaller("offset")
 
 MODEL_ERROR = "model-error"  # the model raised on the record (the other reasons: data.events)
 
@@ -240,7 +246,7 @@ class FastStep:
         if fast is None:
             return self.river.run(records, offsets, learned)
         problem = self.evaluator.problem
-        batch = self.shape.decode_batch([r.value() for r in records], problem)
+        batch = self.shape.decode_batch(list(map(_value, records)), problem)
         if not batch.numeric:
             # Categorical values: numpy would read "1.5" as a number where River refuses it.
             fast.sync()
@@ -276,8 +282,10 @@ class FastStep:
         ends = out.offsets
         if not batch.invalid and None not in ys:
             out.learned = len(xs)
-            for record in records:
-                ends[record.partition()] = record.offset() + 1
+            # Each partition's last record (a dict keeps the last value of a key), in C.
+            last = dict(zip(map(_partition, records), map(_offset, records), strict=True))
+            for partition, offset in last.items():
+                ends[partition] = offset + 1
             return out
         invalid = dict(batch.invalid)
         answers = values.tolist() if values is not None else []
