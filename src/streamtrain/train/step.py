@@ -39,6 +39,7 @@ Two implementations give the same outcome and the same model state:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import operator
 from collections.abc import Mapping, Sequence
@@ -270,6 +271,8 @@ class FastStep:
                 # Nothing of the batch was applied: River learns all of it, with the same verdicts.
                 fast.sync()
                 return self.river.run(records, offsets, learned)
+            if not _heap.frozen:
+                _freeze_heap()
             # The champion learned the batch; the challengers learn it after it, with River.
             if self.drift is not None:  # event by event, with each model's detector
                 refused = dict(batch.invalid)
@@ -308,6 +311,22 @@ class FastStep:
             ends[partition] = offset + 1
         out.learned = n
         return out
+
+
+class _Heap:
+    frozen = False
+
+
+_heap = _Heap()
+
+
+def _freeze_heap() -> None:
+    """Once per process, at the first batch the compiled kernel learned: move every object
+    alive now (modules, numba's ~100,000 objects, the model) out of the garbage collector's
+    reach. Nothing of it is garbage, but each full collection scanned it all: 80-170 ms, paid
+    in the learning loop (bench/PROFILE.md). Cyclic garbage alive at that moment is kept."""
+    _heap.frozen = True
+    gc.freeze()
 
 
 def _predict(
