@@ -222,21 +222,25 @@ def _timed_trainer_class(base: type) -> type:
         # The first batch the compiled kernel learned: when it began, and the events learned
         # before it (by River, while the kernel loaded in the background).
         compiled_from: tuple[float, int] | None = None
+        # This (the learning) thread's CPU time at the same two points: what a busy machine
+        # inflates least (other processes take wall time, not this thread's CPU time).
+        cpu_from: float | None = None
+        cpu_done: float | None = None
 
         def _learn(self, consumer: Any, messages: list[Any], now: float, started: float) -> None:
             if not messages:  # called on every turn of the loop; only batches are timed
                 super()._learn(consumer, messages, now, started)
                 return
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.thread_time()
             if self.first_batch_at is None:
                 self.first_batch_at = began
             learned = self.events_learned if self.compiled_from is None else 0
             super()._learn(consumer, messages, now, started)
-            self.last_batch_done = time.perf_counter()
+            self.last_batch_done, self.cpu_done = time.perf_counter(), time.thread_time()
             if self.compiled_from is None and any(
                 task.fast is not None and task.fast.batches for task in self.tasks.values()
             ):
-                self.compiled_from = (began, learned)
+                self.compiled_from, self.cpu_from = (began, learned), cpu
 
     return Timed
 
@@ -275,6 +279,7 @@ def trainer(args: dict[str, Any]) -> dict[str, Any]:
         steady = {
             "steady_events": summary.events_learned - before,
             "steady_seconds": t.last_batch_done - began,
+            "steady_cpu_seconds": t.cpu_done - t.cpu_from,
             "river_events_before_kernel": before,
         }
     return {

@@ -129,8 +129,9 @@ def markdown(r: dict[str, Any]) -> str:
             before = ", ".join(f"{n:,}" for n in s["river_events_before_kernel"] if n is not None)
             lines.append(
                 f"\n{label}: {s['steady_events_per_second']:,.0f} events/s once the kernel is "
-                f"loaded (median); River learned the first {before} events of the runs while "
-                "it loaded."
+                f"loaded (median; {s['steady_cpu_us_per_event']:.2f} µs of the learning "
+                f"thread's CPU per event); River learned the first {before} events of the runs "
+                "while it loaded."
             )
     if "challengers" in r:
         lines += _challenger_lines(r["challengers"])

@@ -114,6 +114,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     steady = [r["steady_events"] / r["steady_seconds"] for r in runs if r.get("steady_seconds")]
     return {
         "steady_events_per_second": statistics.median(steady) if steady else None,
+        "steady_cpu_us_per_event": statistics.median(
+            r["steady_cpu_seconds"] / r["steady_events"] * 1e6 for r in runs
+        )
+        if steady
+        else None,
         "river_events_before_kernel": [r.get("river_events_before_kernel") for r in runs],
         "events_per_second": statistics.median(rates),
         "min": min(rates),
