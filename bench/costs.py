@@ -3,7 +3,8 @@
 ``coldstart``: process start → first event learned, for a trainer process (per-event or fast
 path), with numba's on-disk cache warm or empty (the caller sets ``NUMBA_CACHE_DIR``).
 ``challengers``: a named per-event trainer with 0, 1 or 3 challengers (issue 12): events/s and
-the checkpoint payload of its task.
+the checkpoint payload of its task. ``checkpoint``: one checkpoint transaction's time vs the
+model's size.
 """
 
 from __future__ import annotations
@@ -116,3 +117,107 @@ def _river_loop_seconds(n: int, specs: list[str]) -> float:
             metric.update(y, model.predict_proba_one(x))
             model.learn_one(x, y)
     return time.perf_counter() - started
+
+
+def checkpoint(args: dict[str, Any]) -> dict[str, Any]:
+    """Time of one checkpoint transaction (pickle, sign, produce, offsets, commit) vs model size."""
+    from confluent_kafka import Consumer, Producer
+    from contenders import _pipeline, synthetic_events
+    from river import metrics
+
+    from streamtrain.config import KafkaSettings
+    from streamtrain.kafka.clients import client_config, ensure_topic
+    from streamtrain.kafka.transactions import TransactionalProducer
+    from streamtrain.state.keys import load_signing_key
+    from streamtrain.state.payload import TrainState, freeze
+    from streamtrain.state.store import CheckpointStore, ensure_checkpoint_topic
+    from streamtrain.stopping import StopFlag
+    from streamtrain.train.checkpointing import Checkpointing
+
+    kafka = KafkaSettings(bootstrap_servers=args["bootstrap"])
+    topic = f"bench-ckpt-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka, topic, partitions=1)
+    ckpt_topic = args.get("checkpoint_topic", "streamtrain.checkpoints")
+    ensure_checkpoint_topic(kafka, ckpt_topic)
+    p = Producer({"bootstrap.servers": args["bootstrap"]})
+    p.produce(topic, value=b"{}", partition=0)
+    p.flush(10)
+    out: dict[str, Any] = {}
+    for d in args["sizes"]:
+        name = f"bench-ckpt-{d}-{uuid.uuid4().hex[:6]}"
+        model = _pipeline()
+        metric = metrics.ROCAUC()
+        for x, y in synthetic_events(20, d):
+            metric.update(y, model.predict_proba_one(x))
+            model.learn_one(x, y)
+        consumer = Consumer(
+            client_config(
+                kafka,
+                **{
+                    "group.id": f"streamtrain.{name}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
+        consumer.subscribe([topic])
+        deadline = time.time() + 30
+        while not consumer.assignment() and time.time() < deadline:
+            consumer.poll(0.2)
+        key = load_signing_key()
+        conf = client_config(
+            kafka,
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "transactional.id": f"streamtrain.{name}",
+                "transaction.timeout.ms": 60000,
+                "message.max.bytes": 64 * 1024 * 1024,
+                "compression.type": "zstd",
+            },
+        )
+        txn = TransactionalProducer(
+            lambda on_error, conf=conf: Producer({**conf, "error_cb": on_error}),
+            label=name,
+            timeout=10.0,
+            should_stop=StopFlag(),
+        )
+        cp = Checkpointing(
+            topic=topic,
+            model_spec="StandardScaler | LogisticRegression",
+            txn=txn,
+            store=CheckpointStore(kafka, key, ckpt_topic),
+            key=key,
+            interval=1.0,
+            every=10_000,
+        )
+        cp.start()
+        state = TrainState(model, {"ROCAUC": metric}, 20, {}, {0: 1}, {})
+        times = []
+        pickle_times = []
+        for _ in range(args.get("reps", 7)):
+            started = time.perf_counter()
+            payload = freeze(state)
+            pickle_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            cp.commit(
+                {name: state},
+                {name: {"ROCAUC": metric.get()}},
+                (),
+                consumer.consumer_group_metadata(),
+            )
+            times.append(time.perf_counter() - started)
+        times.sort()
+        pickle_times.sort()
+        out[str(d)] = {
+            "commit_ms_median": times[len(times) // 2] * 1000,
+            "commit_ms_min": times[0] * 1000,
+            "commit_ms_max": times[-1] * 1000,
+            "pickle_ms_median": pickle_times[len(pickle_times) // 2] * 1000,
+            "payload_bytes": len(payload),
+        }
+        txn.abort_quietly()
+        consumer.close()
+    return out

@@ -110,7 +110,16 @@ def preload(bootstrap: str, topic: str, n: int) -> float:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [r["events"] / r["seconds"] for r in runs if r["seconds"] > 0]
+    # The fast path's rate once its kernel is loaded (before that, River learns the batches).
+    steady = [r["steady_events"] / r["steady_seconds"] for r in runs if r.get("steady_seconds")]
     return {
+        "steady_events_per_second": statistics.median(steady) if steady else None,
+        "steady_cpu_us_per_event": statistics.median(
+            r["steady_cpu_seconds"] / r["steady_events"] * 1e6 for r in runs
+        )
+        if steady
+        else None,
+        "river_events_before_kernel": [r.get("river_events_before_kernel") for r in runs],
         "events_per_second": statistics.median(rates),
         "min": min(rates),
         "max": max(rates),

@@ -110,6 +110,36 @@ def test_each_models_detections_are_rivers(fast: bool, oracle: dict[str, list[in
         assert [at for lab, at in found if lab == label] == oracle[label]
 
 
+def test_a_compiled_champion_alone_detects_what_rivers_path_does(
+    oracle: dict[str, list[int]],
+) -> None:
+    """No challengers: the compiled path feeds the detector a batch's errors at once."""
+    found = _run(_task(fast=True, challengers=()), RECORDS)
+    assert found == [("champion", at) for at in oracle["champion"]]
+
+
+def test_compiled_and_river_detections_agree_with_unlabelled_events() -> None:
+    """Every 7th event unlabelled: same detections, counted in labelled events, on the same
+    records, on either path."""
+    records = [
+        SimpleRecord(encode_event(x, None if i % 7 == 3 else y), 0, i)
+        for i, (x, y) in enumerate(STREAM)
+    ]
+    seen = {}
+    for fast in (False, True):
+        task = _task(fast=fast, challengers=())
+        found = []
+        for i in range(0, len(records), 211):
+            task.learn(records[i : i + 211])
+            found += [
+                (d.label, d.events, d.record.offset(), d.state["width"])
+                for d in task.take_outputs()
+                if isinstance(d, Detection)
+            ]
+        seen[fast] = found
+    assert seen[False] and seen[True] == seen[False]
+
+
 def test_a_restored_task_detects_what_an_uninterrupted_one_does(
     oracle: dict[str, list[int]],
 ) -> None:
@@ -193,7 +223,8 @@ def test_the_final_line_says_how_often_each_model_drifted() -> None:
     assert "; drift detected: " in line and f"champion {counts['champion']}" in line
 
 
-def test_a_regressor_feeds_its_absolute_error() -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["river", "compiled"])
+def test_a_regressor_feeds_its_absolute_error(fast: bool) -> None:
     """LinearRegression on y = x until event 600, then y = x + 5: PageHinkley fed |y - ŷ|
     fires where the same detector fed the same errors offline does, after the jump."""
     events = [
@@ -202,9 +233,13 @@ def test_a_regressor_feeds_its_absolute_error() -> None:
     records = [SimpleRecord(encode_event(x, y), 0, i) for i, (x, y) in enumerate(events)]
     model = linear_model.LinearRegression()
     policy = DriftPolicy("PageHinkley")
+    if fast:
+        pytest.importorskip("numba")
+        assert fast_evaluator_for(linear_model.LinearRegression(), {}, wait=True)
     task = Task.from_state(
-        "r", TrainState(model, build_metrics([], model), 0, {}, {}), drift=policy
+        "r", TrainState(model, build_metrics([], model), 0, {}, {}), fast=fast, drift=policy
     )
+    assert (task.fast is not None) == fast
     found = _run(task, records)
     oracle, detector = linear_model.LinearRegression(), drift.PageHinkley()
     expected = []

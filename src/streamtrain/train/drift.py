@@ -54,6 +54,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from streamtrain.errors import ConfigError
 from streamtrain.models.problem import Problem
 from streamtrain.train.challengers import CHAMPION, Challengers
@@ -268,12 +270,23 @@ class TaskDrift:
         error = event_error(self.problem, y, prediction)
         if error is None or not math.isfinite(error):
             return False
-        detector = self.detectors.get(label)
-        if detector is None:
-            detector = self.detectors[label] = self.policy.new_detector()
+        detector = self._detector(label)
         detector.update(error)
         if not detector.drift_detected:
             return False
+        self._fired(label, detector, record, events, found)
+        return True
+
+    def _detector(self, label: str) -> Any:
+        detector = self.detectors.get(label)
+        if detector is None:
+            detector = self.detectors[label] = self.policy.new_detector()
+        return detector
+
+    def _fired(
+        self, label: str, detector: Any, record: Any, events: int, found: list[Detection]
+    ) -> None:
+        """``label``'s detector fired on the event it was just fed: record the detection."""
         action = self.policy.on_drift if label == CHAMPION else ALERT
         detection = Detection(label, events, record, self.policy.spec, _state(detector), action)
         self.counts[label] = self.counts.get(label, 0) + 1
@@ -281,7 +294,6 @@ class TaskDrift:
             self.recent = [*self.recent[1 - RECENT :], detection.to_plain()]
         found.append(detection)
         log.warning("drift detected: %s at event %d (%s)", label, events, action)
-        return True
 
     def event(
         self,
@@ -333,12 +345,40 @@ class TaskDrift:
         Never with a promotion gate: a gated task stays on River's path (the gate's windows
         are rolling metrics, which the compiled path does not take), since a promotion
         changes the champion from the next event on."""
+        if not challengers:
+            self._champion_batch(records, ys, values, learned, challengers, found)
+            return
         n = learned
         for record, x, y, value in zip(records, xs, ys, values, strict=True):
             if y is not None:
                 n += 1
                 prediction = fast_prediction(self.problem, value)
                 self.event(record, x, y, prediction, n, challengers, found)
+
+    def _champion_batch(
+        self,
+        records: Sequence[Any],
+        ys: Sequence[Any],
+        values: Sequence[float],
+        learned: int,
+        challengers: Challengers,
+        found: list[Detection],
+    ) -> None:
+        """:meth:`batch` without challengers: the same errors, detections and actions, with
+        the per-event work cut to the detector's own update (a Python loop per event through
+        :meth:`event` cost more than the compiled path's learning itself)."""
+        fed = _batch_errors(self.problem, ys, values)
+        if not fed:
+            return
+        detector = self._detector(CHAMPION)
+        update = detector.update
+        promote_best = self.policy.on_drift == PROMOTE_BEST
+        for error, i, k in fed:
+            update(error)
+            if detector.drift_detected:
+                self._fired(CHAMPION, detector, records[i], learned + k, found)
+                if promote_best:  # as event() does (no challengers: nothing to restart)
+                    challengers.drifted()
 
     def to_plain(self) -> dict[str, Any]:
         """The checkpoint form (River detectors inside: pickled with the rest of the payload)."""
@@ -369,6 +409,33 @@ def combine(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             counts[label] = counts.get(label, 0) + n
     recent = sorted((r for s in summaries for r in s["recent"]), key=lambda r: r["timestamp"] or 0)
     return {**summaries[0], "detections": counts, "recent": recent[-RECENT:]}
+
+
+def _batch_errors(
+    problem: Problem, ys: Sequence[Any], values: Sequence[float]
+) -> list[tuple[float, int, int]]:
+    """``(error, index, k)`` of each labelled event of a compiled batch whose error is fed:
+    :func:`event_error` of :func:`fast_prediction`, the same float operations on whole
+    arrays; ``k`` counts the labelled events up to this one (1 for the first)."""
+    preds = np.asarray(values, dtype=np.float64)
+    index = np.fromiter((y is not None for y in ys), dtype=bool, count=len(ys)).nonzero()[0]
+    if not len(index):
+        return []
+    labelled = [ys[i] for i in index.tolist()]
+    preds = preds[index]
+    if problem is Problem.CLASSIFICATION:
+        # fast_prediction's label (p > 1 - p), against labels that are booleans or 0/1 here
+        # (the compiled path takes no other), as event_error compares them: 0.0 when equal.
+        truth = np.fromiter(labelled, dtype=np.float64, count=len(labelled))
+        errors = (truth != (preds > 1.0 - preds)).astype(np.float64)
+    else:
+        truth = np.fromiter(labelled, dtype=np.float64, count=len(labelled))
+        errors = np.abs(truth - preds)
+    counts = np.arange(1, len(index) + 1)
+    keep = np.isfinite(errors)
+    if not keep.all():
+        errors, index, counts = errors[keep], index[keep], counts[keep]
+    return list(zip(errors.tolist(), index.tolist(), counts.tolist(), strict=True))
 
 
 def _state(detector: Any) -> dict[str, float]:

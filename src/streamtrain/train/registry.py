@@ -13,6 +13,7 @@ committed state after an aborted transaction, and seeks the consumer back to mat
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,11 @@ from streamtrain.train.tasks import Output, Task
 __all__ = ["TaskRegistry"]
 
 log = logging.getLogger(__name__)
+
+# A message's accessors as C callables, for map() over a consumed batch.
+_error = operator.methodcaller("error")
+_topic = operator.methodcaller("topic")
+_partition = operator.methodcaller("partition")
 
 # Records of one input partition waiting in a join's merge before the partition is paused.
 MAX_BUFFERED = 5_000
@@ -157,6 +163,13 @@ class TaskRegistry:
         revoked: its new owner learns it, and nothing of ours moved past it.
         """
         by_input = self.by_input
+        if messages and list(map(_error, messages)).count(None) == len(messages):
+            inputs = set(zip(map(_topic, messages), map(_partition, messages), strict=True))
+            if len(inputs) == 1:  # the usual batch: one partition's records, no error
+                task = by_input.get(inputs.pop())
+                if task is not None:
+                    yield task, messages
+                return
         groups: dict[str, tuple[Task, list[Any]]] = {}
         for msg in messages:
             if msg.error() is not None:

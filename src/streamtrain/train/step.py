@@ -39,7 +39,9 @@ Two implementations give the same outcome and the same model state:
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -65,6 +67,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A record's accessors as C callables, for map() over a batch (Kafka messages or SimpleRecord).
+_value = operator.methodcaller("value")
+_partition = operator.methodcaller("partition")
+_offset = operator.methodcaller("offset")
 
 MODEL_ERROR = "model-error"  # the model raised on the record (the other reasons: data.events)
 
@@ -240,7 +247,7 @@ class FastStep:
         if fast is None:
             return self.river.run(records, offsets, learned)
         problem = self.evaluator.problem
-        batch = self.shape.decode_batch([r.value() for r in records], problem)
+        batch = self.shape.decode_batch(list(map(_value, records)), problem)
         if not batch.numeric:
             # Categorical values: numpy would read "1.5" as a number where River refuses it.
             fast.sync()
@@ -264,6 +271,8 @@ class FastStep:
                 # Nothing of the batch was applied: River learns all of it, with the same verdicts.
                 fast.sync()
                 return self.river.run(records, offsets, learned)
+            if not _heap.frozen:
+                _freeze_heap()
             # The champion learned the batch; the challengers learn it after it, with River.
             if self.drift is not None:  # event by event, with each model's detector
                 refused = dict(batch.invalid)
@@ -276,8 +285,10 @@ class FastStep:
         ends = out.offsets
         if not batch.invalid and None not in ys:
             out.learned = len(xs)
-            for record in records:
-                ends[record.partition()] = record.offset() + 1
+            # Each partition's last record (a dict keeps the last value of a key), in C.
+            last = dict(zip(map(_partition, records), map(_offset, records), strict=True))
+            for partition, offset in last.items():
+                ends[partition] = offset + 1
             return out
         invalid = dict(batch.invalid)
         answers = values.tolist() if values is not None else []
@@ -300,6 +311,22 @@ class FastStep:
             ends[partition] = offset + 1
         out.learned = n
         return out
+
+
+class _Heap:
+    frozen = False
+
+
+_heap = _Heap()
+
+
+def _freeze_heap() -> None:
+    """Once per process, at the first batch the compiled kernel learned: move every object
+    alive now (modules, numba's ~100,000 objects, the model) out of the garbage collector's
+    reach. Nothing of it is garbage, but each full collection scanned it all: 80-170 ms, paid
+    in the learning loop (bench/PROFILE.md). Cyclic garbage alive at that moment is kept."""
+    _heap.frozen = True
+    gc.freeze()
 
 
 def _predict(
