@@ -14,7 +14,6 @@ import os
 import random
 import resource
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -295,108 +294,6 @@ def trainer(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_WARM_UP_EVENTS = 10
-
-
-def _busy_core() -> Any:
-    """A process that keeps one core busy (the issue's "one core kept busy" figures)."""
-    import subprocess
-
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
-
-
-def latency(args: dict[str, Any]) -> dict[str, Any]:
-    """Record timestamp → learned, while a producer writes at a steady rate to a fresh topic."""
-    from confluent_kafka import Producer
-
-    from streamtrain.config import KafkaSettings
-    from streamtrain.kafka.clients import ensure_topic
-    from streamtrain.train.settings import TrainSettings
-
-    kafka = KafkaSettings(bootstrap_servers=args["bootstrap"])
-    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    ensure_topic(kafka, topic, partitions=1)
-    rate = args["rate"]
-    seconds = args["seconds"]
-    from streamtrain.train.trainer import Trainer
-
-    base: type = Trainer
-    samples: list[float] = []
-
-    class Measured(base):  # type: ignore[misc, valid-type]
-        def _learn(self, consumer: Any, messages: list[Any], now: float, started: float) -> None:
-            super()._learn(consumer, messages, now, started)
-            now_ms = time.time() * 1000.0
-            for msg in messages:
-                kind, ts = msg.timestamp()
-                if kind != 0 and msg.error() is None:
-                    samples.append(now_ms - ts)
-
-    name = f"bench-lat-{uuid.uuid4().hex[:8]}" if args.get("named") else None
-    t = Measured(
-        kafka,
-        TrainSettings(
-            topic=topic,
-            name=name,
-            start="earliest",
-            checkpoint_interval=1.0,
-            fast_path=bool(args.get("fast")),
-        ),
-    )
-    runner = threading.Thread(target=t.run, daemon=True)
-    runner.start()
-    producer = Producer(
-        {"bootstrap.servers": args["bootstrap"], "linger.ms": 0, "enable.idempotence": True}
-    )
-    events = phishing_events(int(rate * seconds) + _WARM_UP_EVENTS)
-    payloads = [seed_bytes(x, y) for x, y in events]
-    # Steady state only: the clock starts once the trainer has its partition and has learned a
-    # few records (a fixed sleep measured the group join instead whenever the machine was slow:
-    # seconds of backlog at the start, counted as latency).
-    deadline = time.time() + 120
-    for payload in payloads[:_WARM_UP_EVENTS]:
-        producer.produce(topic, value=payload, partition=0)
-    producer.flush(30)
-    while len(samples) < _WARM_UP_EVENTS and time.time() < deadline:
-        time.sleep(0.05)
-    if len(samples) < _WARM_UP_EVENTS:
-        raise SystemExit("the latency trainer learned nothing within 120 s")
-    time.sleep(1.0)  # past the first checkpoint of a named trainer
-    del samples[:]
-    payloads = payloads[_WARM_UP_EVENTS:]
-    interval = 1.0 / rate
-    spinner = _busy_core() if args.get("busy") else None
-    next_at = time.perf_counter()
-    for payload in payloads:
-        now = time.perf_counter()
-        if next_at > now:
-            time.sleep(next_at - now)
-        producer.produce(topic, value=payload, partition=0)
-        producer.poll(0)
-        next_at += interval
-    producer.flush(30)
-    deadline = time.time() + 30
-    while len(samples) < len(payloads) and time.time() < deadline:
-        time.sleep(0.1)
-    if spinner is not None:
-        spinner.kill()
-        spinner.wait()
-    t.stop()
-    runner.join(30)
-    warm = samples[int(rate) :]  # the first second warms up
-    warm.sort()
-
-    def pct(p: float) -> float:
-        return warm[min(len(warm) - 1, int(p * len(warm)))] if warm else float("nan")
-
-    return {
-        "events": len(samples),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "max_ms": warm[-1] if warm else float("nan"),
-    }
-
-
 def features(args: dict[str, Any]) -> dict[str, Any]:
     """Per-event cost vs number of features: River's loop, the fast path, decoding."""
     from river import metrics
@@ -507,7 +404,6 @@ CONTENDERS = {
     "in_process": in_process,
     "seed": seed,
     "trainer": trainer,
-    "latency": latency,
     "features": features,
     "rss": rss,
     "jit": jit,
@@ -518,6 +414,7 @@ def _joined_contenders() -> None:
     from costs import challengers, checkpoint, coldstart
     from formats import format_contender
     from joined import joined, pending_memory
+    from latency import latency
 
     CONTENDERS.update(
         {
@@ -525,6 +422,7 @@ def _joined_contenders() -> None:
             "pending_memory": pending_memory,
             "format": format_contender,
             "coldstart": coldstart,
+            "latency": latency,
             "challengers": challengers,
             "checkpoint": checkpoint,
         }
