@@ -27,6 +27,7 @@ Only :func:`thaw` unpickles, and only bytes that came out of a verified envelope
 from __future__ import annotations
 
 import collections
+import copyreg
 import dataclasses
 import gc
 import pickle
@@ -207,7 +208,10 @@ def _from_dict(
 
 
 def _fast(root: T) -> T:
-    return share_keys(inline(root))
+    # share_keys first: it reads every object's ``__dict__``, which would put the attributes
+    # inline() just brought inline back into a dict. inline() re-keys nothing (it updates
+    # dicts in place), so the shared keys stay.
+    return inline(share_keys(root))
 
 
 _MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+): attributes stored inline
@@ -298,12 +302,16 @@ def _rebuilt(obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int]) -> An
 
 
 def _plain(cls: type) -> bool:
-    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way)."""
+    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way).
+
+    Slots count only when they hold something: nearly every River class derives from
+    ``abc.ABC``, whose ``__slots__ = ()`` adds none (pickle's own test, ``copyreg._slotnames``,
+    ignores it too); refusing those left every River object in dict form after a thaw."""
     return (
         bool(cls.__flags__ & _MANAGED_DICT)
         and cls.__reduce_ex__ is object.__reduce_ex__
         and cls.__reduce__ is object.__reduce__
         and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
         and cls.__new__ is object.__new__
-        and not any("__slots__" in vars(c) for c in cls.__mro__)
+        and not copyreg._slotnames(cls)  # type: ignore[attr-defined]
     )
