@@ -181,3 +181,21 @@ def test_a_renewing_run_with_challengers_commits_rivers_champion_exactly_once(
     trainer = make_trainer(clients, challengers=CHALLENGERS)
     trainer.run()
     check_exactly_once(clients.cluster)
+
+
+@pytest.mark.parametrize(("per_byte", "renewed"), [(1.0, 0), (0.0, 1)])
+def test_the_default_rule_weighs_the_predicted_cost_against_the_learning_time(
+    clients: FakeClients, monkeypatch: pytest.MonkeyPatch, per_byte: float, renewed: int
+) -> None:
+    """At 5 % of the learning, a guessed second a byte never pays. A guessed free renewal is
+    made once; from then on its measured cost (milliseconds) decides, against 5 % of the
+    learning of 40 events between these snapshots (a tenth of a millisecond): never again."""
+    monkeypatch.setattr(handover, "_FIRST_SECONDS_PER_BYTE", per_byte)
+    trainer = make_trainer(clients)
+    summary = trainer.run()
+    assert trainer._handover is not None
+    rethaw = trainer._handover.rethaw
+    assert rethaw.done == renewed
+    assert rethaw.done + rethaw.skipped == summary.checkpoints > 2
+    assert (rethaw.seconds_per_byte == per_byte) == (renewed == 0)
+    check_end(trainer, summary)

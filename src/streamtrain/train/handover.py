@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 
 from confluent_kafka import Consumer
@@ -71,8 +72,9 @@ class Rethaw:
         self.done = 0  # tasks renewed
         self.skipped = 0  # tasks that kept learning on the snapshotted objects
         self.seconds = 0.0  # spent renewing
-        # The task object and its learning time at its previous snapshot.
-        self._marks: dict[str, tuple[Task, float]] = {}
+        # The task object and its learning time at its previous snapshot (weakly: a task
+        # dropped or rolled back must not keep its models alive here).
+        self._marks: dict[str, tuple[weakref.ref[Task], float]] = {}
 
     def after(self, snapshot: Snapshot, registry: TaskRegistry) -> None:
         renew: dict[str, TrainState] = {}
@@ -82,11 +84,12 @@ class Rethaw:
             task = registry.tasks.get(taken.key)
             if task is None or not isinstance(task.step, RiverStep):
                 continue
-            task_then, seconds_then = self._marks.get(taken.key, (None, 0.0))
-            learning = task.learn_seconds - (seconds_then if task_then is task else 0.0)
+            mark = self._marks.get(taken.key)
+            since = mark[1] if mark is not None and mark[0]() is task else 0.0
+            learning = task.learn_seconds - since
             payload = len(taken.state.payload)
             if payload * self.seconds_per_byte > self.share * learning:
-                self._marks[taken.key] = (task, task.learn_seconds)
+                self._marks[taken.key] = (weakref.ref(task), task.learn_seconds)
                 self.skipped += 1
                 continue
             renew[taken.key] = taken.state.thaw()
@@ -94,7 +97,7 @@ class Rethaw:
         if not renew:
             return
         for key, task in registry.renew(renew).items():
-            self._marks[key] = (task, task.learn_seconds)
+            self._marks[key] = (weakref.ref(task), task.learn_seconds)
         took = self.clock() - started
         self.seconds_per_byte = took / max(size, 1)
         self.done += len(renew)
