@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 # Checkpoints refused in a row for a stale group member before a static member joins again.
 _REJOIN_AFTER_REFUSALS = 5
 # A task goes on from the snapshot's thawed copy when that costs at most this share of the
-# time it spent learning since its previous snapshot. The copy learns 1.2-1.4x faster per
-# event until the next snapshot (about that much learning again), so at 5 % the re-thaw earns
-# several times what it costs; a task that learns little (a trickle) is not paused for it.
+# time it spent learning since its previous snapshot. Until the next snapshot (about that much
+# learning again) the snapshotted objects would take 1.2-1.4x as long per event as the copy,
+# so at 5 % the re-thaw earns several times what it costs; a task that learns little (a
+# trickle) is not paused for it.
 RETHAW_SHARE = 0.05
 # The cost per payload byte until one is measured. Thaw + task build took 1.4-3.8 ms for the
 # bench's model (6 KB) and 0.3-0.8 s for it with 3 challengers (1.1 MB) on a loaded 2-core
