@@ -7,9 +7,12 @@ compare, an equal but distinct string a full compare; unpickled models held dist
 from __future__ import annotations
 
 import collections
+import ctypes
 import pickle
+import sys
 
 import orjson
+import pytest
 from river import datasets, linear_model, metrics, preprocessing
 
 from streamtrain.data.events import decode_event, encode_event
@@ -133,3 +136,31 @@ def test_inline_never_splits_an_object_held_where_it_cannot_be_replaced() -> Non
     assert type(a[0]) is _Box and a[0].value == 1
     assert a[1] in out["as_key"] and (a[1], 1) in out["as_key"]  # the key kept its identity
     assert out["q"][0] is a[2]  # held by a deque: kept, not split
+
+
+def _inline(obj: object) -> bool:
+    """Whether ``obj``'s attributes are still stored inline (CPython 3.11's object layout:
+    the values pointer sits four words before the object, NULL once ``__dict__`` is real).
+    Read with ctypes, since asking Python for ``__dict__`` would build the dict."""
+    return bool(ctypes.c_void_p.from_address(id(obj) - 4 * ctypes.sizeof(ctypes.c_void_p)).value)
+
+
+@pytest.mark.skipif(
+    sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+    reason="probes CPython 3.11's object layout",
+)
+def test_a_thawed_river_model_keeps_its_attributes_inline_like_a_fresh_one() -> None:
+    events = _events(300)
+    model, metric = _model(), metrics.ROCAUC()
+    _learn(model, metric, events)
+    scaler, lr = model["StandardScaler"], model["LogisticRegression"]
+    live = [model, scaler, lr, lr.optimizer, metric, metric.cms[0]]
+    assert all(_inline(o) for o in live)  # the probe tells fresh objects apart...
+    payload = freeze(TrainState(model, {"ROCAUC": metric}, 300, {}, {0: 300}))
+    assert not any(_inline(o) for o in live)  # ...from pickled ones: it could fail
+    state = thaw(payload, 300, {0: 300})
+    got, roc = state.model, state.metrics["ROCAUC"]
+    scaler, lr = got["StandardScaler"], got["LogisticRegression"]
+    # River's classes derive from abc.ABC (__slots__ = ()), and share_keys reads __dict__:
+    # either one used to leave every one of these in dict form.
+    assert all(_inline(o) for o in [got, scaler, lr, lr.optimizer, roc, roc.cms[0]])

@@ -27,6 +27,7 @@ Only :func:`thaw` unpickles, and only bytes that came out of a verified envelope
 from __future__ import annotations
 
 import collections
+import copyreg
 import dataclasses
 import gc
 import pickle
@@ -118,6 +119,7 @@ _PLAIN_DICTS = (dict, collections.defaultdict, collections.Counter)
 _ATOMS = (str, bytes, bytearray, int, float, complex, bool, type(None), range)
 _OPAQUE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, memoryview)
 _CACHED_KEY_BYTES = 64  # orjson caches object keys up to this length
+_SKIP = (*_ATOMS, *_OPAQUE)  # (one tuple: isinstance is called once per object walked)
 
 
 def share_keys(root: T) -> T:
@@ -136,7 +138,7 @@ def share_keys(root: T) -> T:
     stack: list[Any] = [root]
     while stack:
         obj = stack.pop()
-        if isinstance(obj, (*_ATOMS, *_OPAQUE)) or id(obj) in seen:
+        if isinstance(obj, _SKIP) or id(obj) in seen:
             continue
         seen.add(id(obj))
         if isinstance(obj, dict):
@@ -207,7 +209,10 @@ def _from_dict(
 
 
 def _fast(root: T) -> T:
-    return share_keys(inline(root))
+    # share_keys first: it reads every object's ``__dict__``, which would put the attributes
+    # inline() just brought inline back into a dict. inline() re-keys nothing (it updates
+    # dicts in place), so the shared keys stay.
+    return inline(share_keys(root))
 
 
 _MANAGED_DICT = 1 << 4  # Py_TPFLAGS_MANAGED_DICT (CPython 3.11+): attributes stored inline
@@ -227,10 +232,11 @@ def inline(root: T) -> T:
     # Keyed by id: the memo holds each old object beside its replacement, so none is freed
     # (and its id reused) while the walk runs.
     memo: dict[int, tuple[Any, Any]] = {}
-    return _rebuilt(root, memo, _pinned(root))
+    plain = _PlainTypes()  # asked once per class, not per object: walks go through thousands
+    return _rebuilt(root, memo, _pinned(root, plain), plain)
 
 
-def _pinned(root: Any) -> set[int]:
+def _pinned(root: Any, plain: _PlainTypes) -> set[int]:
     """The ids of the objects :func:`_rebuilt` must keep as they are: those held where it cannot
     put a rebuilt one (a dict key, a set, a tuple that is a key, a deque, a C object). Rebuilding
     them would split one object into two."""
@@ -239,7 +245,7 @@ def _pinned(root: Any) -> set[int]:
     stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         obj, held = stack.pop()
-        if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+        if isinstance(obj, _SKIP):
             continue
         if held:
             pinned.add(id(obj))
@@ -254,15 +260,17 @@ def _pinned(root: Any) -> set[int]:
             stack.extend((v, False) for v in obj)
         elif cls is tuple:
             stack.extend((v, held) for v in obj)
-        elif _plain(cls):
+        elif plain[cls]:
             stack.extend((v, False) for v in obj.__dict__.values())
         else:
             stack.extend((v, True) for v in gc.get_referents(obj))
     return pinned
 
 
-def _rebuilt(obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int]) -> Any:
-    if isinstance(obj, (*_ATOMS, *_OPAQUE)):
+def _rebuilt(
+    obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int], plain: _PlainTypes
+) -> Any:
+    if isinstance(obj, _SKIP):
         return obj
     done = memo.get(id(obj))
     if done is not None:
@@ -270,40 +278,52 @@ def _rebuilt(obj: Any, memo: dict[int, tuple[Any, Any]], pinned: set[int]) -> An
     cls = type(obj)
     memo[id(obj)] = (obj, obj)
     if cls is tuple:
-        items = tuple(_rebuilt(v, memo, pinned) for v in obj)
+        items = tuple(_rebuilt(v, memo, pinned, plain) for v in obj)
         if id(obj) in pinned or all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         memo[id(obj)] = (obj, items)  # (a cycle through it keeps the old)
         return items
     if isinstance(obj, dict):
         for k, v in obj.items():
-            new_v = _rebuilt(v, memo, pinned)
+            new_v = _rebuilt(v, memo, pinned, plain)
             if new_v is not v:
                 obj[k] = new_v
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            obj[i] = _rebuilt(v, memo, pinned)
-    elif _plain(cls):
+            obj[i] = _rebuilt(v, memo, pinned, plain)
+    elif plain[cls]:
         attrs = obj.__dict__
         if id(obj) in pinned:  # kept, its attributes brought up to date in place
             for k, v in attrs.items():
-                attrs[k] = _rebuilt(v, memo, pinned)
+                attrs[k] = _rebuilt(v, memo, pinned, plain)
             return obj
         new = object.__new__(cls)  # what _plain requires cls.__new__ to be
         memo[id(obj)] = (obj, new)
         for k, v in attrs.items():
-            object.__setattr__(new, k, _rebuilt(v, memo, pinned))
+            object.__setattr__(new, k, _rebuilt(v, memo, pinned, plain))
         return new
     return obj
 
 
+class _PlainTypes(dict[type, bool]):
+    """:func:`_plain` of each class, computed on first use."""
+
+    def __missing__(self, cls: type) -> bool:
+        self[cls] = found = _plain(cls)
+        return found
+
+
 def _plain(cls: type) -> bool:
-    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way)."""
+    """Pickled as ``cls.__new__(cls)`` plus its ``__dict__`` (so rebuilt the same way).
+
+    Slots count only when they hold something: nearly every River class derives from
+    ``abc.ABC``, whose ``__slots__ = ()`` adds none (pickle's own test, ``copyreg._slotnames``,
+    ignores it too); refusing those left every River object in dict form after a thaw."""
     return (
         bool(cls.__flags__ & _MANAGED_DICT)
         and cls.__reduce_ex__ is object.__reduce_ex__
         and cls.__reduce__ is object.__reduce__
         and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
         and cls.__new__ is object.__new__
-        and not any("__slots__" in vars(c) for c in cls.__mro__)
+        and not copyreg._slotnames(cls)  # type: ignore[attr-defined]
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, Consumer, KafkaException
@@ -213,6 +213,18 @@ class TaskRegistry:
         task.pending = old.take_outputs()
         self._index()
         return task
+
+    def renew(self, states: Mapping[str, TrainState]) -> dict[str, Task]:
+        """Tasks made again from states equal to their own (a snapshot of them, thawed: the
+        same models in fresh objects, :mod:`streamtrain.train.handover`), each owing what the
+        old one owed. Built as a rollback builds them, so nothing keeps the old objects."""
+        renewed = {}
+        for key, state in states.items():
+            old = self.tasks[key]
+            task = self.tasks[key] = renewed[key] = self.build(key, state)
+            task.pending = old.take_outputs()
+        self._index()
+        return renewed
 
     def leave(self) -> None:
         """The consumer is gone: every task back to its committed state, nothing assigned (a

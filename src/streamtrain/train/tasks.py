@@ -10,6 +10,7 @@ state (:meth:`Task.from_state`), pending outputs and all.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -83,6 +84,8 @@ class Task:
     merge: EventTimeMerge | None = None
     labels_topic: str | None = None
     fetched: dict[tuple[str, int], int] = dataclasses.field(default_factory=dict)
+    # Seconds spent in learn(), not state: what renewing its objects is weighed against.
+    learn_seconds: float = 0.0
 
     @classmethod
     def from_state(
@@ -172,7 +175,9 @@ class Task:
         if isinstance(step, JoinStep):
             self._feed(step, records)
         else:
+            started = time.perf_counter()
             self.apply(step.run(records, self.offsets, self.events_learned))
+            self.learn_seconds += time.perf_counter() - started
 
     def drain(self, now: float, caught_up: Callable[[tuple[str, int], int], bool]) -> None:
         """A joined task: learn what the event-time merge lets go at ``now``.

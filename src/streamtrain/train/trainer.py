@@ -36,11 +36,7 @@ from confluent_kafka import Consumer, Message
 from streamtrain.config import KafkaSettings
 from streamtrain.errors import StreamtrainError
 from streamtrain.faults import crash_point
-from streamtrain.kafka.transactions import (
-    TransactionAborted,
-    TransactionalProducer,
-    is_stale_member,
-)
+from streamtrain.kafka.transactions import TransactionalProducer
 from streamtrain.models.spec import estimator_registry, parse_spec
 from streamtrain.records.limits import BoundedShape
 from streamtrain.records.loading import load_records
@@ -56,7 +52,8 @@ from streamtrain.train.clients import (
     producer_config,
     transactional_id,
 )
-from streamtrain.train.committer import Committer, Outcome
+from streamtrain.train.committer import Committer
+from streamtrain.train.handover import HandOver
 from streamtrain.train.outputs import Outputs, OutputWriter
 from streamtrain.train.progress import Summary, TrainerListener
 from streamtrain.train.progressive import ProgressiveEvaluator, build_metrics, build_rolling
@@ -75,8 +72,6 @@ _MAX_PENDING_OUTPUTS = 50_000
 # Stops after which a rolled-back final checkpoint is earned again: they recur once the
 # rolled-back events are learned again. After a signal or an error the run just ends.
 _LEARN_AGAIN = ("idle", "max-events")
-# Checkpoints refused in a row for a stale group member before a static member joins again.
-_REJOIN_AFTER_REFUSALS = 5
 
 
 class Trainer:
@@ -156,10 +151,10 @@ class Trainer:
         self._writer: OutputWriter | None = None  # an unnamed trainer's outputs
         self._checkpointing: Checkpointing | None = None
         self._committer: Committer[Snapshot] | None = None  # sends checkpoints (named models)
+        self._handover: HandOver | None = None  # snapshots and settles them (named models)
         self._first_event_after: float | None = None
         self._consumer: Any = None  # the current one: replaced when it fails for good
         self._rejoins = 0
-        self._refused_in_a_row = 0  # stale-member refusals of a static member, in a row
         self._join_spec = join_spec(settings)
         self.registry = self._registry(None) if not settings.name else None
 
@@ -403,59 +398,27 @@ class Trainer:
         return self.registry.pending_outputs if self.registry is not None else 0
 
     def _checkpoint(self, consumer: Consumer, *, wait: bool = True) -> bool:
-        """Commit every task's state, its outputs and the offsets (``wait``: before returning;
-        else, with a committer in the background, while learning goes on). False: a commit was
-        rolled back, and so were the tasks."""
-        checkpointing, registry, committer = self._checkpointing, self.registry, self._committer
-        assert checkpointing is not None and registry is not None and committer is not None
-        if not self._collect(consumer, block=True):  # the previous commit's outcome first
-            return False
-        registry.record_positions(consumer)
-        if self._requests is not None:  # promote, add/remove challengers: this transaction
-            self._requests.apply(registry.tasks, registry.replace)
-        states = {key: task.state() for key, task in registry.tasks.items()}
-        values = {key: task.sync().values() for key, task in registry.tasks.items()}
-        outputs = self._outputs.records(registry.take_outputs())
-        committer.submit(
-            checkpointing.prepare(states, values, outputs, consumer.consumer_group_metadata())
-        )
-        return self._collect(consumer, block=wait)
+        """Commit every task's state (:meth:`HandOver.checkpoint`); False: rolled back."""
+        handover, registry = self._handover, self.registry
+        assert handover is not None and registry is not None
+        try:
+            return handover.checkpoint(consumer, registry, wait=wait)
+        finally:
+            self.model_text = handover.checkpointing.model_spec  # read back after a failure
 
     def _collect(
         self, consumer: Consumer, *, block: bool, learned: bool = False, roll_back: bool = True
     ) -> bool:
-        """Settle the last commit if it ended (``block``: wait for it); False if it was rolled
-        back (the tasks too, when ``roll_back``)."""
-        committer = self._committer
-        outcome = None
-        if committer is not None:
-            outcome = committer.wait() if block else committer.poll(learned=learned)
-        if outcome is None:
+        """Settle the last commit if it ended (:meth:`HandOver.collect`)."""
+        handover, registry = self._handover, self.registry
+        if handover is None or registry is None:
             return True
-        return self._settle(consumer, outcome, roll_back)
-
-    def _settle(self, consumer: Consumer, outcome: Outcome[Snapshot], roll_back: bool) -> bool:
-        """Apply a commit's outcome on this (the learning) thread: remember what is committed;
-        on abort roll the tasks back and say so (False); raise what cannot be rolled back."""
-        checkpointing, registry, error = self._checkpointing, self.registry, outcome.error
-        assert checkpointing is not None and registry is not None
-        if error is not None and not isinstance(error, TransactionAborted):
-            raise error  # fenced, denied, stuck for good: from the committer thread
         try:
-            checkpointing.settle(outcome.job, error)
+            return handover.collect(
+                consumer, registry, block=block, learned=learned, roll_back=roll_back
+            )
         finally:
-            self.model_text = checkpointing.model_spec
-        if error is None:
-            self._refused_in_a_row = 0
-            return True
-        if roll_back:
-            registry.roll_back(consumer)
-        # A static member the group no longer knows gets the same answer forever.
-        stale = is_stale_member(error.error) and not self.settings.partitioned
-        self._refused_in_a_row = self._refused_in_a_row + 1 if stale else 0
-        if self._refused_in_a_row >= _REJOIN_AFTER_REFUSALS:
-            self._errors.consumer_failed = error.error
-        return False
+            self.model_text = handover.checkpointing.model_spec
 
     def _finish_outputs(self, clean: bool) -> dict[str, list[str]]:
         if self._txn is not None:
@@ -489,6 +452,14 @@ class Trainer:
         background = self.settings.commit_in_background
         self._committer = Committer(
             checkpointing.send, checkpointing.txn.poll, background=background
+        )
+        self._handover = HandOver(
+            checkpointing,
+            self._committer,
+            self._outputs,
+            self._requests,
+            self._errors,
+            partitioned=self.settings.partitioned,
         )
         return checkpointing
 
