@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 # The chaos campaign (chaos/, README "Reliability"): seeded faults for CHAOS_MINUTES on a
-# 3-broker cluster, then chaos/report.json and a table (make test runs a one-minute one).
+# 3-broker cluster, then chaos/report.json and a table (make test runs a 36-second one).
 CHAOS_MINUTES ?= 5
 CHAOS_SEED ?= 1
 chaos: install

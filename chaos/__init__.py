@@ -2,7 +2,7 @@
 on a 3-broker cluster, ending with a report that accounts for every record.
 
 Run it with ``make chaos`` (``CHAOS_MINUTES``, ``CHAOS_SEED``) or ``python -m chaos``; the
-test suite runs a one-minute campaign (``tests/integration/test_chaos_campaign.py``).
+test suite runs a 36-second campaign (``tests/integration/test_chaos_campaign.py``).
 It drives the real thing (brokers, ``streamtrain train`` processes, confluent-kafka) and
 reuses the integration tests' helpers (``topics.py``, ``oracle.py``), hence the path below.
 """

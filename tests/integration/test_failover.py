@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from oracle import check_history, offline
 from river import datasets
+from streams import agrawal_like
 from topics import fill
 
 from streamtrain.broker import LocalCluster
 from streamtrain.config import KafkaSettings
-from streamtrain.data.events import encode_event
 from streamtrain.state.envelope import load_state
 from streamtrain.state.keys import SigningKey
 from streamtrain.state.store import CheckpointStore
@@ -30,13 +30,17 @@ KEY = SigningKey(SECRET.encode(), "STREAMTRAIN_SECRET")
 PARTITIONS = 3
 
 
+def _learned(store: CheckpointStore, keys: list[str]) -> int:
+    """Events learned in all, as the newest committed checkpoints of ``keys`` say."""
+    return sum(opened.header.events_learned for opened in store.latest_many(keys).values())
+
+
 def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
     kafka_cluster: LocalCluster, unique_name: Callable[..., str], tmp_path: Path
 ) -> None:
     bootstrap = kafka_cluster.bootstrap
     topic, name, ckpt = unique_name("fo"), unique_name("model"), unique_name("ckpt")
-    stream = itertools.islice(datasets.synth.Agrawal(seed=31), 150_000)
-    values = [encode_event(x, y) for x, y in stream]
+    values = agrawal_like(150_000, seed=31)  # streams.py: River's generator is ~20x slower
     per_partition = fill(bootstrap, topic, values, partitions=PARTITIONS, replication=3)
 
     summary_path = tmp_path / "summary.json"
@@ -45,7 +49,7 @@ def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
         sys.executable, "-m", "streamtrain", "train", "--partitioned", "--name", name,
         "--topic", topic, "--checkpoint-topic", ckpt, "--checkpoint-interval", "0.5",
         "--metrics-topic", "", "--view", "none", "--bootstrap-servers", bootstrap,
-        "--exit-when-idle", "15", "--summary", str(summary_path),
+        "--exit-when-idle", "3", "--summary", str(summary_path),
         "--no-fast-path",  # River's pace: the broker fails while the stream is being learned
     ]  # fmt: skip
     # stderr to a file: the trainer logs through the outage, and a pipe nobody reads until
@@ -62,9 +66,20 @@ def test_losing_a_broker_mid_stream_loses_and_doubles_nothing(
         while not store.latest_many(keys) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert store.latest_many(keys), "no checkpoint before the broker failure"
+        before = _learned(store, keys)
         kafka_cluster.stop_node(2, hard=True)  # a crash, not a clean shutdown
-        time.sleep(8)
-        assert trainer.poll() is None, "training must go on with two brokers of three"
+        stopped = time.monotonic()
+        # Training goes on with two brokers of three: checkpoints committed during the
+        # outage hold more events than before it (once the controller has moved node 2's
+        # leaderships, 9 s after the crash at most). This replaced a check that the trainer
+        # still ran after 8 s, which an --exit-when-idle of 15 s had to guarantee at a cost
+        # of those 15 s at the end of every run. The node stays down 8 s at least, as before.
+        while _learned(store, keys) <= before:
+            assert trainer.poll() is None, log_path.read_text()[-5000:]
+            assert time.monotonic() < stopped + 120, "no progress with two brokers of three"
+            time.sleep(0.5)
+        time.sleep(max(0.0, stopped + 8 - time.monotonic()))
+        assert trainer.poll() in (None, 0), log_path.read_text()[-5000:]
         kafka_cluster.start_node(2, wait_seconds=120)  # back, with no operator action
         trainer.wait(timeout=600)
         assert trainer.returncode == 0, log_path.read_text()[-5000:]

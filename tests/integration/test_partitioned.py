@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from oracle import check_history, offline
 from river import datasets
+from streams import agrawal_like
 from topics import fill
 
 from streamtrain.config import KafkaSettings
-from streamtrain.data.events import encode_event
 from streamtrain.serving.snapshot import ReplicaSet, load_model
 from streamtrain.state.envelope import load_state
 from streamtrain.state.keys import SigningKey
@@ -36,9 +36,9 @@ PARTITIONS = 6
 
 
 def _fill(bootstrap: str, topic: str, n: int, seed: int) -> dict[int, list[bytes]]:
-    """``n`` Agrawal events round-robin over the partitions; each partition's values in order."""
-    stream = itertools.islice(datasets.synth.Agrawal(seed=seed), n)
-    return fill(bootstrap, topic, [encode_event(x, y) for x, y in stream], partitions=PARTITIONS)
+    """``n`` Agrawal-like events (streams.py: River's generator is ~20x slower) round-robin
+    over the partitions; each partition's values in order."""
+    return fill(bootstrap, topic, agrawal_like(n, seed), partitions=PARTITIONS)
 
 
 def _cmd(bootstrap: str, topic: str, name: str, ckpt: str, *extra: str) -> list[str]:
@@ -139,7 +139,12 @@ def test_paused_process_is_fenced_after_its_tasks_moved(
     kafka_bootstrap: str, unique_name: Callable[..., str], tmp_path: Path
 ) -> None:
     topic, name, ckpt = unique_name("pause"), unique_name("model"), unique_name("ckpt")
-    per_partition = _fill(kafka_bootstrap, topic, 200_000, seed=22)
+    # 60,000 events: at River's pace (5-30k events/s) every replica has a checkpoint within
+    # a second or two of the start, well before the stream ends; the pause must come while
+    # the process is still learning, and the test checks that it does. (It was 200,000, a
+    # third of the test's time spent making, learning and replaying events.)
+    per_partition = _fill(kafka_bootstrap, topic, 60_000, seed=22)
+    total = sum(len(v) for v in per_partition.values())
     # River's pace: the process must still be learning when it is paused.
     cmd = _cmd(kafka_bootstrap, topic, name, ckpt, "--session-timeout", "6", "--no-fast-path")
     paused = _spawn(cmd)
@@ -157,8 +162,22 @@ def test_paused_process_is_fenced_after_its_tasks_moved(
             assert paused.poll() is None and time.monotonic() < deadline, "no checkpoints"
             time.sleep(0.2)
         paused.send_signal(signal.SIGSTOP)
+        paused_at = time.time()  # wall clock, as in checkpoint headers
+        learned = sum(h.events_learned for h, _ in _replicas(kafka_bootstrap, name, ckpt).values())
+        print(f"events learned at the pause: {learned} of {total}")
+        assert learned < total, "the stream was learned before the pause: nothing to fence"
         taker = _spawn([*cmd, "--exit-when-idle", "4", "--summary", str(summary)])
-        time.sleep(20)  # the session times out; the taker restores every task and learns
+        # The session times out (6 s) and the taker restores every task and learns: each
+        # replica has a checkpoint made after the pause, which only the taker can have made
+        # (a fixed 20 s sleep before waited as long on any machine).
+        deadline = time.monotonic() + 120
+        while True:
+            replicas = _replicas(kafka_bootstrap, name, ckpt)
+            if all(h.created_at > paused_at for h, _ in replicas.values()):
+                break
+            assert taker.poll() is None, taker.communicate()[1]
+            assert time.monotonic() < deadline, "the taker took no task over within 120 s"
+            time.sleep(0.2)
         paused.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 90
         seen: list[str] = []
