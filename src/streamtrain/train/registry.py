@@ -163,7 +163,9 @@ class TaskRegistry:
         revoked: its new owner learns it, and nothing of ours moved past it.
         """
         by_input = self.by_input
-        if messages and list(map(_error, messages)).count(None) == len(messages):
+        # any(), not a comparison with None: KafkaError's == None leaves a TypeError set in
+        # the C extension, which the next call into it reports as a SystemError.
+        if messages and not any(map(_error, messages)):
             inputs = set(zip(map(_topic, messages), map(_partition, messages), strict=True))
             if len(inputs) == 1:  # the usual batch: one partition's records, no error
                 task = by_input.get(inputs.pop())
