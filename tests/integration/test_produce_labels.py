@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 from confluent_kafka.admin import AdminClient, NewTopic
 from river import datasets
+from topics import read_messages
 
 from streamtrain.cli.main import main
 from streamtrain.config import KafkaSettings
@@ -31,38 +32,16 @@ class Logged:
     timestamp_ms: int
 
 
-def _read(bootstrap: str, topic: str, timeout: float = 30) -> list[Logged]:
+def _read(bootstrap: str, topic: str) -> list[Logged]:
     """Every committed record of ``topic``, partition by partition, in log order."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "test-labels-reader",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    records: list[Logged] = []
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        partitions = sorted(metadata.partitions)
-        remaining = sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        )
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        deadline = time.monotonic() + timeout
-        while remaining:
-            assert time.monotonic() < deadline, f"reading {topic} back: {remaining} to go"
-            for msg in consumer.consume(1000, 0.2):
-                assert msg.error() is None, msg.error()
-                kind, ts = msg.timestamp()
-                assert kind == TIMESTAMP_CREATE_TIME
-                records.append(
-                    Logged(msg.key(), orjson.loads(msg.value()), msg.partition(), msg.offset(), ts)
-                )
-                remaining -= 1
-    finally:
-        consumer.close()
-    return sorted(records, key=lambda r: (r.partition, r.offset))
+    records = []
+    for msg in read_messages(bootstrap, topic, config={"isolation.level": "read_committed"}):
+        kind, ts = msg.timestamp()
+        assert kind == TIMESTAMP_CREATE_TIME
+        value = msg.value()
+        assert value is not None
+        records.append(Logged(msg.key(), orjson.loads(value), msg.partition(), msg.offset(), ts))
+    return records
 
 
 def _partitions(records: list[Logged]) -> dict[int, list[Logged]]:
