@@ -123,6 +123,9 @@ def test_labels_are_co_partitioned_with_their_features(
         ]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    # The producer's own count, to tell a record lost on the way from one missed by the read.
+    assert "produced 150 events" in (out := capsys.readouterr().out), out
+    assert "; 150 labels to" in out, out
 
     logs = [_read(kafka_bootstrap, topic)]
     if not same_topic:
