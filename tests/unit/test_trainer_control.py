@@ -412,11 +412,12 @@ def test_the_cli_says_why_it_gave_up_in_one_line(
     clients: FakeClients, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
     from streamtrain.cli import main
-    from streamtrain.cli import train as cli_train
+    from streamtrain.train import trainer
 
     clients.fail("commit_transaction", range(1, 100), FATAL)
     with_fakes = functools.partial(Trainer, clients=clients, clock=clients.cluster.clock)
-    monkeypatch.setattr(cli_train, "Trainer", with_fakes)
+    # The command imports the Trainer when it runs (its parser is built at every start).
+    monkeypatch.setattr(trainer, "Trainer", with_fakes)
     argv = ["train", "--topic", TOPIC, "--name", NAME, "--exit-when-idle", "1", "--view", "none"]
     argv += ["--metrics-topic", "", "--no-fast-path", "--checkpoint-every", "40"]
     assert main.main(argv) == 7

@@ -16,26 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from streamtrain.broker import LocalBroker
-from streamtrain.config import KafkaSettings
 from streamtrain.errors import ConfigError
-from streamtrain.formats.encoding import event_encoder
-from streamtrain.formats.settings import JSON, REGISTRY_FORMATS, FormatSettings
-from streamtrain.kafka.clients import ensure_topic
-from streamtrain.produce import ProduceSettings, Replayer
-from streamtrain.schema_registry import LocalSchemaRegistry
-from streamtrain.serving.app import BackgroundServer, create_kafka_app
-from streamtrain.state.keys import load_signing_key
-from streamtrain.state.store import ensure_checkpoint_topic
-from streamtrain.stopping import StopFlag, stop_on_signals
-from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
-from streamtrain.train.trainer import Trainer
-from streamtrain.train.view import choose_view
+from streamtrain.formats.settings import JSON, REGISTRY_FORMATS
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # The label's field in the flat records of a registry format.
 TARGET = "is_phishing"
@@ -77,6 +64,26 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every command's parser is built at each start, and these
+    # (the server, the broker, the trainer) would cost every other command a second.
+    from rich.console import Console
+
+    from streamtrain.broker import LocalBroker
+    from streamtrain.config import KafkaSettings
+    from streamtrain.formats.encoding import event_encoder
+    from streamtrain.formats.settings import FormatSettings
+    from streamtrain.kafka.clients import ensure_topic
+    from streamtrain.produce import ProduceSettings, Replayer
+    from streamtrain.schema_registry import LocalSchemaRegistry
+    from streamtrain.serving.app import BackgroundServer, create_kafka_app
+    from streamtrain.state.keys import load_signing_key
+    from streamtrain.state.store import ensure_checkpoint_topic
+    from streamtrain.stopping import StopFlag, stop_on_signals
+    from streamtrain.train.settings import DEFAULT_MODEL, TrainSettings
+    from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
+    from streamtrain.train.trainer import Trainer
+    from streamtrain.train.view import choose_view
+
     if args.rate < 0:
         raise ConfigError("--rate must be >= 0")
     console = Console(stderr=True)

@@ -22,14 +22,14 @@ from streamtrain.cli.common import (
 from streamtrain.config import resolve
 from streamtrain.errors import ConfigError, NotAuthorized, StreamtrainError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
-from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
-from streamtrain.serving.settings import ServeSettings
-from streamtrain.serving.tokens import ENV_TOKENS, Role, TokenSet, load_tokens
-from streamtrain.serving.validation import (
+from streamtrain.serving.settings import (
+    DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_FEATURES,
     DEFAULT_MAX_INSTANCES,
+    ServeSettings,
 )
+from streamtrain.serving.tokens import ENV_TOKENS, Role, TokenSet, load_tokens
 from streamtrain.stopping import stop_on_signals
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamtrain.cli.common import (
     add_format_options,
@@ -15,11 +15,10 @@ from streamtrain.cli.common import (
 from streamtrain.config import resolve
 from streamtrain.formats.settings import FORMATS
 from streamtrain.stopping import stop_on_signals
-from streamtrain.train.drift import ACTIONS, DEFAULT_DETECTOR
-from streamtrain.train.settings import DEFAULT_MODEL, DEFAULT_TOPIC, TrainSettings
-from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
-from streamtrain.train.trainer import Trainer
-from streamtrain.train.view import choose_view
+from streamtrain.train.defaults import ACTIONS, DEFAULT_DETECTOR, DEFAULT_MODEL, DEFAULT_TOPIC
+
+if TYPE_CHECKING:
+    from streamtrain.train.settings import TrainSettings
 
 
 def register(subparsers: Any) -> None:
@@ -326,6 +325,8 @@ def register(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, file: dict[str, Any]) -> TrainSettings:
+    from streamtrain.train.settings import TrainSettings
+
     flags = {
         "topic": args.topic,
         "model": args.model,
@@ -393,6 +394,11 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the parser above is built at every start of every command.
+    from streamtrain.train.telemetry import DEFAULT_METRICS_TOPIC, MetricsPublisher
+    from streamtrain.train.trainer import Trainer
+    from streamtrain.train.view import choose_view
+
     kafka, file = kafka_settings_from_args(args)
     settings = settings_from_args(args, file)
     view = choose_view(args.view, f"streamtrain · {settings.topic} → {settings.model}")

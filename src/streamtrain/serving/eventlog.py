@@ -38,12 +38,12 @@ from streamtrain.errors import StreamtrainError
 from streamtrain.kafka.clients import client_config, ensure_topic
 from streamtrain.serving.records import OutRecord
 from streamtrain.serving.responses import RequestRefused
+from streamtrain.serving.settings import DEFAULT_DELIVERY_TIMEOUT
 
 __all__ = ["DEFAULT_DELIVERY_TIMEOUT", "EventLog", "ProducerFactory", "Sink"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DELIVERY_TIMEOUT = 10.0
 # What the endpoints promise (acknowledged by every in-sync replica, written once): not options.
 _REQUIRED = {"enable.idempotence": True, "acks": "all"}
 # A request waits for its records: send them soon rather than batch for throughput.

@@ -12,14 +12,22 @@ from pathlib import Path
 
 from streamtrain.errors import ConfigError
 from streamtrain.formats import DEFAULT_CHECKPOINT_TOPIC, DEFAULT_METRICS_TOPIC
-from streamtrain.serving.eventlog import DEFAULT_DELIVERY_TIMEOUT
-from streamtrain.serving.validation import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_FEATURES,
-    DEFAULT_MAX_INSTANCES,
-)
 
-__all__ = ["ServeSettings"]
+__all__ = [
+    "DEFAULT_DELIVERY_TIMEOUT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_FEATURES",
+    "DEFAULT_MAX_INSTANCES",
+    "ServeSettings",
+]
+
+# The defaults live here, not beside the code that applies them: every command's parser shows
+# them, and importing the server's modules (FastAPI) for that would slow every command's start.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_INSTANCES = 1_000
+# Far above any tabular model's width, far below what would make one request a memory burden.
+DEFAULT_MAX_FEATURES = 10_000
+DEFAULT_DELIVERY_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,11 @@ from fastapi import Request
 
 from streamtrain.data.events import Reason, json_type
 from streamtrain.serving.responses import RequestRefused
+from streamtrain.serving.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_FEATURES,
+    DEFAULT_MAX_INSTANCES,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -35,10 +40,6 @@ __all__ = [
     "read_body",
 ]
 
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-DEFAULT_MAX_INSTANCES = 1_000
-# Far above any tabular model's width, far below what would make one request a memory burden.
-DEFAULT_MAX_FEATURES = 10_000
 # Ids become record keys: long enough for any UUID or composite key, short enough to index.
 MAX_ID_LENGTH = 256
 

@@ -59,6 +59,14 @@ import numpy as np
 from streamtrain.errors import ConfigError
 from streamtrain.models.problem import Problem
 from streamtrain.train.challengers import CHAMPION, Challengers
+from streamtrain.train.defaults import (
+    ACTIONS,
+    ALERT,
+    DEFAULT_DETECTOR,
+    OFF,
+    PROMOTE_BEST,
+    RESET_CHALLENGERS,
+)
 
 __all__ = [
     "ACTIONS",
@@ -76,12 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DETECTOR = "ADWIN"
-OFF = "none"
-ALERT = "alert"
-RESET_CHALLENGERS = "reset-challengers"
-PROMOTE_BEST = "promote-best"
-ACTIONS = (ALERT, RESET_CHALLENGERS, PROMOTE_BEST)
 RECENT = 100  # detections a task keeps for its reports (the dashboard's markers)
 
 Prediction = tuple[Any, Any]  # (probabilities or None, label or None): ProgressiveEvaluator's

@@ -19,11 +19,10 @@ from streamtrain.records import SEED, EventShape, RecordShape
 from streamtrain.records.limits import DEFAULT_MAX_FEATURES, DEFAULT_MAX_RECORD_BYTES
 from streamtrain.state.history import DEFAULT_KEEP_VERSIONS_FOR
 from streamtrain.train.challengers import ChallengerSpec, parse_challengers
+from streamtrain.train.defaults import DEFAULT_MODEL, DEFAULT_TOPIC
 from streamtrain.train.drift import ALERT, DEFAULT_DETECTOR, PROMOTE_BEST, DriftPolicy, drift_policy
 from streamtrain.train.promotion import PromotionRule
 
-DEFAULT_TOPIC = "ml_training_data"
-DEFAULT_MODEL = "StandardScaler | LogisticRegression"
 # Model names become part of a transactional.id, a group id and a record key.
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
