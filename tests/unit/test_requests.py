@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from confluent_kafka import OFFSET_INVALID, KafkaError
 from river import datasets, evaluate, metrics, naive_bayes, tree
 
 from streamtrain.data.events import encode_event
@@ -157,3 +158,63 @@ def test_promote_requests_still_apply_once() -> None:
     follower.apply(tasks, tasks.replace)
     assert tasks["m"].gate is not None and tasks["m"].gate.state.promotions == 1
     assert tasks["m"].gate.state.champion == "lr"
+
+
+class _EndOfPartition:
+    """What librdkafka hands over when a reader reaches the end (enable.partition.eof)."""
+
+    def offset(self) -> None:
+        return None
+
+    def value(self) -> None:
+        return None
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+class _Counting(_Consumer):
+    """Counts the calls that cost a broker round trip or a wait."""
+
+    def __init__(self, messages: list[Any], high: int) -> None:
+        super().__init__(messages)
+        self.high = high
+        self.watermark_calls = 0
+        self.consume_calls = 0
+
+    def get_watermark_offsets(self, _tp: Any, timeout: float) -> tuple[int, int]:
+        self.watermark_calls += 1
+        return super().get_watermark_offsets(_tp, timeout)
+
+    def consume(self, _n: int, timeout: float) -> list[Any]:
+        self.consume_calls += 1
+        return super().consume(_n, timeout)
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        # Nothing consumed yet: librdkafka has no position to tell (OFFSET_INVALID).
+        return [type(tp)(tp.topic, tp.partition, self.at or OFFSET_INVALID) for tp in tps]
+
+
+def test_the_first_catch_up_takes_the_end_the_consumer_already_reached() -> None:
+    """Opened at the trainer's start, the reader has reached the end by the first checkpoint:
+    the catch-up then costs no watermark round trip (it took 0.45 s on the learning thread)."""
+    spec = "lr=StandardScaler | LogisticRegression"
+    messages = [_Message(0, request(ADD_CHALLENGER, "m", "c1", 1.0, spec)), _EndOfPartition()]
+    consumer = _Counting(messages, high=1)
+    follower = Requests(lambda conf: consumer, "events", "m")
+    follower.start()
+    assert consumer.consume_calls == 0  # start() only opens and assigns
+    tasks = Tasks()
+    follower.apply(tasks, tasks.replace)
+    assert [r.label for r in follower.seen] == ["c1"] and follower.end == 1
+    assert consumer.watermark_calls == 0
+
+
+def test_an_empty_requests_partition_is_caught_up_at_once() -> None:
+    consumer = _Counting([], high=0)
+    follower = Requests(lambda conf: consumer, "events", "m")
+    follower.apply(Tasks())
+    # One short consume, the watermarks (nothing there), and the non-blocking drain: no
+    # waiting for an end-of-partition event that an empty partition may be slow to send.
+    assert consumer.watermark_calls == 1 and consumer.consume_calls == 2
+    assert follower.seen == [] and follower.end == 0

@@ -200,6 +200,8 @@ class Trainer:
         registry = self.registry
         assert registry is not None
         self._consumer = self._join()
+        if self._requests is not None:
+            self._requests.start()  # fetching while the group forms: see Requests.start
         clean = False
         try:
             self._loop(started)
