@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 
 REQUESTS_PARTITION = 0
 CATCH_UP_SECONDS = 5.0
+# A catch-up's consume call returns early only with 500 records in hand: fewer (the partition's
+# end-of-partition event included) wait out its timeout, so a short one ends the catch-up soon
+# after the end is reached.
+_CATCH_UP_POLL = 0.05
 PROMOTE = PROMOTION_REQUEST
 ADD_CHALLENGER = "add-challenger-request"
 REMOVE_CHALLENGER = "remove-challenger-request"
@@ -124,6 +128,7 @@ class Requests:
         self.name = name
         self.clock = clock
         self._consumer: Consumer | None = None
+        self._caught_up = False
         self.seen: list[Request] = []  # this model's requests, in log order
         self.end = 0  # the offset after the last record read
 
@@ -150,9 +155,14 @@ class Requests:
             if todo:
                 crash_point("after-request-applied")
 
-    def _read(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+    def open(self) -> None:
+        """Make the consumer and let it start fetching, ahead of the first :meth:`apply`.
+
+        A new consumer took about a second to reach the end of the partition on a local broker;
+        made at the first checkpoint, that second stopped learning (bench/PROFILE.md). Opened
+        while the trainer joins its group, it has usually fetched to the end by then.
+        """
+        if self._consumer is None:
             consumer = self._consumer = self._make(
                 {
                     # Under the readers' prefix: the DESCRIBE a named trainer is granted covers it.
@@ -164,6 +174,13 @@ class Requests:
                 }
             )
             consumer.assign([TopicPartition(self.topic, REQUESTS_PARTITION, OFFSET_BEGINNING)])
+
+    def _read(self) -> None:
+        self.open()
+        consumer = self._consumer
+        assert consumer is not None
+        if not self._caught_up:
+            self._caught_up = True
             self._catch_up(consumer)  # requests made while no trainer ran: at the first checkpoint
         while self._take(consumer.consume(500, timeout=0)):
             pass
@@ -173,12 +190,14 @@ class Requests:
         transaction holds a read_committed reader back)."""
         tp = TopicPartition(self.topic, REQUESTS_PARTITION)
         try:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=CATCH_UP_SECONDS)
+            low, high = consumer.get_watermark_offsets(tp, timeout=CATCH_UP_SECONDS)
         except KafkaException:  # no such topic yet: no requests
+            return
+        if high <= low:  # nothing to read: one written from now on is read at a later apply
             return
         deadline = time.monotonic() + CATCH_UP_SECONDS
         while time.monotonic() < deadline:
-            messages = consumer.consume(500, timeout=0.2)
+            messages = consumer.consume(500, timeout=_CATCH_UP_POLL)
             self._take(messages)
             # The high watermark can stay out of reach: a transaction marker at the end of the
             # log (every trainer commits on this topic) or an empty partition leave the position
@@ -205,6 +224,7 @@ class Requests:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+            self._caught_up = False
 
 
 PromotionRequests = Requests  # its name when it followed promotions only
