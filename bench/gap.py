@@ -10,9 +10,12 @@ process. Each run reports, over its timed window (first batch to the N-th event)
 * the learning thread's wall time by part of the loop (wall and thread CPU each), and its
   scheduler wait (``/proc/self/task/TID/schedstat``: runnable, not running). Wall time that
   is neither CPU nor scheduler wait is time the thread was blocked: on I/O, a lock or the GIL;
-* the checkpoints made, the commit's time on the committer thread, and the renewals.
+* the checkpoints made, the commit's time on the committer thread, and the renewals;
+* the local broker's CPU over each whole run (start-up included), when it started the broker.
 
-Prints one table per contender (medians) and the named/unnamed ratios.
+``--src LABEL=PATH`` adds a named contender run from another copy of ``src`` (A/B, e.g. the
+base commit's ``git archive``); ``--variant LABEL=JSON`` one with other arguments (e.g.
+``{"idle_poll": 1.0}``). Prints one table per contender (medians) and the named/unnamed ratios.
 """
 
 from __future__ import annotations
