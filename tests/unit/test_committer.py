@@ -153,6 +153,58 @@ def test_learning_goes_on_while_a_commit_is_in_flight() -> None:
     check_end(trainer, summary)
 
 
+def test_a_checkpoint_due_by_time_waits_for_the_commit_in_flight_as_learning_goes_on() -> None:
+    """The interval passes twice while the first commit hangs until 100 records were handed
+    out: learning goes on to there (it used to stop at the second, waiting for the commit),
+    and the next checkpoint is taken once the commit ended."""
+    clients = FakeClients(make_cluster())
+    clock = clients.cluster.clock
+    clients.hang("commit_transaction", 1)
+    at_release: list[tuple[int, bool]] = []
+
+    def let_go(consumer: Any) -> None:
+        at_release.append((trainer.events_learned, clients.script.released.is_set()))
+        clients.release()
+
+    clients.cluster.after(20, lambda _c: clock.advance(2.0))  # the first checkpoint is due
+    clients.cluster.after(40, lambda _c: clock.advance(2.0))  # and the next, in flight
+    clients.cluster.after(100, let_go)
+    backstop = threading.Timer(WAIT, clients.release)  # the old behaviour: no deadlock here
+    backstop.start()
+    try:
+        trainer = make_trainer(clients, checkpoint_every=10**6, checkpoint_interval=1.0)
+        summary = trainer.run()
+    finally:
+        backstop.cancel()
+    [(learned, released_before)] = at_release
+    assert not released_before and learned >= 80
+    first, second = list(store(clients.cluster).history([NAME]))[:2]
+    assert first.header.events_learned < 40 and second.header.events_learned >= learned
+    check_end(trainer, summary)
+
+
+def test_a_checkpoint_due_by_count_still_waits_for_the_commit_in_flight() -> None:
+    """``checkpoint_every`` bounds the events learned past the last commit: at the next count
+    due, learning waits for the commit in flight, as before."""
+    clients = FakeClients(make_cluster())
+    clients.hang("commit_transaction", 1)
+    at_release: list[int] = []
+
+    def let_go() -> None:
+        at_release.append(trainer.events_learned)
+        clients.release()
+
+    releaser = threading.Timer(1.0, let_go)
+    releaser.start()
+    try:
+        trainer = make_trainer(clients, checkpoint_every=20)
+        summary = trainer.run()
+    finally:
+        releaser.cancel()
+    assert at_release and at_release[0] < 60  # stopped at the second checkpoint due
+    check_end(trainer, summary)
+
+
 def test_partitions_lost_with_a_commit_in_flight() -> None:
     """The group moves on while the first commit waits to send its offsets (now stale): on_lost
     waits for its outcome, an abort, then rolls back to nothing committed; the run still ends

@@ -218,3 +218,53 @@ def test_an_empty_requests_partition_is_caught_up_at_once() -> None:
     # waiting for an end-of-partition event that an empty partition may be slow to send.
     assert consumer.watermark_calls == 1 and consumer.consume_calls == 2
     assert follower.seen == [] and follower.end == 0
+
+
+class _Counted(_Consumer):
+    """A consumer that counts what the follower asks of it."""
+
+    def __init__(self, messages: list[_Message]) -> None:
+        super().__init__(messages)
+        self.assigned = 0
+        self.watermarks = 0
+        self.consumed = 0
+        self.closed = False
+
+    def assign(self, _partitions: Any) -> None:
+        self.assigned += 1
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        self.watermarks += 1
+        return super().get_watermark_offsets(tp, timeout)
+
+    def consume(self, n: int, timeout: float) -> list[_Message]:
+        self.consumed += 1
+        return super().consume(n, timeout)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_opened_early_the_follower_catches_up_at_the_first_apply_only() -> None:
+    """``start`` (at the trainer's start) makes and assigns the consumer and reads nothing: the
+    catch-up to the end stays with the first ``apply``, once; after ``close`` it starts over."""
+    made: list[_Counted] = []
+
+    def consumer(_conf: dict[str, Any]) -> _Counted:
+        made.append(_Counted([_Message(0, request(PROMOTE, "other", "x", 0.0))]))
+        return made[-1]
+
+    follower = Requests(consumer, "events", "m")
+    follower.start()
+    follower.start()
+    [first] = made
+    assert (first.assigned, first.watermarks, first.consumed) == (1, 0, 0)
+    tasks = Tasks()
+    follower.apply(tasks, tasks.replace)
+    follower.apply(tasks, tasks.replace)
+    assert len(made) == 1 and first.watermarks == 1 and follower.end == 1
+    assert tasks["m"].requests["next"] == 1
+    follower.close()
+    assert first.closed
+    follower.apply(tasks, tasks.replace)
+    assert len(made) == 2 and made[1].watermarks == 1

@@ -131,6 +131,21 @@ class HandOver:
         self.rethaw = rethaw if rethaw is not None else Rethaw()
         self.refused_in_a_row = 0  # stale-member refusals of a static member, in a row
 
+    def due(self, now: float, learned_since: int) -> bool:
+        """A checkpoint is due: ``learned_since`` reached ``every`` (then it waits for a commit
+        in flight, which bounds the events learned past the last commit), or the interval has
+        passed and no commit is in flight.
+
+        The interval counts from the last commit settled, so while one is still being sent the
+        next was already due by time; taking it then blocked learning until the commit ended
+        and checkpointed twice in a row (bench/PROFILE.md). It is taken at the first batch
+        boundary after that commit instead.
+        """
+        checkpointing = self.checkpointing
+        if learned_since >= checkpointing.every:
+            return True
+        return not self.committer.busy and checkpointing.due(now, learned_since)
+
     def checkpoint(self, consumer: Consumer, registry: TaskRegistry, *, wait: bool) -> bool:
         """Commit every task's state, its outputs and the offsets (``wait``: before returning;
         else, with a committer in the background, while learning goes on). False: a commit was

@@ -253,12 +253,7 @@ class Trainer:
         run inside those calls, and one that checkpoints (on_revoke) or rolls back and seeks
         (on_lost) must never find a record taken but not accounted for.
         """
-        settings, stop, clock, checkpointing = (
-            self.settings,
-            self._stop,
-            self.clock,
-            self._checkpointing,
-        )
+        settings, stop, clock, handover = self.settings, self._stop, self.clock, self._handover
         next_report = started + settings.progress_interval
         reported = (self.events_learned, started)  # count and time of the last report
         learned_at_checkpoint = self.events_learned
@@ -276,8 +271,8 @@ class Trainer:
             self._collect(consumer, block=False, learned=bool(messages))  # a commit ended?
             self._write_outputs()
             learned = self.events_learned
-            if checkpointing is not None and (
-                checkpointing.due(now, learned - learned_at_checkpoint)
+            if handover is not None and (
+                handover.due(now, learned - learned_at_checkpoint)
                 or self._registry_pending() >= _MAX_PENDING_OUTPUTS
             ):
                 self._checkpoint(consumer, wait=False)
