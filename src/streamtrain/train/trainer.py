@@ -200,10 +200,10 @@ class Trainer:
         registry = self.registry
         assert registry is not None
         self._consumer = self._join()
-        if self._requests is not None:
-            self._requests.start()  # fetching while the group forms: see Requests.start
         clean = False
         try:
+            if self._requests is not None:  # inside: closed with the consumer if start fails
+                self._requests.start()  # fetching while the group forms: see Requests.start
             self._loop(started)
             # A refused right commits nothing: no final checkpoint of what came before it.
             while self._checkpointing is not None and registry.tasks and not self._errors.denied:
