@@ -173,58 +173,14 @@ class _EndOfPartition:
         return KafkaError(KafkaError._PARTITION_EOF)
 
 
-class _Counting(_Consumer):
-    """Counts the calls that cost a broker round trip or a wait."""
-
-    def __init__(self, messages: list[Any], high: int) -> None:
-        super().__init__(messages)
-        self.high = high
-        self.watermark_calls = 0
-        self.consume_calls = 0
-
-    def get_watermark_offsets(self, _tp: Any, timeout: float) -> tuple[int, int]:
-        self.watermark_calls += 1
-        return super().get_watermark_offsets(_tp, timeout)
-
-    def consume(self, _n: int, timeout: float) -> list[Any]:
-        self.consume_calls += 1
-        return super().consume(_n, timeout)
-
-    def position(self, tps: list[Any]) -> list[Any]:
-        # Nothing consumed yet: librdkafka has no position to tell (OFFSET_INVALID).
-        return [type(tp)(tp.topic, tp.partition, self.at or OFFSET_INVALID) for tp in tps]
-
-
-def test_the_first_catch_up_takes_the_end_the_consumer_already_reached() -> None:
-    """Opened at the trainer's start, the reader has reached the end by the first checkpoint:
-    the catch-up then costs no watermark round trip (it took 0.45 s on the learning thread)."""
-    spec = "lr=StandardScaler | LogisticRegression"
-    messages = [_Message(0, request(ADD_CHALLENGER, "m", "c1", 1.0, spec)), _EndOfPartition()]
-    consumer = _Counting(messages, high=1)
-    follower = Requests(lambda conf: consumer, "events", "m")
-    follower.start()
-    assert consumer.consume_calls == 0  # start() only opens and assigns
-    tasks = Tasks()
-    follower.apply(tasks, tasks.replace)
-    assert [r.label for r in follower.seen] == ["c1"] and follower.end == 1
-    assert consumer.watermark_calls == 0
-
-
-def test_an_empty_requests_partition_is_caught_up_at_once() -> None:
-    consumer = _Counting([], high=0)
-    follower = Requests(lambda conf: consumer, "events", "m")
-    follower.apply(Tasks())
-    # One short consume, the watermarks (nothing there), and the non-blocking drain: no
-    # waiting for an end-of-partition event that an empty partition may be slow to send.
-    assert consumer.watermark_calls == 1 and consumer.consume_calls == 2
-    assert follower.seen == [] and follower.end == 0
-
-
 class _Counted(_Consumer):
-    """A consumer that counts what the follower asks of it."""
+    """A consumer that counts what the follower asks of it (``high``: its end, if not the
+    number of messages)."""
 
-    def __init__(self, messages: list[_Message]) -> None:
+    def __init__(self, messages: list[Any], high: int | None = None) -> None:
         super().__init__(messages)
+        if high is not None:
+            self.high = high
         self.assigned = 0
         self.watermarks = 0
         self.consumed = 0
@@ -237,12 +193,41 @@ class _Counted(_Consumer):
         self.watermarks += 1
         return super().get_watermark_offsets(tp, timeout)
 
-    def consume(self, n: int, timeout: float) -> list[_Message]:
+    def consume(self, n: int, timeout: float) -> list[Any]:
         self.consumed += 1
         return super().consume(n, timeout)
 
+    def position(self, tps: list[Any]) -> list[Any]:
+        # Nothing consumed yet: librdkafka has no position to tell (OFFSET_INVALID).
+        return [type(tp)(tp.topic, tp.partition, self.at or OFFSET_INVALID) for tp in tps]
+
     def close(self) -> None:
         self.closed = True
+
+
+def test_the_first_catch_up_takes_the_end_the_consumer_already_reached() -> None:
+    """Opened at the trainer's start, the reader has reached the end by the first checkpoint:
+    the catch-up then costs no watermark round trip (it took 0.45 s on the learning thread)."""
+    spec = "lr=StandardScaler | LogisticRegression"
+    messages = [_Message(0, request(ADD_CHALLENGER, "m", "c1", 1.0, spec)), _EndOfPartition()]
+    consumer = _Counted(messages, high=1)
+    follower = Requests(lambda conf: consumer, "events", "m")
+    follower.start()
+    assert consumer.consumed == 0  # start() only opens and assigns
+    tasks = Tasks()
+    follower.apply(tasks, tasks.replace)
+    assert [r.label for r in follower.seen] == ["c1"] and follower.end == 1
+    assert consumer.watermarks == 0
+
+
+def test_an_empty_requests_partition_is_caught_up_at_once() -> None:
+    consumer = _Counted([], high=0)
+    follower = Requests(lambda conf: consumer, "events", "m")
+    follower.apply(Tasks())
+    # One short consume, the watermarks (nothing there), and the non-blocking drain: no
+    # waiting for an end-of-partition event that an empty partition may be slow to send.
+    assert consumer.watermarks == 1 and consumer.consumed == 2
+    assert follower.seen == [] and follower.end == 0
 
 
 def test_opened_early_the_follower_catches_up_at_the_first_apply_only() -> None:
