@@ -176,11 +176,7 @@ def run_promote(args: argparse.Namespace) -> int:
     champion, labels = _roster_of(store, args.name)
     if args.label == champion:
         raise ConfigError(f"{args.label!r} is already the champion of model {args.name!r}")
-    if args.label not in labels:
-        known = ", ".join(labels) or "none"
-        raise ConfigError(
-            f"model {args.name!r} has no challenger {args.label!r} (its challengers: {known})"
-        )
+    _require_challenger(args.name, args.label, labels)
     _send(args, PROMOTE, args.label)
     print(
         f"asked the trainer of {args.name!r} to promote {args.label!r}: it applies the request "
@@ -226,17 +222,19 @@ def run_remove_challenger(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.label!r} is the champion of model {args.name!r}: promote another first"
         )
-    if args.label not in labels:
-        known = ", ".join(labels) or "none"
-        raise ConfigError(
-            f"model {args.name!r} has no challenger {args.label!r} (its challengers: {known})"
-        )
+    _require_challenger(args.name, args.label, labels)
     _send(args, REMOVE_CHALLENGER, args.label)
     print(
         f"asked the trainer of {args.name!r} to remove challenger {args.label!r}: it applies "
         f"the request at its next checkpoint (see {args.events_topic})"
     )
     return 0
+
+
+def _require_challenger(name: str, label: str, labels: list[str]) -> None:
+    if label not in labels:
+        known = ", ".join(labels) or "none"
+        raise ConfigError(f"model {name!r} has no challenger {label!r} (its challengers: {known})")
 
 
 def _send(args: argparse.Namespace, kind: str, label: str, spec: str | None = None) -> None:
