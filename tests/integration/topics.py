@@ -134,10 +134,9 @@ def read_messages(
         deadline = time.monotonic() + timeout
         ends = _ends(consumer, topic, wanted)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in wanted])
+        assigned = [TopicPartition(topic, p) for p in wanted]
         while True:
-            positions = {tp.partition: tp.offset for tp in consumer.position(
-                [TopicPartition(topic, p) for p in wanted]
-            )}  # fmt: skip
+            positions = {tp.partition: tp.offset for tp in consumer.position(assigned)}
             if all(ends[p] == 0 or positions[p] >= ends[p] for p in wanted):
                 latest = _ends(consumer, topic, wanted)
                 if latest == ends:
